@@ -1,0 +1,8 @@
+"""First-party pair selectors."""
+
+from prefopt.hookspecs import hookimpl
+
+
+@hookimpl
+def register_pair_selectors(register):
+    pass

@@ -1,0 +1,210 @@
+"""The core interfaces and the typed records that flow between them.
+
+Small interfaces (Reward, PairSelector, Recipe) are Protocols: any class with the right attributes
+works. The wide Backbone is an ABC, so a subclass that misses a method fails when it is built, not an
+hour into a run.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+# ----------------------------------------------------------------------------------------------------
+# Records
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RewardScore:
+    """One reward's verdict on one video: ``value`` on the 1–10 scale, ``raw`` in the declared range."""
+
+    value: float
+    raw: float
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredItems:
+    """A column view of scored media, for vectorised pair selection.
+
+    ``scores`` maps reward name → float array (1–10 scale), all arrays of the same length as ``ids``.
+    """
+
+    ids: np.ndarray
+    sources: np.ndarray
+    prompts: np.ndarray
+    scores: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name, column in [("sources", self.sources), ("prompts", self.prompts), *self.scores.items()]:
+            if len(column) != n:
+                raise ValueError(f"column `{name}` has {len(column)} entries, expected {n} (one per id).")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, mask: np.ndarray) -> ScoredItems:
+        return ScoredItems(
+            ids=self.ids[mask],
+            sources=self.sources[mask],
+            prompts=self.prompts[mask],
+            scores={k: v[mask] for k, v in self.scores.items()},
+        )
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A preference pair: ``winner_id`` is preferred over ``loser_id`` for ``prompt``."""
+
+    winner_id: str
+    loser_id: str
+    prompt: str
+    weight: float = 1.0
+    selector: str = ""
+    deltas: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BackboneOutput:
+    """What the objective needs from one denoiser call on a batch.
+
+    ``prediction`` and ``target`` have the latents' shape; ``weights`` is per sample, shape ``[B]``
+    (e.g. a timestep-dependent loss weighting; ones when the backbone has none).
+    """
+
+    prediction: torch.Tensor
+    target: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass
+class GeneratedMedia:
+    """A generated video (``frames``: uint8 ``[F, H, W, 3]``) with the latents it decoded from."""
+
+    frames: np.ndarray
+    latents: torch.Tensor | None
+    prompt: str
+    seed: int
+
+
+# ----------------------------------------------------------------------------------------------------
+# Interfaces
+# ----------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """Scores a batch of videos. ``raw_range`` is the declared range of the raw score."""
+
+    name: ClassVar[str]
+    raw_range: tuple[float, float]
+
+    def score(
+        self,
+        videos: Sequence[np.ndarray],
+        prompts: Sequence[str],
+        references: Sequence[np.ndarray],
+    ) -> list[RewardScore]:
+        """One score per video. Videos are uint8 ``[F, H, W, 3]``; references uint8 ``[H, W, 3]``."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """The model identity (name, checkpoint, version) recorded with every score."""
+        ...
+
+
+@runtime_checkable
+class PairSelector(Protocol):
+    """Turns scored items into preference pairs."""
+
+    name: ClassVar[str]
+
+    def select(self, items: ScoredItems) -> list[Pair]:
+        """Pairs with winner, loser and weight."""
+        ...
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    """A whole method (e.g. MagicID) run from one config."""
+
+    name: ClassVar[str]
+
+    def run(self) -> Path:
+        """Run every stage and return the run directory."""
+        ...
+
+    def missing_requirements(self) -> list[str]:
+        """Sentences naming what the run needs and does not have (weights, packages); empty when ready."""
+        ...
+
+
+class Backbone(abc.ABC):
+    """A diffusion model that prefopt can train and sample from.
+
+    The backbone turns media and prompts into training inputs and returns what the loss needs; the
+    trainer owns the objective, so one trainer serves flow-matching and ε/v-prediction models alike.
+    """
+
+    name: ClassVar[str]
+    #: "flow" (velocity target ε − x₀), "epsilon" or "v_prediction".
+    prediction_type: str
+    #: Module names that LoRA adapts by default.
+    default_lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    @property
+    @abc.abstractmethod
+    def denoiser(self) -> torch.nn.Module:
+        """The network that LoRA adapts (a transformer or UNet)."""
+
+    @abc.abstractmethod
+    def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Text conditioning for a batch of prompts, as a dict of tensors with batch first."""
+
+    @abc.abstractmethod
+    def encode_media(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Latents for media in [-1, 1], shape ``[B, C, F, H, W]`` (images have F = 1)."""
+
+    @abc.abstractmethod
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Training timesteps for a batch (σ in (0, 1) for flow models, integer steps otherwise)."""
+
+    @abc.abstractmethod
+    def forward_train(
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        conditioning: dict[str, torch.Tensor],
+    ) -> BackboneOutput:
+        """Noise the latents at ``timesteps``, run the denoiser, and return prediction and target."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        *,
+        num_frames: int,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+    ) -> list[GeneratedMedia]:
+        """Sample media (with their latents) for prompts with the current weights."""
+
+    @abc.abstractmethod
+    def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> Path:
+        """Write a LoRA state dict in the pipeline's own format (``pytorch_lora_weights.safetensors``)."""
+
+    @abc.abstractmethod
+    def unload_encoders(self) -> None:
+        """Free the text encoders and VAE (training from a cache needs only the denoiser)."""

@@ -1,0 +1,43 @@
+"""From a YAML path and overrides to a configured recipe object, ready to validate or run."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefopt.config import apply_overrides, parse, read_yaml
+from prefopt.errors import ConfigError, MissingWeightsError, PluginError
+from prefopt.registry import get_registry
+
+RECIPE_KEY = "recipe"
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> tuple[Any, Any]:
+    """Parse a recipe YAML into (registration, config); checks every key, type and plugin name."""
+    data = apply_overrides(read_yaml(path), list(overrides or []))
+    registry = get_registry()
+    recipe_name = data.pop(RECIPE_KEY, None)
+    if not isinstance(recipe_name, str):
+        available = ", ".join(registry.names("recipes")) or "none"
+        raise ConfigError(f"`{path}` must name its recipe with a top-level `recipe:` key (one of: {available}).")
+    try:
+        registration = registry.get("recipes", recipe_name)
+    except PluginError as e:
+        raise ConfigError(f"`recipe`: {e}") from e
+    return registration, parse(registration.config_class, data, "", registry)
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> Any:
+    """Build the recipe named by a YAML config (without loading any model)."""
+    registration, config = load_config(path, overrides)
+    return registration.cls(config)
+
+
+def check_requirements(recipe: Any) -> None:
+    """Raise one clear error listing every missing weight or package, before any work starts."""
+    missing = recipe.missing_requirements()
+    if missing:
+        listing = " ".join(f"({i}) {m}" for i, m in enumerate(missing, 1))
+        raise MissingWeightsError(f"recipe `{recipe.name}` cannot start: {listing}")
+
+

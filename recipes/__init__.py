@@ -1,0 +1,1 @@
+"""prefopt recipes: code under ``recipes/<name>/`` and configs as ``recipes/<name>.yaml``."""

@@ -1,0 +1,100 @@
+"""The command line as a user meets it: exit codes, messages, tracebacks only with --debug."""
+
+import json
+import os
+import subprocess
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+
+from prefopt import hookimpl
+from prefopt.cli import main
+
+
+def _run_cli(*args, env=None):
+    full_env = {**os.environ, "PREFOPT_LOAD_PLUGINS": "", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "prefopt", *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
+
+
+@dataclass
+class EchoConfig:
+    message: str = field(default="hi", metadata={"help": "What to print."})
+    repeat: int = field(default=1, metadata={"help": "How many times."})
+
+
+class EchoRecipe:
+    """Prints a message (a test recipe)."""
+
+    name = "echo"
+    Config = EchoConfig
+
+    def __init__(self, config):
+        self.config = config
+
+    def missing_requirements(self):
+        return ["the `echo` weights are absent; put them in ./echo."] if self.config.repeat > 5 else []
+
+    def run(self):
+        print(self.config.message * self.config.repeat)
+        return "nowhere"
+
+
+@pytest.fixture
+def echo_recipe(plugin):
+    module = types.ModuleType("echo_plugin")
+    module.register_recipes = hookimpl(lambda register: register(EchoRecipe))
+    module.register_recipes.__name__ = "register_recipes"
+    plugin(module, name="echo-plugin")
+
+
+def test_run_validate_and_overrides(echo_recipe, tmp_path, capsys):
+    config = tmp_path / "echo.yaml"
+    config.write_text("recipe: echo\nmessage: ab\n")
+    assert main(["run", str(config), "repeat=3"]) == 0
+    assert "ababab" in capsys.readouterr().out
+    assert main(["validate", str(config)]) == 0
+    assert "valid" in capsys.readouterr().out
+
+
+def test_missing_requirements_exit_2_before_running(echo_recipe, tmp_path, capsys):
+    config = tmp_path / "echo.yaml"
+    config.write_text("recipe: echo\nrepeat: 9\n")
+    assert main(["run", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert "cannot start: (1) the `echo` weights are absent" in captured.err
+    assert "ech" not in captured.out
+
+
+def test_misspelt_key_exits_2_with_key_named_and_no_traceback(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("recipe: nope\n")
+    result = _run_cli("validate", str(config))
+    assert result.returncode == 2
+    assert "no recipe named `nope`" in result.stderr
+    assert "Traceback" not in result.stderr
+    debug = _run_cli("--debug", "validate", str(config))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_missing_config_file_is_a_user_error(capsys):
+    assert main(["validate", "does/not/exist.yaml"]) == 2
+    assert "`does/not/exist.yaml` does not exist" in capsys.readouterr().err
+
+
+def test_plugins_json_lists_components_with_packages(echo_recipe, capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    echo = [r for r in rows if r["name"] == "echo"]
+    assert len(echo) == 1 and echo[0]["class"].endswith("test_cli.EchoRecipe")
+    assert {k: echo[0][k] for k in ("kind", "package", "plugin", "summary")} == {
+        "kind": "recipe",
+        "package": "echo-plugin",
+        "plugin": "echo-plugin",
+        "summary": "Prints a message (a test recipe).",
+    }
+    assert main(["plugins"]) == 0
+    assert "echo" in capsys.readouterr().out

@@ -1,0 +1,56 @@
+"""The documented example plugin package installs and is discovered the way a user's would be."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "examples" / "prefopt-contrast"
+
+
+def test_example_reward_package_is_discovered_after_pip_install(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
+    env.pop("PREFOPT_LOAD_PLUGINS", None)  # a user's shell: every installed plugin loads
+    result = subprocess.run(
+        [sys.executable, "-m", "prefopt", "plugins", "--json"], capture_output=True, text=True, env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [r for r in json.loads(result.stdout) if r["name"] == "contrast"]
+    assert rows and rows[0]["package"] == "prefopt-contrast" and rows[0]["kind"] == "reward"
+
+    env["PREFOPT_LOAD_PLUGINS"] = ""
+    hidden = subprocess.run(
+        [sys.executable, "-m", "prefopt", "plugins", "--json"], capture_output=True, text=True, env=env,
+        timeout=120,
+    )
+    assert "contrast" not in [r["name"] for r in json.loads(hidden.stdout)]
+
+
+def test_example_reward_scores_contrast():
+    import numpy as np
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import prefopt_contrast
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    reward = prefopt_contrast.ContrastReward(prefopt_contrast.ContrastConfig())
+    flat = np.full((2, 8, 8, 3), 128, np.uint8)
+    stripes = np.zeros((2, 8, 8, 3), np.uint8)
+    stripes[:, ::2] = 255
+    low, high = reward.score([flat, stripes], ["", ""], [])
+    assert low.value == 1.0 and high.value == 10.0 and high.raw > low.raw
+
+
+def test_readme_plugin_snippet_matches_the_example_package():
+    readme = (ROOT / "README.md").read_text()
+    assert "class ContrastReward" in readme and "register(ContrastReward)" in readme
