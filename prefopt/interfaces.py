@@ -184,8 +184,12 @@ class Backbone(abc.ABC):
         noise: torch.Tensor,
         timesteps: torch.Tensor,
         conditioning: dict[str, torch.Tensor],
+        denoiser: torch.nn.Module | None = None,
     ) -> BackboneOutput:
-        """Noise the latents at ``timesteps``, run the denoiser, and return prediction and target."""
+        """Noise the latents at ``timesteps``, run the denoiser, and return prediction and target.
+
+        ``denoiser`` overrides :attr:`denoiser` (the trainer passes its distributed wrapper).
+        """
 
     @abc.abstractmethod
     def generate(

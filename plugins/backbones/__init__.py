@@ -5,4 +5,10 @@ from prefopt.hookspecs import hookimpl
 
 @hookimpl
 def register_backbones(register):
-    pass
+    from prefopt_plugins.backbones.hunyuan_video import HunyuanVideoBackbone
+    from prefopt_plugins.backbones.stable_diffusion import StableDiffusionBackbone
+    from prefopt_plugins.backbones.wan import WanBackbone
+
+    register(HunyuanVideoBackbone)
+    register(WanBackbone)
+    register(StableDiffusionBackbone)

@@ -1,0 +1,150 @@
+"""Tiny randomly initialised pipelines, built from configs (as diffusers' own tests do).
+
+They exercise the real loading, encoding, training and sampling code offline; their outputs are noise.
+The CPU quickstart and the test suite save them with ``save_pretrained`` and load them back through the
+same ``from_pretrained`` path that real checkpoints take.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+_CHARS = list(string.ascii_letters + string.digits + string.punctuation)
+
+
+def _llama_tokenizer():
+    from transformers import LlamaTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
+    for piece in ["▁", *_CHARS, *("▁" + c for c in _CHARS)]:
+        vocab.setdefault(piece, len(vocab))
+    return LlamaTokenizerFast(vocab=vocab, merges=[], pad_token="<pad>")
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in _CHARS:
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(c + "</w>", len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _clip_text_model(vocab_size: int, hidden: int = 8, projection: int = 8):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+        num_attention_heads=2, projection_dim=projection, max_position_embeddings=77,
+        bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+
+
+def tiny_hunyuan_video_pipeline(seed: int = 0):
+    """A HunyuanVideoPipeline with the tiny transformer and VAE documented in ENVIRONMENT.md."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = _llama_tokenizer(), _clip_tokenizer()
+    text_encoder = LlamaModel(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+    ))
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+    )
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    )
+    return HunyuanVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=_clip_text_model(len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+    )
+
+
+def tiny_wan_pipeline(seed: int = 0):
+    """A WanPipeline (Wan 2.1 text-to-video) with a tiny transformer, VAE and UMT5 encoder."""
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import T5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    tokenizer = _t5_tokenizer()
+    text_encoder = UMT5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0,
+    ))
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=16, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def _t5_tokenizer():
+    from transformers import T5TokenizerFast
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -1.0)]
+    vocab += [(c, -2.0) for c in _CHARS] + [("▁" + c, -2.5) for c in _CHARS]
+    return T5TokenizerFast(vocab=vocab, extra_ids=0)
+
+
+def tiny_stable_diffusion_pipeline(seed: int = 0, prediction_type: str = "epsilon"):
+    """A StableDiffusionPipeline (SD 1.5-style UNet) with tiny UNet, VAE and CLIP text encoder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    tokenizer = _clip_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8, norm_num_groups=4, attention_head_dim=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[8, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              prediction_type=prediction_type, clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1)
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=_clip_text_model(len(tokenizer)), tokenizer=tokenizer, unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+TINY_BUILDERS = {
+    "hunyuan-video": tiny_hunyuan_video_pipeline,
+    "wan": tiny_wan_pipeline,
+    "stable-diffusion": tiny_stable_diffusion_pipeline,
+}
+
+
+def save_tiny_pipeline(backbone: str, directory: str | Path, seed: int = 0) -> Path:
+    """Build a tiny pipeline for ``backbone`` and ``save_pretrained`` it to ``directory`` (if absent)."""
+    directory = Path(directory)
+    if not (directory / "model_index.json").is_file():
+        pipe = TINY_BUILDERS[backbone](seed)
+        tmp = directory.with_name(directory.name + ".tmp")
+        pipe.save_pretrained(tmp)
+        tmp.rename(directory)  # atomic: a crash never leaves a half-written model directory
+    return directory
