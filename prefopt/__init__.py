@@ -31,7 +31,7 @@ __all__ = [
     "Reward",
     "RewardScore",
     "ScoredItems",
+    "__version__",
     "hookimpl",
     "to_scale",
-    "__version__",
 ]

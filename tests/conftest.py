@@ -8,8 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(2)
 
@@ -29,3 +29,34 @@ def plugin(request):
     yield _register
     for name in registered:
         unregister_plugin(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """``tiny_model_dir(kind)``: a tiny random pipeline saved with save_pretrained (built once per session)."""
+    from prefopt_plugins.backbones.tiny import save_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def _dir(kind: str) -> str:
+        return str(save_tiny_pipeline(kind, root / kind))
+
+    return _dir
+
+
+@pytest.fixture
+def make_backbone(tiny_model_dir):
+    """``make_backbone(kind, **options)``: a backbone loaded from its tiny saved pipeline, in float32 on CPU."""
+    from prefopt.config import parse
+    from prefopt.registry import get_registry
+
+    def _make(kind: str, **options):
+        entry = get_registry().get("backbones", kind)
+        defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu"}
+        if kind == "hunyuan-video":
+            defaults.update(use_prompt_template=False, max_sequence_length=16)
+        if kind == "wan":
+            defaults.update(max_sequence_length=16)
+        return entry.cls(parse(entry.config_class, {**defaults, **options}))
+
+    return _make

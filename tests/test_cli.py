@@ -16,7 +16,7 @@ from prefopt.cli import main
 def _run_cli(*args, env=None):
     full_env = {**os.environ, "PREFOPT_LOAD_PLUGINS": "", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "prefopt", *args], capture_output=True, text=True, env=full_env, timeout=120
+        [sys.executable, "-m", "prefopt", *args], check=False, capture_output=True, text=True, env=full_env, timeout=120
     )
 
 

@@ -110,7 +110,7 @@ class DiffusersBackbone(Backbone):
             raise MissingWeightsError(message)
         try:
             return self.pipeline_class().from_pretrained(
-                self.config.pretrained, revision=self.config.revision, torch_dtype=self.dtype
+                self.config.pretrained, revision=self.config.revision, dtype=self.dtype
             )
         except OSError as e:
             raise MissingWeightsError(

@@ -80,7 +80,12 @@ def tiny_hunyuan_video_pipeline(seed: int = 0):
 
 def tiny_wan_pipeline(seed: int = 0):
     """A WanPipeline (Wan 2.1 text-to-video) with a tiny transformer, VAE and UMT5 encoder."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import T5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)

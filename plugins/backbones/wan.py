@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-
 from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
 
 

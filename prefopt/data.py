@@ -1,0 +1,138 @@
+"""Training examples and the encode-once cache of latents and text embeddings.
+
+Media and prompts are encoded once into safetensors files under the cache directory; the text encoders
+and VAE are then unloaded, and training reads only the cached tensors. Latents that came out of
+generation (a ``.safetensors`` path) are used directly, with no VAE round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from prefopt.errors import PrefoptError
+from prefopt.media import fit_frames, read_media, resize_frames, to_pixels
+
+LATENT_SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """A preference pair for training: ``winner`` is preferred over ``loser`` for ``prompt``.
+
+    ``winner`` and ``loser`` are media files (mp4, png, …) or latent files (``.safetensors``).
+    """
+
+    prompt: str
+    winner: str
+    loser: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """A single media file and its prompt, for plain denoising (SFT) training."""
+
+    prompt: str
+    media: str
+
+
+PAIR_COLUMNS = ("prompt", "winner", "loser")
+
+
+def read_pairs(path: str | os.PathLike) -> list[PreferenceExample]:
+    """Pairs from a parquet or JSONL file with columns prompt, winner, loser and optional weight."""
+    path = Path(path)
+    if not path.is_file():
+        raise PrefoptError(f"pairs file `{path}` does not exist.")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    missing = [c for c in PAIR_COLUMNS if rows and c not in rows[0]]
+    if missing:
+        raise PrefoptError(f"pairs file `{path}` lacks column(s) {', '.join(missing)}; it needs prompt, winner, loser.")
+    base = path.parent
+    return [
+        PreferenceExample(
+            prompt=row["prompt"], winner=_resolve(row["winner"], base), loser=_resolve(row["loser"], base),
+            weight=float(row.get("weight", 1.0) if row.get("weight") is not None else 1.0),
+        )
+        for row in rows
+    ]
+
+
+def _resolve(value: str, base: Path) -> str:
+    """Relative media paths in a pairs file are relative to the file."""
+    return value if os.path.isabs(value) else str((base / value).resolve())
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """safetensors write, atomically (write a temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+class EncodedCache:
+    """Encodes each distinct media file and prompt once; files are keyed by content identity."""
+
+    def __init__(self, directory: str | os.PathLike, backbone, *, num_frames: int, height: int, width: int):
+        self.directory = Path(directory)
+        self.backbone = backbone
+        self.size = (num_frames, height, width)
+        self.model_key = _digest(backbone.name, getattr(backbone.config, "pretrained", ""), *self.size)
+
+    def text_path(self, prompt: str) -> Path:
+        return self.directory / "text" / f"{_digest(self.model_key, prompt)}{LATENT_SUFFIX}"
+
+    def latent_path(self, media: str) -> Path:
+        if media.endswith(LATENT_SUFFIX):
+            return Path(media)
+        stat = os.stat(media)
+        return self.directory / "latents" / f"{_digest(self.model_key, os.path.abspath(media), stat.st_size, stat.st_mtime_ns)}{LATENT_SUFFIX}"
+
+    def encode(
+        self, prompts: Sequence[str], media: Sequence[str], on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        """Encode whatever is not cached yet (prompts in one batch, media one file at a time)."""
+        todo_prompts = sorted({p for p in prompts if not self.text_path(p).is_file()})
+        if todo_prompts:
+            encoded = self.backbone.encode_prompts(todo_prompts)
+            for i, prompt in enumerate(todo_prompts):
+                save_tensors(self.text_path(prompt), {k: v[i : i + 1] for k, v in encoded.items()})
+        for item in dict.fromkeys(media):
+            target = self.latent_path(item)
+            if not target.is_file():
+                if item.endswith(LATENT_SUFFIX):
+                    raise PrefoptError(f"latent file `{item}` does not exist.")
+                save_tensors(target, {"latents": self.backbone.encode_media(self._pixels(item))[0:1]})
+            if on_progress:
+                on_progress()
+
+    def _pixels(self, media: str) -> torch.Tensor:
+        num_frames, height, width = self.size
+        frames = fit_frames(resize_frames(read_media(media), height, width), num_frames)
+        return to_pixels(frames)[None]
+
+    def load_text(self, prompt: str) -> dict[str, torch.Tensor]:
+        return load_file(str(self.text_path(prompt)))
+
+    def load_latents(self, media: str) -> torch.Tensor:
+        tensors = load_file(str(self.latent_path(media)))
+        latents = tensors["latents"]
+        return latents if latents.ndim == 5 else latents[None]

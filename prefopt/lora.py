@@ -1,0 +1,97 @@
+"""LoRA on a diffusers denoiser through peft: add, fuse an earlier LoRA, switch to the reference."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from prefopt.errors import PrefoptError
+
+POLICY_ADAPTER = "dpo"
+REFERENCE_ADAPTER = "ref"
+
+
+def add_lora(
+    denoiser: torch.nn.Module,
+    *,
+    rank: int,
+    alpha: float,
+    dropout: float,
+    target_modules: Sequence[str],
+    adapter_name: str = POLICY_ADAPTER,
+) -> list[torch.nn.Parameter]:
+    """Attach a trainable LoRA adapter (B = 0, so the policy starts equal to the reference)."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
+        init_lora_weights=True,  # task_type stays None: diffusers models are not LLMs
+    )
+    try:
+        denoiser.add_adapter(config, adapter_name=adapter_name)
+    except ValueError as e:
+        raise PrefoptError(f"LoRA target modules {list(target_modules)} do not fit this model: {e}") from e
+    params = [p for n, p in denoiser.named_parameters() if f".{adapter_name}." in n]
+    for p in params:
+        p.data = p.data.float()  # LoRA weights train in float32 even when the base is bf16
+        p.requires_grad_(True)
+    return params
+
+
+def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> None:
+    """Merge an earlier LoRA (diffusers format) into the base weights, so base + LoRA is the reference."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "pytorch_lora_weights.safetensors"
+    if not path.is_file():
+        raise PrefoptError(f"initial LoRA `{path}` does not exist; train it first or fix `init_lora`.")
+    denoiser.load_lora_adapter(str(path), adapter_name="init", prefix=prefix)
+    denoiser.fuse_lora(adapter_names=["init"])
+    denoiser.delete_adapters("init")
+
+
+def lora_state_dict(denoiser: torch.nn.Module, adapter_name: str = POLICY_ADAPTER) -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's key names (no adapter name in them), on the CPU."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(denoiser, adapter_name=adapter_name)
+    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
+
+
+def load_lora_state(denoiser: torch.nn.Module, state: dict[str, torch.Tensor], adapter_name: str = POLICY_ADAPTER) -> None:
+    """Load weights saved by :func:`lora_state_dict` into an existing adapter."""
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(denoiser, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise PrefoptError(f"LoRA checkpoint has {len(unexpected)} keys this model lacks, e.g. `{unexpected[0]}`.")
+
+
+def adapter_parameters(denoiser: torch.nn.Module, adapter_name: str) -> list[torch.nn.Parameter]:
+    return [p for n, p in denoiser.named_parameters() if f".{adapter_name}." in n]
+
+
+@contextlib.contextmanager
+def reference_mode(denoiser: torch.nn.Module, reference_adapter: str | None = None) -> Iterator[None]:
+    """Run the denoiser as the reference: adapters disabled, or the frozen reference adapter active.
+
+    peft toggles ``requires_grad`` when adapters switch; the flags are restored exactly on exit.
+    """
+    flags = [(p, p.requires_grad) for p in denoiser.parameters()]
+    try:
+        if reference_adapter is None:
+            denoiser.disable_adapters()
+        else:
+            denoiser.set_adapter(reference_adapter)
+        yield
+    finally:
+        if reference_adapter is None:
+            denoiser.enable_adapters()
+        else:
+            denoiser.set_adapter(POLICY_ADAPTER)
+        for p, flag in flags:
+            p.requires_grad_(flag)

@@ -1,0 +1,385 @@
+"""DiffusionDPOTrainer: offline Diffusion-DPO (and plain SFT) with LoRA under accelerate.
+
+The backbone turns latents into (prediction, target, weights); this module owns the objective. The
+reference is the same denoiser with the DPO adapter disabled (no second copy of the model). Winner and
+loser share noise and timestep. Noise, timesteps and data order derive from (seed, step), so a resumed
+run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from prefopt.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from prefopt.data import EncodedCache, PreferenceExample, SFTExample
+from prefopt.errors import PrefoptError
+from prefopt.lora import (
+    POLICY_ADAPTER,
+    REFERENCE_ADAPTER,
+    adapter_parameters,
+    add_lora,
+    fuse_lora_file,
+    load_lora_state,
+    lora_state_dict,
+    reference_mode,
+)
+from prefopt.losses import denoising_loss, diffusion_dpo_loss, dpo_metrics, per_sample_mse
+from prefopt.progress import progress_bar
+
+
+class TrainingDivergedError(PrefoptError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainerConfig:
+    """Options of :class:`DiffusionDPOTrainer`. Names follow trl's DPOConfig where one exists."""
+
+    mode: Literal["dpo", "sft"] = field(
+        default="dpo", metadata={"help": "`dpo` trains on preference pairs; `sft` on single media (identity LoRA)."}
+    )
+    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
+    batch_size: int = field(default=1, metadata={"help": "Pairs (or SFT samples) per process per micro-step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
+    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (paper: 1e-4)."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW β1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW β2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
+        default="constant_with_warmup", metadata={"help": "Learning-rate schedule (diffusers.optimization)."}
+    )
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
+    beta: float = field(
+        default=2500.0,
+        metadata={"help": "DPO β: the KL strength. Diffusion-DPO used 2000–5000 for per-element MSE errors."},
+    )
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = field(
+        default="sigmoid", metadata={"help": "DPO loss variant (trl's names)."}
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label-flip rate for `robust`."})
+    rpo_alpha: float = field(
+        default=0.0, metadata={"help": "Weight of an SFT term on winners added to the DPO loss (trl's name)."}
+    )
+    lora_rank: int = field(default=32, metadata={"help": "LoRA rank."})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA α (scale = α / rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=list, metadata={"help": "Module names LoRA adapts; empty uses the backbone's default."}
+    )
+    init_lora: str | None = field(
+        default=None,
+        metadata={"help": "An earlier LoRA (e.g. MagicID's identity LoRA) fused into the base: reference = base + it."},
+    )
+    sync_ref_model: bool = field(
+        default=False, metadata={"help": "TR-DPO: periodically mix the policy LoRA into a reference LoRA (trl's name)."}
+    )
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "Steps between reference syncs."})
+    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "ref ← α·policy + (1 − α)·ref."})
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "accelerate autocast."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order, noise and timesteps."})
+    checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
+    log_every: int = field(default=1, metadata={"help": "Write metrics every N steps."})
+    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={"help": "accelerate tracker."})
+    num_frames: int = field(default=33, metadata={"help": "Frames media files are encoded at."})
+    height: int = field(default=320, metadata={"help": "Height media files are encoded at."})
+    width: int = field(default=512, metadata={"help": "Width media files are encoded at."})
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank", "checkpoint_every",
+                     "log_every", "ref_model_sync_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        if self.beta <= 0:
+            raise ValueError(f"`beta` must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"`label_smoothing` must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
+            raise ValueError(f"`ref_model_mixup_alpha` must be in (0, 1], got {self.ref_model_mixup_alpha}")
+
+
+@dataclass
+class _Batch:
+    latents: torch.Tensor  # [2B, ...] winners then losers for DPO, [B, ...] for SFT
+    conditioning: dict[str, torch.Tensor]
+    weights: torch.Tensor  # per pair (DPO) or ones (SFT)
+
+
+class DiffusionDPOTrainer:
+    """Trains a backbone's denoiser with LoRA on preference pairs (``mode="dpo"``) or media (``"sft"``)."""
+
+    def __init__(self, backbone, config: TrainerConfig, output_dir: str | Path, accelerator=None):
+        from accelerate import Accelerator
+
+        self.backbone = backbone
+        self.config = config
+        self.output_dir = Path(output_dir)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=None if config.report_to == "none" else config.report_to,
+            project_dir=str(self.output_dir),
+        )
+        self.cache = EncodedCache(
+            self.output_dir / "cache", backbone, num_frames=config.num_frames, height=config.height, width=config.width
+        )
+        self.step = 0
+
+    # --- public ------------------------------------------------------------------------------------
+
+    def train(self, examples: Sequence[PreferenceExample] | Sequence[SFTExample], resume: bool = True) -> Path:
+        """Encode, train to ``max_steps`` (resuming from the latest checkpoint), save and return the LoRA."""
+        if not examples:
+            raise PrefoptError("no training examples: the pairs (or media) list is empty.")
+        self._check_examples(examples)
+        self._encode(examples)
+        denoiser = self._prepare_model()
+        optimizer, scheduler = self._optimizer(denoiser)
+        model, optimizer = self.accelerator.prepare(denoiser, optimizer)
+        if resume:
+            self._resume(denoiser, optimizer, scheduler)
+        self._start_trackers()
+        self._loop(examples, denoiser, model, optimizer, scheduler)
+        return self._save_final(denoiser)
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # --- setup -------------------------------------------------------------------------------------
+
+    def _check_examples(self, examples) -> None:
+        expected = PreferenceExample if self.config.mode == "dpo" else SFTExample
+        wrong = [e for e in examples if not isinstance(e, expected)]
+        if wrong:
+            raise PrefoptError(f"mode `{self.config.mode}` trains on {expected.__name__} items, got {type(wrong[0]).__name__}.")
+
+    def _encode(self, examples) -> None:
+        """Main process encodes what is not cached; every process then reads the cache."""
+        media = [m for e in examples for m in ((e.winner, e.loser) if isinstance(e, PreferenceExample) else (e.media,))]
+        with self.accelerator.main_process_first():
+            todo = len(dict.fromkeys(media))
+            with progress_bar("encoding media", todo, enabled=self.is_main) as bar:
+                self.cache.encode([e.prompt for e in examples], media, on_progress=bar.advance)
+        self.backbone.unload_encoders()
+
+    def _prepare_model(self) -> torch.nn.Module:
+        config, backbone = self.config, self.backbone
+        backbone.to(self.accelerator.device)
+        denoiser = backbone.denoiser
+        denoiser.requires_grad_(False)
+        if config.init_lora:
+            fuse_lora_file(denoiser, config.init_lora, prefix=backbone.denoiser_attribute)
+        lora = {"rank": config.lora_rank, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
+                "target_modules": config.lora_target_modules or backbone.default_lora_targets}
+        torch.manual_seed(config.seed)  # identical LoRA init on every process
+        add_lora(denoiser, **lora)
+        if config.sync_ref_model and config.mode == "dpo":
+            add_lora(denoiser, **lora, adapter_name=REFERENCE_ADAPTER)
+            for ref, policy in zip(adapter_parameters(denoiser, REFERENCE_ADAPTER),
+                                   adapter_parameters(denoiser, POLICY_ADAPTER), strict=True):
+                ref.data.copy_(policy.data)
+            denoiser.set_adapter(POLICY_ADAPTER)
+        if config.gradient_checkpointing:
+            denoiser.enable_gradient_checkpointing()
+        denoiser.train()
+        return denoiser
+
+    def _optimizer(self, denoiser):
+        from diffusers.optimization import get_scheduler
+
+        c = self.config
+        params = adapter_parameters(denoiser, POLICY_ADAPTER)
+        optimizer = torch.optim.AdamW(params, lr=c.learning_rate, betas=(c.adam_beta1, c.adam_beta2),
+                                      weight_decay=c.weight_decay, eps=c.adam_epsilon)
+        # Stepped once per optimizer step by hand: accelerate's wrapper steps it once per process.
+        scheduler = get_scheduler(c.lr_scheduler, optimizer, num_warmup_steps=c.lr_warmup_steps,
+                                  num_training_steps=c.max_steps)
+        return optimizer, scheduler
+
+    def _resume(self, denoiser, optimizer, scheduler) -> None:
+        checkpoint = latest_checkpoint(self.output_dir / "checkpoints")
+        if checkpoint is None:
+            return
+        loras, state = load_checkpoint(checkpoint, optimizer, scheduler)
+        for adapter, weights in loras.items():
+            load_lora_state(denoiser, weights, adapter)
+        self.step = int(state["step"])
+        self._truncate_metrics(self.step)
+        if self.is_main:
+            print(f"prefopt: resuming training from {checkpoint} (step {self.step}/{self.config.max_steps}).")
+
+    def _start_trackers(self) -> None:
+        if self.config.report_to != "none":
+            self.accelerator.init_trackers("prefopt", config={k: str(v) for k, v in asdict(self.config).items()})
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def _loop(self, examples, denoiser, model, optimizer, scheduler) -> None:
+        c = self.config
+        with progress_bar(f"training ({c.mode})", c.max_steps, enabled=self.is_main, completed=self.step) as bar:
+            while self.step < c.max_steps:
+                metrics = self._optimizer_step(examples, denoiser, model, optimizer, scheduler)
+                self.step += 1
+                self._after_step(denoiser, optimizer, scheduler, metrics)
+                bar.advance(loss=metrics["loss"], **({"acc": metrics["implicit_accuracy"]} if c.mode == "dpo" else {}))
+        self.accelerator.end_training()
+
+    def _optimizer_step(self, examples, denoiser, model, optimizer, scheduler) -> dict[str, float]:
+        c = self.config
+        collected: list[dict[str, float]] = []
+        for micro in range(c.gradient_accumulation_steps):
+            batch = self._batch(examples, self.step * c.gradient_accumulation_steps + micro)
+            with self.accelerator.accumulate(model):
+                loss, metrics = self._loss(batch, denoiser, model, micro)
+                self._check_finite(loss)
+                self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients and c.max_grad_norm > 0:
+                    metrics["grad_norm"] = float(self.accelerator.clip_grad_norm_(
+                        adapter_parameters(denoiser, POLICY_ADAPTER), c.max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            collected.append(metrics)
+        scheduler.step()
+        averaged = {k: sum(m.get(k, 0.0) for m in collected) / len(collected) for k in collected[0]}
+        return {**averaged, "lr": scheduler.get_last_lr()[0]}
+
+    def _loss(self, batch: _Batch, denoiser, model, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+        generator = self._generator(micro)
+        latents = batch.latents
+        pairs = latents.shape[0] // 2 if self.config.mode == "dpo" else latents.shape[0]
+        noise = torch.randn(latents[:pairs].shape, generator=generator).to(latents.device, latents.dtype)
+        timesteps = self.backbone.sample_timesteps(pairs, generator).to(latents.device)
+        if self.config.mode == "sft":
+            out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
+            loss = denoising_loss(out.prediction, out.target, out.weights)
+            return loss, {"loss": loss.item()}
+        # Winners and losers share noise and timestep: the pair differs only in its clean latents.
+        noise, timesteps = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
+        with torch.no_grad(), reference_mode(denoiser, REFERENCE_ADAPTER if self.config.sync_ref_model else None):
+            ref = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=denoiser)
+            ref_err = per_sample_mse(ref.prediction, ref.target) * ref.weights
+        out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
+        err = per_sample_mse(out.prediction, out.target) * out.weights
+        (err_w, err_l), (ref_w, ref_l) = err.chunk(2), ref_err.chunk(2)
+        c = self.config
+        losses = diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=c.beta, loss_type=c.loss_type,
+                                    label_smoothing=c.label_smoothing, sft_weight=c.rpo_alpha, weights=batch.weights)
+        loss = losses.mean()
+        return loss, {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=c.beta)}
+
+    def _generator(self, micro: int) -> torch.Generator:
+        """Noise and timesteps depend only on (seed, step, micro-step, process): resumable and reproducible."""
+        entropy = [self.config.seed, self.step, micro, self.accelerator.process_index]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+
+    def _batch(self, examples, micro_index: int) -> _Batch:
+        indices = self._indices(len(examples), micro_index)
+        chosen = [examples[i] for i in indices]
+        device = self.accelerator.device
+        if self.config.mode == "dpo":
+            media = [e.winner for e in chosen] + [e.loser for e in chosen]
+            prompts = [e.prompt for e in chosen] * 2
+            weights = torch.tensor([e.weight for e in chosen], dtype=torch.float32, device=device)
+        else:
+            media, prompts = [e.media for e in chosen], [e.prompt for e in chosen]
+            weights = torch.ones(len(chosen), device=device)
+        latents = self._stack_latents(media).to(device)
+        texts = [self.cache.load_text(p) for p in prompts]
+        conditioning = {k: torch.cat([t[k] for t in texts]).to(device) for k in texts[0]}
+        return _Batch(latents=latents, conditioning=conditioning, weights=weights)
+
+    def _indices(self, n: int, micro_index: int) -> list[int]:
+        """This process's examples for a micro-step: a seeded permutation per epoch, sharded by process."""
+        world, rank, size = self.accelerator.num_processes, self.accelerator.process_index, self.config.batch_size
+        per_step = world * size
+        steps_per_epoch = max(1, n // per_step) if n >= per_step else 1
+        epoch, offset = divmod(micro_index, steps_per_epoch)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
+        if n < per_step:  # fewer examples than one global batch: cycle through them
+            order = order.repeat(math.ceil(per_step / n))
+        start = offset * per_step + rank * size
+        return order[start : start + size].tolist()
+
+    def _stack_latents(self, media: list[str]) -> torch.Tensor:
+        latents = [self.cache.load_latents(m) for m in media]
+        shapes = {tuple(t.shape) for t in latents}
+        if len(shapes) > 1:
+            raise PrefoptError(
+                f"media in one batch encode to different latent shapes {sorted(shapes)} (e.g. `{media[0]}`); "
+                "generate or encode every video at the same size and frame count."
+            )
+        return torch.cat(latents)
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            last = latest_checkpoint(self.output_dir / "checkpoints")
+            kept = f"the last good checkpoint is `{last}`" if last else "no checkpoint was written yet"
+            raise TrainingDivergedError(
+                f"the training loss became {loss.item()} at step {self.step + 1}; {kept}. Lower "
+                "`learning_rate` or `beta`, or check the pairs for broken media."
+            )
+
+    # --- after each step ---------------------------------------------------------------------------
+
+    def _after_step(self, denoiser, optimizer, scheduler, metrics: dict[str, float]) -> None:
+        c = self.config
+        if c.sync_ref_model and c.mode == "dpo" and self.step % c.ref_model_sync_steps == 0:
+            self._sync_reference(denoiser)
+        if self.step % c.log_every == 0 or self.step == c.max_steps:
+            self._log(metrics)
+        if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+            self._checkpoint(denoiser, optimizer, scheduler)
+
+    def _sync_reference(self, denoiser) -> None:
+        """TR-DPO soft update of the reference LoRA, with trl's parameter-mixing routine."""
+        from trl.trainer.callbacks import SyncRefModelCallback
+
+        policy = torch.nn.ParameterList(adapter_parameters(denoiser, POLICY_ADAPTER))
+        reference = torch.nn.ParameterList(adapter_parameters(denoiser, REFERENCE_ADAPTER))
+        SyncRefModelCallback.sync_target_model(policy, reference, self.config.ref_model_mixup_alpha)
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        if self.config.report_to != "none":
+            self.accelerator.log(metrics, step=self.step)
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.output_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+
+    def _truncate_metrics(self, step: int) -> None:
+        """After a crash, drop metrics logged past the checkpoint we resume from."""
+        path = self.output_dir / "metrics.jsonl"
+        if self.is_main and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def _checkpoint(self, denoiser, optimizer, scheduler) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            root = self.output_dir / "checkpoints"
+            loras = {POLICY_ADAPTER: lora_state_dict(denoiser)}
+            if self.config.sync_ref_model and self.config.mode == "dpo":
+                loras[REFERENCE_ADAPTER] = lora_state_dict(denoiser, REFERENCE_ADAPTER)
+            save_checkpoint(root, self.step, loras, optimizer, scheduler, {"config": asdict(self.config)})
+            prune_checkpoints(root, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _save_final(self, denoiser) -> Path:
+        """The LoRA in diffusers format (``pipe.load_lora_weights`` accepts the directory)."""
+        directory = self.output_dir / "lora"
+        if self.is_main:
+            self.backbone.save_lora(directory, lora_state_dict(denoiser))
+        self.accelerator.wait_for_everyone()
+        return directory / "pytorch_lora_weights.safetensors"

@@ -1,0 +1,175 @@
+"""DiffusionDPOTrainer on tiny random backbones: it optimises, saves, resumes and stops on NaN."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from prefopt.data import PreferenceExample, SFTExample, read_pairs, save_tensors
+from prefopt.media import write_media
+from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig, TrainingDivergedError
+
+SIZE = {"num_frames": 5, "height": 32, "width": 32}
+
+
+def _config(**overrides):
+    base = dict(max_steps=3, learning_rate=1e-3, weight_decay=0.0, lora_rank=4, lora_alpha=4, beta=100.0,  # noqa: C408
+                checkpoint_every=100, report_to="none", **SIZE)
+    return TrainerConfig(**{**base, **overrides})
+
+
+def _videos(tmp_path, n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [str(write_media(tmp_path / f"v{i}.mp4", rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)))
+            for i in range(n)]
+
+
+def _pairs(paths):
+    prompts = ["a man walks", "a woman waves"]
+    return [PreferenceExample(prompts[i % 2], paths[i], paths[i + 1]) for i in range(0, len(paths) - 1, 2)]
+
+
+def test_dpo_changes_every_lora_parameter_and_saves_a_loadable_lora(tmp_path, make_backbone):
+    backbone = make_backbone("hunyuan-video")
+    trainer = DiffusionDPOTrainer(backbone, _config(), tmp_path / "run")
+    lora_file = trainer.train(_pairs(_videos(tmp_path, 4)))
+    trained = load_file(str(lora_file))
+    assert trained and all(k.startswith("transformer.") for k in trained)
+    # every LoRA matrix moved away from its initialisation (B starts at zero; A is random but was trained)
+    lora_b = {k: v for k, v in trained.items() if "lora_B" in k}
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b.values())
+    checkpoint = load_file(str(tmp_path / "run" / "checkpoints" / "step-000003" / "lora-dpo.safetensors"))
+    assert len(checkpoint) == len(trained)  # resumable peft-format copy of the same adapter
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert {"loss", "implicit_accuracy", "reward_margin", "model_err_winner", "ref_err_loser", "lr"} <= set(metrics[0])
+    assert metrics[0]["loss"] == pytest.approx(np.log(2), abs=1e-6)  # step 1: policy == reference
+
+
+def test_every_lora_parameter_changes(tmp_path, make_backbone):
+    backbone = make_backbone("hunyuan-video")
+    trainer = DiffusionDPOTrainer(backbone, _config(max_steps=2), tmp_path / "run")
+    from prefopt.lora import POLICY_ADAPTER, adapter_parameters
+
+    original_add = trainer._optimizer
+    snapshot = {}
+
+    def capture(denoiser):
+        snapshot.update({n: p.detach().clone() for n, p in denoiser.named_parameters() if "lora" in n})
+        return original_add(denoiser)
+
+    trainer._optimizer = capture
+    trainer.train(_pairs(_videos(tmp_path, 4)))
+    after = {n: p.detach() for n, p in backbone.denoiser.named_parameters() if "lora" in n}
+    assert snapshot and set(snapshot) == set(after)
+    unchanged = [n for n in snapshot if torch.equal(snapshot[n], after[n])]
+    assert not unchanged, unchanged
+    assert all(p.requires_grad for p in adapter_parameters(backbone.denoiser, POLICY_ADAPTER))
+    assert not any(p.requires_grad for n, p in backbone.denoiser.named_parameters() if "lora" not in n)
+
+
+def test_resume_continues_exactly(tmp_path, make_backbone):
+    examples = _pairs(_videos(tmp_path, 6))
+    straight = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=6), tmp_path / "a")
+    straight_lora = load_file(str(straight.train(examples)))
+
+    first = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=3, checkpoint_every=3), tmp_path / "b")
+    first.train(examples)
+    # A new process: fresh backbone and trainer, same run directory, a longer schedule.
+    second = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=6, checkpoint_every=3), tmp_path / "b")
+    resumed_lora = load_file(str(second.train(examples)))
+    assert second.step == 6
+    for key, value in straight_lora.items():
+        torch.testing.assert_close(resumed_lora[key], value, rtol=0, atol=0)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path, make_backbone):
+    videos = _videos(tmp_path, 2)
+    good = [PreferenceExample("a man walks", videos[0], videos[1])]
+    run = tmp_path / "run"
+    DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=2, checkpoint_every=1), run).train(good)
+    bad = [PreferenceExample("a man walks", videos[0], videos[1], weight=float("nan"))]
+    trainer = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=4, checkpoint_every=1), run)
+    with pytest.raises(TrainingDivergedError, match=r"loss became nan at step 3; the last good checkpoint is .*step-000002"):
+        trainer.train(bad)
+    assert (run / "checkpoints" / "step-000002" / "lora-dpo.safetensors").is_file()
+
+
+def _pattern_latents(tmp_path, backbone, sign, n, seed):
+    shape = (4, 2, 4, 4)  # [C, F, H, W] of the tiny HunyuanVideo latent space
+    gen = torch.Generator().manual_seed(seed)
+    paths = []
+    base = torch.linspace(-1, 1, 16).reshape(1, 1, 4, 4)
+    for i in range(n):
+        latent = sign * base.expand(shape) + 0.1 * torch.randn(shape, generator=gen)
+        path = tmp_path / f"{'w' if sign > 0 else 'l'}{i}.safetensors"
+        save_tensors(path, {"latents": latent})
+        paths.append(str(path))
+    return paths
+
+
+def test_synthetic_preferences_are_learned(tmp_path, make_backbone):
+    """Winners follow one pattern and losers its negation; DPO must learn to prefer the winners."""
+    backbone = make_backbone("hunyuan-video")
+    winners = _pattern_latents(tmp_path, backbone, +1.0, 8, 0)
+    losers = _pattern_latents(tmp_path, backbone, -1.0, 8, 1)
+    examples = [PreferenceExample("a person", w, l) for w, l in zip(winners, losers)]
+    config = _config(max_steps=60, learning_rate=3e-3, beta=500.0, batch_size=4, log_every=1)
+    DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(examples)
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    late = metrics[-10:]
+    assert np.mean([m["implicit_accuracy"] for m in late]) > 0.9
+    assert np.mean([m["model_err_winner"] - m["ref_err_winner"] for m in late]) < 0
+    assert np.mean([m["model_err_loser"] - m["ref_err_loser"] for m in late]) > 0
+    assert np.mean([m["loss"] for m in late]) < np.log(2) - 0.1
+
+
+def test_sft_mode_lowers_the_denoising_error(tmp_path, make_backbone):
+    backbone = make_backbone("hunyuan-video")
+    videos = _videos(tmp_path, 2)
+    examples = [SFTExample("a photo of a person", v) for v in videos]
+    config = _config(mode="sft", max_steps=40, learning_rate=3e-3, batch_size=2)
+    DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(examples)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+
+
+def test_mode_and_example_type_must_match(tmp_path, make_backbone):
+    trainer = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(mode="sft"), tmp_path)
+    with pytest.raises(Exception, match="mode `sft` trains on SFTExample"):
+        trainer.train([PreferenceExample("p", "a.mp4", "b.mp4")])
+
+
+@pytest.mark.parametrize("kind, frames", [("wan", 5), ("stable-diffusion", 1)])
+def test_other_backbones_train_from_a_pairs_file_and_load_into_the_pipeline(tmp_path, make_backbone, kind, frames):
+    rng = np.random.default_rng(0)
+    suffix = ".png" if frames == 1 else ".mp4"
+    paths = [write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8))
+             for i in range(4)]
+    pairs_file = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "a cat", "winner": paths[0].name, "loser": paths[1].name, "weight": 2.0},
+            {"prompt": "a dog", "winner": paths[2].name, "loser": paths[3].name}]
+    pairs_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples = read_pairs(pairs_file)
+    assert examples[0].weight == 2.0 and examples[1].weight == 1.0
+    backbone = make_backbone(kind)
+    lora_file = DiffusionDPOTrainer(backbone, _config(num_frames=frames, max_steps=2), tmp_path / "run").train(examples)
+    fresh = make_backbone(kind)
+    before = _denoiser_output(fresh)
+    fresh.pipe.load_lora_weights(str(lora_file.parent))
+    after = _denoiser_output(fresh)
+    assert not torch.allclose(before, after), "the loaded LoRA changed nothing"
+
+
+def _denoiser_output(backbone):
+    frames = 1 if backbone.name == "stable-diffusion" else 5
+    gen = torch.Generator().manual_seed(0)
+    latents = backbone.encode_media(torch.rand(1, 3, frames, 32, 32, generator=gen) * 2 - 1)
+    conditioning = backbone.encode_prompts(["a cat"])
+    timesteps = backbone.sample_timesteps(1, gen)
+    with torch.no_grad():
+        return backbone.forward_train(latents, torch.randn(latents.shape, generator=gen), timesteps, conditioning).prediction

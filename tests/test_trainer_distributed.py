@@ -1,0 +1,55 @@
+"""Two CPU processes (gloo) train the same LoRA: both ranks must end with identical weights."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _train_on_two_ranks(model_dir: str, work: str) -> None:
+    # Runs in each launched process (accelerate.debug_launcher forks with a gloo process group).
+    from accelerate import Accelerator
+
+    from prefopt.config import parse
+    from prefopt.data import PreferenceExample
+    from prefopt.lora import lora_state_dict
+    from prefopt.media import write_media
+    from prefopt.registry import get_registry
+    from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
+
+    accelerator = Accelerator(cpu=True)
+    entry = get_registry().get("backbones", "hunyuan-video")
+    options = {"pretrained": model_dir, "dtype": "float32", "device": "cpu", "use_prompt_template": False,
+               "max_sequence_length": 16}
+    backbone = entry.cls(parse(entry.config_class, options))
+    rng = np.random.default_rng(0)  # same media on both ranks; the trainer shards the pairs
+    videos = [str(write_media(Path(work) / f"v{i}.mp4", rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)))
+              if accelerator.is_main_process else str(Path(work) / f"v{i}.mp4") for i in range(8)]
+    accelerator.wait_for_everyone()
+    examples = [PreferenceExample(f"prompt {i}", videos[2 * i], videos[2 * i + 1]) for i in range(4)]
+    config = TrainerConfig(max_steps=3, learning_rate=1e-3, lora_rank=4, lora_alpha=4, beta=100.0,
+                           report_to="none", num_frames=5, height=32, width=32, checkpoint_every=100)
+    trainer = DiffusionDPOTrainer(backbone, config, Path(work) / "run", accelerator=accelerator)
+    trainer.train(examples)
+    rank = accelerator.process_index
+    save_file(lora_state_dict(backbone.denoiser), str(Path(work) / f"rank{rank}.safetensors"))
+    batch_prompts = [examples[i].prompt for i in trainer._indices(len(examples), 0)]
+    info = {"num_processes": accelerator.num_processes, "first_batch": batch_prompts}
+    Path(work, f"rank{rank}.json").write_text(json.dumps(info))
+
+
+def test_two_processes_train_identical_lora(tmp_path, tiny_model_dir):
+    from accelerate import debug_launcher
+
+    model_dir = tiny_model_dir("hunyuan-video")
+    debug_launcher(_train_on_two_ranks, args=(model_dir, str(tmp_path)), num_processes=2)
+    infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["num_processes"] for i in infos] == [2, 2]
+    assert infos[0]["first_batch"] != infos[1]["first_batch"], "both ranks trained on the same pairs"
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
+    assert any(v.abs().sum() > 0 for k, v in rank0.items() if "lora_B" in k)
