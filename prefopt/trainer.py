@@ -110,10 +110,37 @@ class TrainerConfig:
 
 
 @dataclass
-class _Batch:
+class Batch:
+    """One micro-batch of cached tensors, on the training device."""
+
     latents: torch.Tensor  # [2B, ...] winners then losers for DPO, [B, ...] for SFT
     conditioning: dict[str, torch.Tensor]
     weights: torch.Tensor  # per pair (DPO) or ones (SFT)
+
+
+def dpo_step_loss(
+    backbone, denoiser, model, batch: Batch, noise: torch.Tensor, timesteps: torch.Tensor,
+    config: TrainerConfig, reference_adapter: str | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The straightforward Diffusion-DPO loss of one batch of pairs, with gradients to the policy.
+
+    ``batch.latents`` holds winners then losers; ``noise`` and ``timesteps`` are per pair and shared by
+    winner and loser, so the pair differs only in its clean latents. The reference is ``denoiser`` with
+    the policy adapter disabled (or ``reference_adapter`` active) under ``no_grad``; the policy runs
+    through ``model`` (the distributed wrapper when there is one).
+    """
+    noise, timesteps = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
+    with torch.no_grad(), reference_mode(denoiser, reference_adapter):
+        ref = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=denoiser)
+        ref_err = per_sample_mse(ref.prediction, ref.target) * ref.weights
+    out = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=model)
+    err = per_sample_mse(out.prediction, out.target) * out.weights
+    (err_w, err_l), (ref_w, ref_l) = err.chunk(2), ref_err.chunk(2)
+    losses = diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=config.beta, loss_type=config.loss_type,
+                                label_smoothing=config.label_smoothing, sft_weight=config.rpo_alpha,
+                                weights=batch.weights)
+    loss = losses.mean()
+    return loss, {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
 
 
 class DiffusionDPOTrainer:
@@ -151,7 +178,10 @@ class DiffusionDPOTrainer:
             self._resume(denoiser, optimizer, scheduler)
         self._start_trackers()
         self._loop(examples, denoiser, model, optimizer, scheduler)
-        return self._save_final(denoiser)
+        lora_file = self._save_final(denoiser)
+        if self.config.report_to != "none":
+            self.accelerator.end_training()  # closes trackers (and, in accelerate 1.x, the process group)
+        return lora_file
 
     @property
     def is_main(self) -> bool:
@@ -234,7 +264,6 @@ class DiffusionDPOTrainer:
                 self.step += 1
                 self._after_step(denoiser, optimizer, scheduler, metrics)
                 bar.advance(loss=metrics["loss"], **({"acc": metrics["implicit_accuracy"]} if c.mode == "dpo" else {}))
-        self.accelerator.end_training()
 
     def _optimizer_step(self, examples, denoiser, model, optimizer, scheduler) -> dict[str, float]:
         c = self.config
@@ -255,7 +284,7 @@ class DiffusionDPOTrainer:
         averaged = {k: sum(m.get(k, 0.0) for m in collected) / len(collected) for k in collected[0]}
         return {**averaged, "lr": scheduler.get_last_lr()[0]}
 
-    def _loss(self, batch: _Batch, denoiser, model, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, batch: Batch, denoiser, model, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
         generator = self._generator(micro)
         latents = batch.latents
         pairs = latents.shape[0] // 2 if self.config.mode == "dpo" else latents.shape[0]
@@ -265,26 +294,15 @@ class DiffusionDPOTrainer:
             out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
             loss = denoising_loss(out.prediction, out.target, out.weights)
             return loss, {"loss": loss.item()}
-        # Winners and losers share noise and timestep: the pair differs only in its clean latents.
-        noise, timesteps = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
-        with torch.no_grad(), reference_mode(denoiser, REFERENCE_ADAPTER if self.config.sync_ref_model else None):
-            ref = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=denoiser)
-            ref_err = per_sample_mse(ref.prediction, ref.target) * ref.weights
-        out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
-        err = per_sample_mse(out.prediction, out.target) * out.weights
-        (err_w, err_l), (ref_w, ref_l) = err.chunk(2), ref_err.chunk(2)
-        c = self.config
-        losses = diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=c.beta, loss_type=c.loss_type,
-                                    label_smoothing=c.label_smoothing, sft_weight=c.rpo_alpha, weights=batch.weights)
-        loss = losses.mean()
-        return loss, {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=c.beta)}
+        reference_adapter = REFERENCE_ADAPTER if self.config.sync_ref_model else None
+        return dpo_step_loss(self.backbone, denoiser, model, batch, noise, timesteps, self.config, reference_adapter)
 
     def _generator(self, micro: int) -> torch.Generator:
         """Noise and timesteps depend only on (seed, step, micro-step, process): resumable and reproducible."""
         entropy = [self.config.seed, self.step, micro, self.accelerator.process_index]
         return torch.Generator().manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
 
-    def _batch(self, examples, micro_index: int) -> _Batch:
+    def _batch(self, examples, micro_index: int) -> Batch:
         indices = self._indices(len(examples), micro_index)
         chosen = [examples[i] for i in indices]
         device = self.accelerator.device
@@ -298,7 +316,7 @@ class DiffusionDPOTrainer:
         latents = self._stack_latents(media).to(device)
         texts = [self.cache.load_text(p) for p in prompts]
         conditioning = {k: torch.cat([t[k] for t in texts]).to(device) for k in texts[0]}
-        return _Batch(latents=latents, conditioning=conditioning, weights=weights)
+        return Batch(latents=latents, conditioning=conditioning, weights=weights)
 
     def _indices(self, n: int, micro_index: int) -> list[int]:
         """This process's examples for a micro-step: a seeded permutation per epoch, sharded by process."""

@@ -60,3 +60,14 @@ def make_backbone(tiny_model_dir):
         return entry.cls(parse(entry.config_class, {**defaults, **options}))
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps process-wide singletons; each test (and each forked rank) starts clean."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()

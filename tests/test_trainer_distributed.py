@@ -1,6 +1,9 @@
 """Two CPU processes (gloo) train the same LoRA: both ranks must end with identical weights."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 
 def _train_on_two_ranks(model_dir: str, work: str) -> None:
-    # Runs in each launched process (accelerate.debug_launcher forks with a gloo process group).
+    # Runs in each rank launched by torchrun (gloo process group on CPU).
     from accelerate import Accelerator
 
     from prefopt.config import parse
@@ -41,10 +44,14 @@ def _train_on_two_ranks(model_dir: str, work: str) -> None:
 
 
 def test_two_processes_train_identical_lora(tmp_path, tiny_model_dir):
-    from accelerate import debug_launcher
-
+    # A fresh interpreter per rank via torchrun, as users launch it: forking this (already multi-threaded)
+    # pytest process would deadlock OpenMP in the children.
     model_dir = tiny_model_dir("hunyuan-video")
-    debug_launcher(_train_on_two_ranks, args=(model_dir, str(tmp_path)), num_processes=2)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PREFOPT_LOAD_PLUGINS": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               __file__, model_dir, str(tmp_path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
     infos = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [i["num_processes"] for i in infos] == [2, 2]
     assert infos[0]["first_batch"] != infos[1]["first_batch"], "both ranks trained on the same pairs"
@@ -53,3 +60,7 @@ def test_two_processes_train_identical_lora(tmp_path, tiny_model_dir):
     for key in rank0:
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
     assert any(v.abs().sum() > 0 for k, v in rank0.items() if "lora_B" in k)
+
+
+if __name__ == "__main__":
+    _train_on_two_ranks(sys.argv[1], sys.argv[2])
