@@ -72,6 +72,25 @@ class Pair:
     deltas: Mapping[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PairIndices:
+    """Pairs as index arrays into a :class:`ScoredItems` (vectorised form used by selectors)."""
+
+    winners: np.ndarray
+    losers: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PairIndices:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+
+    def __len__(self) -> int:
+        return len(self.winners)
+
+    def take(self, keep: np.ndarray) -> PairIndices:
+        return PairIndices(self.winners[keep], self.losers[keep], self.weights[keep])
+
+
 @dataclass
 class BackboneOutput:
     """What the objective needs from one denoiser call on a batch.
@@ -123,12 +142,12 @@ class Reward(Protocol):
 
 @runtime_checkable
 class PairSelector(Protocol):
-    """Turns scored items into preference pairs."""
+    """Turns scored items into preference pairs, or filters pairs from an earlier selector in a chain."""
 
     name: ClassVar[str]
 
-    def select(self, items: ScoredItems) -> list[Pair]:
-        """Pairs with winner, loser and weight."""
+    def select(self, items: ScoredItems, candidates: PairIndices | None = None) -> PairIndices:
+        """Pairs (winner, loser, weight) as indices into ``items``; with ``candidates``, a subset of them."""
         ...
 
 

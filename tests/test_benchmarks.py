@@ -22,3 +22,12 @@ def test_dpo_step_benchmark_variants_agree(tmp_path):
     assert abs(baseline[0] - 0.6931471805599453) < 1e-6  # LoRA starts at B = 0: policy equals reference
     for r in results[1:]:
         assert all(abs(a - b) < 1e-5 for a, b in zip(r["losses"], baseline, strict=True)), r["variant"]
+
+
+def test_selection_benchmark_matches_its_baseline():
+    command = [sys.executable, str(ROOT / "benchmarks" / "selection.py"), "--sizes", "3000"]
+    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    row = result.stdout.strip().splitlines()[-1]
+    assert row.startswith("| 3,000 |") and "MISMATCH" not in row

@@ -1,0 +1,157 @@
+"""Pair selection: non-dominated sorting, selector chains, stage unions, and their outputs.
+
+A *stage* runs a chain of selectors (the first generates pairs from the scored items, the next ones
+filter them, e.g. ``pareto → topk``); stage results unite (MagicID: P = P_id ∪ P_dy). Each stage
+writes a pairs parquet and a PNG of the items on two reward axes with the fronts and chosen pairs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from prefopt.errors import PrefoptError
+from prefopt.interfaces import Pair, PairIndices, ScoredItems
+
+
+def nondominated_fronts(scores: np.ndarray, maximize: bool = True, n_fronts: int | None = None) -> list[np.ndarray]:
+    """Index arrays of the Pareto fronts of ``scores`` (``[N, M]``), best front first.
+
+    Standard dominance: a dominates b when it is at least as good on every column and better on one.
+    Identical points share a front. Uses pymoo's non-dominated sorting (which minimises).
+    """
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [N, M], got shape {scores.shape}")
+    if len(scores) == 0:
+        return []
+    objective = -scores if maximize else scores
+    fronts = NonDominatedSorting().do(objective, n_stop_if_ranked=None, n_fronts=n_fronts)
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in fronts]
+
+
+def upper_and_lower_fronts(scores: np.ndarray, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The upper frontier (best ``depth`` fronts when maximising every reward) and the lower frontier.
+
+    The lower frontier is the non-dominated set of the *reversed* problem: the items that no other item
+    is worse than on every reward (minimising every reward), i.e. the worst-ranked compromise set.
+    """
+    upper = nondominated_fronts(scores, maximize=True, n_fronts=depth)
+    lower = nondominated_fronts(scores, maximize=False, n_fronts=depth)
+    return np.concatenate(upper[:depth]), np.concatenate(lower[:depth])
+
+
+def dominates(a: np.ndarray, b: np.ndarray, strict: bool = False) -> np.ndarray:
+    """Row-wise: does a dominate b (``[..., M]`` arrays)? ``strict``: better on every reward (the paper)."""
+    if strict:
+        return np.all(a > b, axis=-1)
+    return np.all(a >= b, axis=-1) & np.any(a > b, axis=-1)
+
+
+def run_chain(items: ScoredItems, selectors: Sequence) -> PairIndices:
+    """Run a selector chain: the first generates pairs, each later one filters the previous result."""
+    pairs: PairIndices | None = None
+    for selector in selectors:
+        pairs = selector.select(items, pairs)
+    return pairs if pairs is not None else PairIndices.empty()
+
+
+def unite(parts: Sequence[tuple[ScoredItems, PairIndices, str]]) -> list[Pair]:
+    """Union of stage results as Pair records, duplicates (same winner and loser) kept once."""
+    seen: set[tuple[str, str]] = set()
+    result: list[Pair] = []
+    for items, pairs, stage in parts:
+        for pair in to_records(items, pairs, stage):
+            if (pair.winner_id, pair.loser_id) not in seen:
+                seen.add((pair.winner_id, pair.loser_id))
+                result.append(pair)
+    return result
+
+
+def to_records(items: ScoredItems, pairs: PairIndices, selector: str, prompt_from: str = "loser") -> list[Pair]:
+    """Pair records with per-reward deltas (winner − loser); the prompt is the loser's by default."""
+    prompts = items.prompts[pairs.losers if prompt_from == "loser" else pairs.winners]
+    deltas = {name: col[pairs.winners] - col[pairs.losers] for name, col in items.scores.items()}
+    return [
+        Pair(winner_id=str(items.ids[w]), loser_id=str(items.ids[l]), prompt=str(p), weight=float(wt),
+             selector=selector, deltas={name: float(d[i]) for name, d in deltas.items()})
+        for i, (w, l, p, wt) in enumerate(zip(pairs.winners, pairs.losers, prompts, pairs.weights))
+    ]
+
+
+def write_pairs(path: str | os.PathLike, pairs: Sequence[Pair]) -> Path:
+    """Pairs parquet: winner_id, loser_id, prompt, selector, weight, delta_<reward> (atomic write)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    reward_names = sorted({name for p in pairs for name in p.deltas})
+    columns = {
+        "winner_id": [p.winner_id for p in pairs], "loser_id": [p.loser_id for p in pairs],
+        "prompt": [p.prompt for p in pairs], "selector": [p.selector for p in pairs],
+        "weight": [p.weight for p in pairs],
+        **{f"delta_{n}": [p.deltas.get(n, float("nan")) for p in pairs] for n in reward_names},
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.table(columns), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_pairs_table(path: str | os.PathLike) -> list[Pair]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    return [Pair(winner_id=r["winner_id"], loser_id=r["loser_id"], prompt=r["prompt"], weight=r["weight"],
+                 selector=r["selector"], deltas={k[6:]: v for k, v in r.items() if k.startswith("delta_")})
+            for r in rows]
+
+
+def plot_selection(path: str | os.PathLike, items: ScoredItems, pairs: PairIndices, x: str, y: str,
+                   title: str, fronts: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    """Scatter of the items on two rewards by source, the chosen pairs, and (if given) the frontier items.
+
+    Fronts computed on more than two rewards are not curves in this projection, so frontier members are
+    marked rather than joined.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in items.scores or y not in items.scores:
+        raise PrefoptError(f"cannot plot `{x}` against `{y}`: the items are scored on {sorted(items.scores)}.")
+    xs, ys = items.scores[x], items.scores[y]
+    fig, ax = plt.subplots(figsize=(8.5, 5.5), dpi=110)
+    shown = pairs.take(np.arange(min(len(pairs), 300)))  # a readable number of pair lines
+    for w, l in zip(shown.winners, shown.losers):
+        ax.plot([xs[l], xs[w]], [ys[l], ys[w]], color="0.6", lw=0.6, alpha=0.6, zorder=1)
+    for source in sorted(set(items.sources)):
+        mask = items.sources == source
+        ax.scatter(xs[mask], ys[mask], s=18, label=f"{source} ({mask.sum()})", zorder=2)
+    if fronts is not None:
+        upper, lower = fronts
+        ax.scatter(xs[upper], ys[upper], marker="^", s=70, facecolors="none", edgecolors="k", lw=1.0,
+                   label=f"upper frontier ({len(upper)})", zorder=3)
+        ax.scatter(xs[lower], ys[lower], marker="v", s=70, facecolors="none", edgecolors="0.4", lw=1.0,
+                   label=f"lower frontier ({len(lower)})", zorder=3)
+    if len(pairs):
+        ax.scatter(xs[pairs.winners], ys[pairs.winners], s=46, facecolors="none", edgecolors="tab:green",
+                   lw=1.5, label="winners", zorder=4)
+        ax.scatter(xs[pairs.losers], ys[pairs.losers], marker="x", s=30, color="tab:red", label="losers", zorder=4)
+    ax.set_xlabel(f"{x} reward (1–10)")
+    ax.set_ylabel(f"{y} reward (1–10)")
+    ax.set_title(f"{title}: {len(pairs)} pairs from {len(items)} items")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
