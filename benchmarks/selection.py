@@ -55,9 +55,9 @@ def baseline_stage1(items: ScoredItems) -> PairIndices:
     return PairIndices(w[rows[keep]], l[cols[keep]], np.ones(int(keep.sum())))
 
 
-def timed(fn):
+def timed(fn, *args):
     start = time.perf_counter()
-    result = fn()
+    result = fn(*args)
     return result, time.perf_counter() - start
 
 
@@ -70,11 +70,11 @@ def main() -> None:
     run_chain(synthetic(1000), [selector("threshold", **STAGE1)])  # warm up imports and caches
     for n in args.sizes:
         items = synthetic(n)
-        stage1, t1 = timed(lambda: run_chain(items, [selector("threshold", **STAGE1)]))
+        stage1, t1 = timed(run_chain, items, [selector("threshold", **STAGE1)])
         chain2 = [selector("pareto", sources=["base", "lora"]), selector("topk", k=100)]
-        stage2, t2 = timed(lambda: run_chain(items, chain2))
+        stage2, t2 = timed(run_chain, items, chain2)
         if n <= BASELINE_LIMIT:
-            base, tb = timed(lambda: baseline_stage1(items))
+            base, tb = timed(baseline_stage1, items)
             same = {(a, c, items.scores["identity"][c]) for a, c in zip(stage1.winners, stage1.losers)}
             ref = {(a, c, items.scores["identity"][c]) for a, c in zip(base.winners, base.losers)}
             # Ties in identity gap may pick different losers; the gaps chosen per winner must agree.
