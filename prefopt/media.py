@@ -82,7 +82,7 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
         return frames
     scale = max(height / h, width / w)
     new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     tensor = tensor[:, :, top : top + height, left : left + width]

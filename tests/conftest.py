@@ -34,7 +34,7 @@ def plugin(request):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(kind)``: a tiny random pipeline saved with save_pretrained (built once per session)."""
-    from prefopt_plugins.backbones.tiny import save_tiny_pipeline
+    from prefopt_plugins.tiny import save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny-models")
 

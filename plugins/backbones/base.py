@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import gc
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,21 +58,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def weights_available(pretrained: str, revision: str | None = None) -> bool:
-    """Whether a pipeline can be loaded without a network: a local directory or a cached hub download."""
-    if not pretrained:
-        return False
-    if os.path.isdir(pretrained):
-        return os.path.isfile(os.path.join(pretrained, "model_index.json"))
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(pretrained, "model_index.json", revision=revision)
-    except ValueError:  # not a valid repo id
-        return False
-    return isinstance(cached, str)
 
 
 class DiffusersBackbone(Backbone):
@@ -217,15 +201,13 @@ class DiffusersBackbone(Backbone):
 
 def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:
     """One sentence saying which weights are missing and how to provide them, or None."""
-    if not config.pretrained:
-        return f"no {label} weights are configured: set `backbone.options.pretrained`. {hint}"
-    if weights_available(config.pretrained, config.revision):
+    from prefopt.hub import weights_available
+
+    if weights_available(config.pretrained, "model_index.json", config.revision):
         return None
-    # prefopt never starts a multi-gigabyte download implicitly: weights must be local or cached.
-    return (
-        f"{label} weights `{config.pretrained}` are neither a local diffusers directory (with "
-        f"model_index.json) nor in the Hugging Face cache. {hint}"
-    )
+    where = f"`{config.pretrained}`" if config.pretrained else "(none configured)"
+    return (f"{label} weights {where} are neither a local diffusers directory (with model_index.json) nor in "
+            f"the Hugging Face cache. {hint}")
 
 
 class FlowMatchingBackbone(DiffusersBackbone):

@@ -153,3 +153,36 @@ def save_tiny_pipeline(backbone: str, directory: str | Path, seed: int = 0) -> P
         pipe.save_pretrained(tmp)
         tmp.rename(directory)  # atomic: a crash never leaves a half-written model directory
     return directory
+
+
+def tiny_clip(seed: int = 0):
+    """A tiny random CLIPModel with its processor (tokenizer + image processor), for CLIP-based rewards."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(seed)
+    tokenizer = _clip_tokenizer()
+    config = CLIPConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    return CLIPModel(config), processor
+
+
+def save_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny CLIP (model + processor) with ``save_pretrained`` (if absent); loads with from_pretrained."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        model, processor = tiny_clip(seed)
+        tmp = directory.with_name(directory.name + ".tmp")
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        tmp.rename(directory)
+    return directory

@@ -1,0 +1,165 @@
+"""Identity rewards (MagicID's R_id): similarity of the largest face in sampled frames to the references.
+
+Per sampled frame the largest detected face is embedded and compared with the mean embedding of the
+reference photos; frames without a face contribute ``no_face_floor``; the raw score is the mean over
+frames, mapped linearly from ``raw_range`` to 1–10. Two backends share this logic:
+
+* ``insightface-id``: insightface detection (SCRFD), 5-point alignment and ArcFace recognition (the
+  paper's ID encoder); similarity = cosine.
+* ``dlib-id``: dlib's HOG detector, 5-point landmarks and ResNet descriptor (public-domain weights from
+  the ``face-recognition-models`` package); similarity = 1 − Euclidean distance (same person < 0.6).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prefopt.errors import MissingWeightsError, PrefoptError
+from prefopt.interfaces import RewardScore
+from prefopt.scale import to_scale
+from prefopt_plugins.rewards.common import describe, linspace_indices
+
+
+@dataclass
+class IdentityConfig:
+    frames: int = field(default=8, metadata={"help": "Frames sampled per video (evenly spaced)."})
+    no_face_floor: float = field(
+        default=0.0, metadata={"help": "Raw similarity a frame without a detectable face contributes."}
+    )
+    raw_min: float = field(default=0.0, metadata={"help": "Raw similarity mapped to score 1."})
+    raw_max: float = field(default=1.0, metadata={"help": "Raw similarity mapped to score 10."})
+
+    def __post_init__(self) -> None:
+        if self.raw_max <= self.raw_min:
+            raise ValueError(f"`raw_max` ({self.raw_max}) must exceed `raw_min` ({self.raw_min})")
+
+
+class IdentityReward(abc.ABC):
+    """Shared scoring: largest face per frame, similarity to the mean reference embedding."""
+
+    name: str
+
+    def __init__(self, config: IdentityConfig):
+        self.config = config
+        self.raw_range = (config.raw_min, config.raw_max)
+        self._reference_cache: tuple[tuple[int, ...], np.ndarray] | None = None
+
+    @abc.abstractmethod
+    def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
+        """Embedding of the largest face in an RGB uint8 image, or None when there is no face."""
+
+    @abc.abstractmethod
+    def similarity(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Similarity of each row of ``embeddings`` to ``reference``."""
+
+    def aggregate_references(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings.mean(axis=0)
+
+    def reference_embedding(self, references: Sequence[np.ndarray]) -> np.ndarray:
+        """Mean embedding of the reference photos (computed once per reference set)."""
+        if not references:
+            raise PrefoptError(f"reward `{self.name}` needs at least one reference photo.")
+        key = tuple(id(r) for r in references)
+        if self._reference_cache and self._reference_cache[0] == key:
+            return self._reference_cache[1]
+        embeddings = []
+        for index, photo in enumerate(references):
+            embedding = self.embed_largest_face(np.asarray(photo))
+            if embedding is None:
+                raise PrefoptError(
+                    f"no face was detected in reference {describe(photo, index)}; use a photo where the face is "
+                    "clearly visible and at least about 80 pixels wide."
+                )
+            embeddings.append(embedding)
+        reference = self.aggregate_references(np.stack(embeddings))
+        self._reference_cache = (key, reference)
+        return reference
+
+    def score(self, videos, prompts, references) -> list[RewardScore]:
+        reference = self.reference_embedding(references)
+        return [self._score_video(np.asarray(video), reference) for video in videos]
+
+    def _score_video(self, video: np.ndarray, reference: np.ndarray) -> RewardScore:
+        indices = linspace_indices(len(video), self.config.frames)
+        embeddings = [self.embed_largest_face(video[i]) for i in indices]
+        found = [e for e in embeddings if e is not None]
+        sims = np.full(len(indices), self.config.no_face_floor, dtype=np.float64)
+        if found:
+            mask = np.array([e is not None for e in embeddings])
+            sims[mask] = self.similarity(np.stack(found), reference)
+        raw = float(sims.mean())
+        metadata = {"frames": len(indices), "frames_without_face": int(len(indices) - len(found)),
+                    "per_frame": [round(float(s), 4) for s in sims]}
+        return RewardScore(value=to_scale(raw, self.raw_range), raw=raw, metadata=metadata)
+
+
+# --- dlib ---------------------------------------------------------------------------------------------
+
+DLIB_MODELS = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
+
+
+@dataclass
+class DlibIdentityConfig(IdentityConfig):
+    models_dir: str = field(
+        default="", metadata={"help": "Folder with dlib's model files; empty uses the face-recognition-models package."}
+    )
+    upsample: int = field(default=1, metadata={"help": "Detector upsampling (finds smaller faces, slower)."})
+
+
+def dlib_models_dir(configured: str) -> Path:
+    """The folder holding dlib's 5-point landmark and ResNet models, or a clear error."""
+    if configured:
+        folder = Path(configured)
+    else:
+        spec = importlib.util.find_spec("face_recognition_models")  # importing it needs pkg_resources
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingWeightsError(
+                "dlib's face models are not installed: `pip install 'prefopt[dlib]'` (dlib-bin and "
+                "face-recognition-models), or set `models_dir` to a folder with " + " and ".join(DLIB_MODELS) + "."
+            )
+        folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    missing = [m for m in DLIB_MODELS if not (folder / m).is_file()]
+    if missing:
+        raise MissingWeightsError(f"dlib model file(s) {', '.join(missing)} are missing from `{folder}`.")
+    return folder
+
+
+class DlibIdentityReward(IdentityReward):
+    """Identity from dlib's ResNet face descriptor (offline default; real public-domain weights)."""
+
+    name = "dlib-id"
+    Config = DlibIdentityConfig
+
+    def __init__(self, config: DlibIdentityConfig):
+        super().__init__(config)
+        import dlib
+
+        folder = dlib_models_dir(config.models_dir)
+        self._detector = dlib.get_frontal_face_detector()
+        self._landmarks = dlib.shape_predictor(str(folder / DLIB_MODELS[0]))
+        self._encoder = dlib.face_recognition_model_v1(str(folder / DLIB_MODELS[1]))
+        self._folder = folder
+        self._dlib_version = dlib.__version__
+
+    def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
+        image = np.ascontiguousarray(image[..., :3])
+        faces = self._detector(image, self.config.upsample)
+        if len(faces) == 0:
+            return None
+        largest = max(faces, key=lambda r: r.width() * r.height())
+        shape = self._landmarks(image, largest)
+        return np.asarray(self._encoder.compute_face_descriptor(image, shape), dtype=np.float64)
+
+    def similarity(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return 1.0 - np.linalg.norm(embeddings - reference[None], axis=1)
+
+    def provenance(self) -> dict:
+        return {"model": "dlib_face_recognition_resnet_model_v1", "landmarks": "5-point",
+                "dlib": self._dlib_version, "models_dir": os.fspath(self._folder)}

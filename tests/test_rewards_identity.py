@@ -1,0 +1,86 @@
+"""Identity rewards on real faces (dlib's public-domain model) and their error paths."""
+
+import os
+
+import numpy as np
+import pytest
+
+from prefopt.config import parse
+from prefopt.errors import PrefoptError
+from prefopt.media import resize_frames
+from prefopt.registry import get_registry
+from prefopt_plugins.rewards.common import ReferencePhoto
+
+insightface = pytest.importorskip("insightface")
+IMAGES = os.path.join(os.path.dirname(insightface.__file__), "data", "images")
+# Face boxes (left, top, right, bottom) in insightface's t1.jpg, six different people.
+T1_FACES = [(1118, 283, 1226, 390), (67, 283, 175, 390), (724, 367, 832, 474), (450, 295, 557, 402),
+            (870, 67, 999, 196), (275, 176, 364, 265)]
+
+
+def _reward(name, **options):
+    entry = get_registry().get("rewards", name)
+    return entry.cls(parse(entry.config_class, options))
+
+
+def _crop(image, box, margin):
+    left, top, right, bottom = box
+    h, w = image.shape[:2]
+    return image[max(0, top - margin) : min(h, bottom + margin), max(0, left - margin) : min(w, right + margin)]
+
+
+def _video(image, frames=3):
+    return np.repeat(resize_frames(image[None], 192, 192), frames, axis=0)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    import imageio.v3 as iio
+    import skimage.data
+
+    astronaut = skimage.data.astronaut()[20:260, 110:330]  # Eileen Collins' face only
+    t1 = iio.imread(os.path.join(IMAGES, "t1.jpg"))
+    others = [_crop(t1, box, 50) for box in T1_FACES]
+    hanks = iio.imread(os.path.join(IMAGES, "Tom_Hanks_54745.png"))[..., :3]
+    return astronaut, others + [np.pad(hanks, ((40, 40), (40, 40), (0, 0)), mode="edge")]
+
+
+def test_dlib_same_face_under_changes_beats_every_other_person(faces):
+    astronaut, others = faces
+    reward = _reward("dlib-id", frames=3)
+    same = [
+        astronaut[:, ::-1],  # mirror
+        astronaut[15:-15, 10:-20],  # tighter crop
+        np.clip(astronaut.astype(float) * 0.6, 0, 255).astype(np.uint8),  # darker
+        np.clip((astronaut / 255.0) ** 0.7 * 255, 0, 255).astype(np.uint8),  # gamma
+    ]
+    references = [ReferencePhoto(astronaut, "astronaut.png")]
+    same_scores = reward.score([_video(x) for x in same], [""] * len(same), references)
+    other_scores = reward.score([_video(x) for x in others], [""] * len(others), references)
+    assert all(s.metadata["frames_without_face"] == 0 for s in same_scores + other_scores)
+    assert min(s.value for s in same_scores) > max(s.value for s in other_scores)
+    assert min(s.raw for s in same_scores) > 0.4 > max(s.raw for s in other_scores)  # dlib's 0.6 distance rule
+    assert reward.provenance()["model"] == "dlib_face_recognition_resnet_model_v1"
+
+
+def test_no_face_gives_the_floor_and_says_so(faces):
+    astronaut, _ = faces
+    reward = _reward("dlib-id", frames=4, no_face_floor=0.0)
+    noise = np.random.default_rng(0).integers(0, 255, (6, 128, 128, 3), dtype=np.uint8)
+    half = np.concatenate([_video(astronaut, 3), np.repeat(resize_frames(noise[:1], 192, 192), 3, axis=0)])
+    blank, mixed = reward.score([noise, half], ["", ""], [ReferencePhoto(astronaut, "me.png")])
+    assert blank.value == 1.0 and blank.raw == 0.0
+    assert blank.metadata["frames_without_face"] == blank.metadata["frames"] == 4
+    assert mixed.metadata["frames_without_face"] == 2 and mixed.value > blank.value
+
+
+def test_reference_without_a_face_is_an_error_naming_the_file():
+    reward = _reward("dlib-id")
+    noise = np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    with pytest.raises(PrefoptError, match=r"no face was detected in reference `photos/cat\.jpg`"):
+        reward.score([np.zeros((2, 64, 64, 3), np.uint8)], [""], [ReferencePhoto(noise, "photos/cat.jpg")])
+
+
+def test_dlib_missing_models_folder_is_a_clear_message(tmp_path):
+    with pytest.raises(PrefoptError, match="dlib model file\\(s\\) shape_predictor_5_face_landmarks.dat"):
+        _reward("dlib-id", models_dir=str(tmp_path))

@@ -1,0 +1,45 @@
+"""Prompt-following rewards with tiny random models saved and loaded through the real loading code."""
+
+import numpy as np
+import pytest
+import torch
+
+from prefopt.config import parse
+from prefopt.errors import MissingWeightsError
+from prefopt.registry import get_registry
+from prefopt_plugins.tiny import save_tiny_clip
+
+
+def _reward(name, **options):
+    entry = get_registry().get("rewards", name)
+    return entry.cls(parse(entry.config_class, options))
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    return str(save_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip"))
+
+
+def test_clip_semantic_matches_an_independent_computation(clip_dir):
+    reward = _reward("clip-semantic", model=clip_dir, frames=3, device="cpu")
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 255, (5, 40, 40, 3), dtype=np.uint8) for _ in range(2)]
+    prompts = ["a man walks", "a woman dances"]
+    scores = reward.score(videos, prompts, [])
+    # Independent: CLIPModel's own logits_per_image are logit_scale · cosine.
+    from transformers import CLIPModel, CLIPProcessor
+
+    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    for video, prompt, score in zip(videos, prompts, scores):
+        frames = list(video[[0, 2, 4]])
+        with torch.no_grad():
+            out = model(**processor(text=[prompt], images=frames, return_tensors="pt", padding=True))
+        cosine = (out.logits_per_image[:, 0] / model.logit_scale.exp()).mean().item()
+        assert score.raw == pytest.approx(100 * cosine, abs=1e-3)
+        assert 1.0 <= score.value <= 10.0 and score.metadata["frames"] == 3
+    assert reward.provenance()["model"] == clip_dir
+
+
+def test_clip_missing_weights_is_one_clear_sentence(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"CLIP weights `.*` are neither a local directory"):
+        _reward("clip-semantic", model=str(tmp_path / "no-clip"))
