@@ -35,9 +35,9 @@ def build_backbone(args):
         HunyuanVideoPipeline,
         HunyuanVideoTransformer3DModel,
     )
-    from prefopt_plugins.backbones.hunyuan_video import HunyuanVideoBackbone, HunyuanVideoConfig
 
     from prefopt.lora import add_lora
+    from prefopt_plugins.backbones.hunyuan_video import HunyuanVideoBackbone, HunyuanVideoConfig
 
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)

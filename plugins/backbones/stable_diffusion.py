@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from prefopt_plugins.backbones.base import DiffusersBackbone, DiffusersBackboneConfig
 
 from prefopt.interfaces import BackboneOutput
+from prefopt_plugins.backbones.base import DiffusersBackbone, DiffusersBackboneConfig
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+
 from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
 
 

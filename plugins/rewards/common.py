@@ -12,7 +12,7 @@ class ReferencePhoto(np.ndarray):
 
     path: str = ""
 
-    def __new__(cls, array: np.ndarray, path: str = "") -> ReferencePhoto:
+    def __new__(cls, array: np.ndarray, path: str = ""):
         obj = np.asarray(array).view(cls)
         obj.path = path
         return obj
