@@ -69,6 +69,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         recipe.select_pairs(stage=args.stage)
         return 0
     check_requirements(recipe)
+    from prefopt.progress import quiet_third_party_progress
+
+    quiet_third_party_progress()
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
     return 0

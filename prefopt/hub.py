@@ -25,12 +25,15 @@ def weights_available(pretrained: str, marker: str, revision: str | None = None)
 
 
 def missing_weights_message(pretrained: str, label: str, marker: str, option: str, revision: str | None = None) -> str | None:
-    """One sentence naming the missing weights and how to provide them, or None when they are there."""
+    """One sentence naming the missing weights and how to provide them, or None when they are there.
+
+    ``option`` names the setting in prose, e.g. "the reward's `model` option".
+    """
     if weights_available(pretrained, marker, revision):
         return None
-    how = (f"Download them with `huggingface-cli download {pretrained} --local-dir DIR` and set `{option}=DIR`"
+    how = (f"Download them with `huggingface-cli download {pretrained} --local-dir DIR` and set {option} to DIR"
            if pretrained and not os.path.isabs(pretrained) and "/" in pretrained
-           else f"Set `{option}` to a directory holding them")
+           else f"Set {option} to a directory holding them")
     where = f"`{pretrained}`" if pretrained else "(none configured)"
     return (f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face "
             f"cache. {how}.")

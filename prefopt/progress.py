@@ -38,3 +38,12 @@ def progress_bar(description: str, total: int, enabled: bool = True, completed: 
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(description, total=total, completed=completed, info="")
         yield _Bar(progress, task)
+
+
+def quiet_third_party_progress() -> None:
+    """The CLI shows its own bars; silence diffusers' and transformers' per-call loading bars."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()

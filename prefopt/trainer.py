@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from prefopt.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from prefopt.data import EncodedCache, PreferenceExample, SFTExample
+from prefopt.data import EncodedCache, PreferenceExample, SFTExample, save_tensors
 from prefopt.errors import PrefoptError
 from prefopt.lora import (
     POLICY_ADAPTER,
@@ -33,6 +33,17 @@ from prefopt.lora import (
 )
 from prefopt.losses import denoising_loss, diffusion_dpo_loss, dpo_metrics, per_sample_mse
 from prefopt.progress import progress_bar
+
+ADAPTER_FILE = "adapter.safetensors"
+
+
+def _read_adapter(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    file = Path(path) / ADAPTER_FILE if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise PrefoptError(f"`init_adapter` file `{file}` does not exist; point it at an earlier run's `lora/` folder.")
+    return load_file(str(file))
 
 
 class TrainingDivergedError(PrefoptError):
@@ -79,6 +90,11 @@ class TrainerConfig:
     init_lora: str | None = field(
         default=None,
         metadata={"help": "An earlier LoRA (e.g. MagicID's identity LoRA) fused into the base: reference = base + it."},
+    )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={"help": "Start the trainable LoRA from these weights (`lora/adapter.safetensors` of an earlier "
+                          "run), e.g. to continue DPO in a second stage; the reference is unchanged."},
     )
     sync_ref_model: bool = field(
         default=False, metadata={"help": "TR-DPO: periodically mix the policy LoRA into a reference LoRA (trl's name)."}
@@ -215,6 +231,8 @@ class DiffusionDPOTrainer:
                 "target_modules": config.lora_target_modules or backbone.default_lora_targets}
         torch.manual_seed(config.seed)  # identical LoRA init on every process
         add_lora(denoiser, **lora)
+        if config.init_adapter:
+            load_lora_state(denoiser, _read_adapter(config.init_adapter))
         if config.sync_ref_model and config.mode == "dpo":
             add_lora(denoiser, **lora, adapter_name=REFERENCE_ADAPTER)
             for ref, policy in zip(adapter_parameters(denoiser, REFERENCE_ADAPTER),
@@ -395,9 +413,12 @@ class DiffusionDPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _save_final(self, denoiser) -> Path:
-        """The LoRA in diffusers format (``pipe.load_lora_weights`` accepts the directory)."""
+        """The LoRA in diffusers format (``pipe.load_lora_weights`` accepts the directory), plus the
+        peft-format ``adapter.safetensors`` that ``init_adapter`` continues from."""
         directory = self.output_dir / "lora"
         if self.is_main:
-            self.backbone.save_lora(directory, lora_state_dict(denoiser))
+            state = lora_state_dict(denoiser)
+            self.backbone.save_lora(directory, state)
+            save_tensors(directory / ADAPTER_FILE, state)
         self.accelerator.wait_for_everyone()
         return directory / "pytorch_lora_weights.safetensors"

@@ -5,4 +5,6 @@ from prefopt.hookspecs import hookimpl
 
 @hookimpl
 def register_recipes(register):
-    pass
+    from prefopt_recipes.magicid.recipe import MagicIDRecipe
+
+    register(MagicIDRecipe)

@@ -84,3 +84,8 @@ def test_reference_without_a_face_is_an_error_naming_the_file():
 def test_dlib_missing_models_folder_is_a_clear_message(tmp_path):
     with pytest.raises(PrefoptError, match="dlib model file\\(s\\) shape_predictor_5_face_landmarks.dat"):
         _reward("dlib-id", models_dir=str(tmp_path))
+
+
+def test_insightface_missing_pack_is_one_clear_message(tmp_path):
+    with pytest.raises(PrefoptError, match=r"insightface model pack `antelopev2` is not in `.*models/antelopev2`"):
+        _reward("insightface-id", root=str(tmp_path))

@@ -75,6 +75,7 @@ class DiffusersBackbone(Backbone):
         self.dtype = DTYPES[config.dtype]
         self.pipe = pipeline if pipeline is not None else self._load_pipeline()
         self.pipe.to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)  # prefopt shows one bar per generation job instead
         self.denoiser.requires_grad_(False)
 
     # --- loading ---------------------------------------------------------------------------------
@@ -85,8 +86,10 @@ class DiffusersBackbone(Backbone):
 
         return getattr(diffusers, cls.pipeline_class_name)
 
-    def missing_weights(self) -> str | None:
-        return missing_weights_message(self.config, self.model_label, self.download_hint)
+    @classmethod
+    def missing_weights(cls, config: DiffusersBackboneConfig) -> str | None:
+        """Checked before a run starts, without loading anything."""
+        return missing_weights_message(config, cls.model_label, cls.download_hint)
 
     def _load_pipeline(self) -> Any:
         message = missing_weights_message(self.config, self.model_label, self.download_hint)

@@ -6,10 +6,11 @@ from prefopt.hookspecs import hookimpl
 @hookimpl
 def register_rewards(register):
     from prefopt_plugins.rewards.dynamics import OpenCVDynamicsReward, RaftDynamicsReward
-    from prefopt_plugins.rewards.identity import DlibIdentityReward
+    from prefopt_plugins.rewards.identity import DlibIdentityReward, InsightFaceIdentityReward
     from prefopt_plugins.rewards.semantic import ClipSemanticReward
 
     register(DlibIdentityReward)
+    register(InsightFaceIdentityReward)
     register(OpenCVDynamicsReward)
     register(RaftDynamicsReward)
     register(ClipSemanticReward)

@@ -139,6 +139,34 @@ class RaftDynamicsReward(DynamicsReward):
     name = "raft-dynamic"
     Config = RaftDynamicsConfig
 
+    @classmethod
+    def missing_weights(cls, config: RaftDynamicsConfig) -> str | None:
+        try:
+            cls._weights_source(config)
+        except MissingWeightsError as e:
+            return str(e)
+        return None
+
+    @staticmethod
+    def _weights_source(config: RaftDynamicsConfig):
+        """(weights file, torchvision weights enum or None); raises when neither is available."""
+        import torch
+        import torchvision.models.optical_flow as of
+
+        if config.weights:
+            if not Path(config.weights).is_file():
+                raise MissingWeightsError(
+                    f"RAFT weights file `{config.weights}` does not exist; set `weights` to a state-dict file.")
+            return Path(config.weights), None
+        enum = getattr(of, "Raft_Small_Weights" if config.model == "raft_small" else "Raft_Large_Weights").DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
+        if not cached.is_file():
+            raise MissingWeightsError(
+                f"torchvision {config.model} weights are not in the torch hub cache (`{cached}`): download "
+                f"{enum.url} there, or set the reward's `weights` option to a local state-dict file."
+            )
+        return cached, enum
+
     def __init__(self, config: RaftDynamicsConfig):
         super().__init__(config)
         import torch
@@ -150,27 +178,18 @@ class RaftDynamicsReward(DynamicsReward):
         self.model, self._source = self._load(config)
         self.model.to(self.device).eval()
 
-    @staticmethod
-    def _load(config: RaftDynamicsConfig):
+    @classmethod
+    def _load(cls, config: RaftDynamicsConfig):
         import torch
         import torchvision.models.optical_flow as of
 
         builder = getattr(of, config.model)
-        if config.weights:
-            path = Path(config.weights)
-            if not path.is_file():
-                raise MissingWeightsError(f"RAFT weights file `{path}` does not exist; set `weights` to a state-dict file.")
-            model = builder(weights=None)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model, os.fspath(path)
-        enum = getattr(of, "Raft_Small_Weights" if config.model == "raft_small" else "Raft_Large_Weights").DEFAULT
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
-        if not cached.is_file():
-            raise MissingWeightsError(
-                f"torchvision {config.model} weights are not in the torch hub cache (`{cached}`): download "
-                f"{enum.url} there, or set the reward's `weights` option to a local state-dict file."
-            )
-        return builder(weights=enum), str(cached)
+        path, enum = cls._weights_source(config)
+        if enum is not None:
+            return builder(weights=enum), str(path)
+        model = builder(weights=None)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model, os.fspath(path)
 
     def flow_magnitudes(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
         torch = self._torch

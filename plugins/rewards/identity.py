@@ -137,6 +137,16 @@ class DlibIdentityReward(IdentityReward):
     name = "dlib-id"
     Config = DlibIdentityConfig
 
+    @classmethod
+    def missing_weights(cls, config: DlibIdentityConfig) -> str | None:
+        try:
+            dlib_models_dir(config.models_dir)
+        except MissingWeightsError as e:
+            return str(e)
+        if importlib.util.find_spec("dlib") is None:
+            return "dlib is not installed: `pip install 'prefopt[dlib]'` (the dlib-bin wheel)."
+        return None
+
     def __init__(self, config: DlibIdentityConfig):
         super().__init__(config)
         import dlib
@@ -163,3 +173,75 @@ class DlibIdentityReward(IdentityReward):
     def provenance(self) -> dict:
         return {"model": "dlib_face_recognition_resnet_model_v1", "landmarks": "5-point",
                 "dlib": self._dlib_version, "models_dir": os.fspath(self._folder)}
+
+
+# --- insightface ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class InsightFaceIdentityConfig(IdentityConfig):
+    pack: str = field(default="antelopev2", metadata={"help": "insightface model pack (antelopev2 or buffalo_l)."})
+    root: str = field(default="~/.insightface", metadata={"help": "insightface root; packs live in `<root>/models/<pack>`."})
+    model_dir: str = field(default="", metadata={"help": "A folder with the pack's ONNX files (overrides pack/root)."})
+    det_size: int = field(default=640, metadata={"help": "Detector input size (square)."})
+    det_thresh: float = field(default=0.5, metadata={"help": "Face detection confidence threshold."})
+    device: str = field(default="auto", metadata={"help": "`auto` (CUDA when onnxruntime has it), `cpu` or `cuda`."})
+
+
+def insightface_pack_dir(config: InsightFaceIdentityConfig) -> Path:
+    if config.model_dir:
+        return Path(config.model_dir).expanduser()
+    return Path(config.root).expanduser() / "models" / config.pack
+
+
+class InsightFaceIdentityReward(IdentityReward):
+    """Identity from insightface: SCRFD detection, 5-point alignment, ArcFace embedding (the paper's ID encoder)."""
+
+    name = "insightface-id"
+    Config = InsightFaceIdentityConfig
+
+    @classmethod
+    def missing_weights(cls, config: InsightFaceIdentityConfig) -> str | None:
+        folder = insightface_pack_dir(config)
+        if folder.is_dir() and any(folder.glob("*.onnx")):
+            return None
+        return (f"insightface model pack `{config.pack}` is not in `{folder}`: unzip the pack's ONNX files "
+                "(a SCRFD detector and an ArcFace recognition model) there, or set the reward's `model_dir`; "
+                "insightface's automatic download is not used.")
+
+    def __init__(self, config: InsightFaceIdentityConfig):
+        super().__init__(config)
+        message = self.missing_weights(config)
+        if message:
+            raise MissingWeightsError(message)
+        import onnxruntime
+        from insightface.app import FaceAnalysis
+
+        available = onnxruntime.get_available_providers()
+        use_cuda = config.device != "cpu" and "CUDAExecutionProvider" in available
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+        self._folder = insightface_pack_dir(config)
+        self._app = FaceAnalysis(name=str(self._folder), allowed_modules=["detection", "recognition"],
+                                 providers=providers)
+        self._app.prepare(ctx_id=0 if use_cuda else -1, det_size=(config.det_size, config.det_size),
+                          det_thresh=config.det_thresh)
+
+    def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
+        faces = self._app.get(np.ascontiguousarray(image[..., ::-1]))  # insightface takes BGR
+        if not faces:
+            return None
+        largest = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+        return np.asarray(largest.normed_embedding, dtype=np.float64)
+
+    def aggregate_references(self, embeddings: np.ndarray) -> np.ndarray:
+        mean = embeddings.mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    def similarity(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return embeddings @ reference  # cosine: both unit-norm
+
+    def provenance(self) -> dict:
+        import insightface
+
+        models = sorted(p.name for p in self._folder.glob("*.onnx"))
+        return {"model": f"insightface-{self.config.pack}", "files": models, "insightface": insightface.__version__}

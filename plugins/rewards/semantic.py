@@ -44,6 +44,12 @@ class ClipSemanticReward:
     name = "clip-semantic"
     Config = ClipSemanticConfig
 
+    @classmethod
+    def missing_weights(cls, config: ClipSemanticConfig) -> str | None:
+        from prefopt.hub import missing_weights_message
+
+        return missing_weights_message(config.model, "CLIP", "config.json", "the reward's `model` option")
+
     def __init__(self, config: ClipSemanticConfig):
         from prefopt_plugins.backbones.base import resolve_device
 

@@ -1,0 +1,63 @@
+"""Generating videos into the repository with the base model, or base + LoRA adapters."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefopt.data import save_tensors
+from prefopt.media import write_media
+from prefopt.progress import progress_bar
+from prefopt.repository import MediaRecord, MediaRepository
+
+
+class AdapterSwitch:
+    """Loads each LoRA once as a named adapter of the pipeline and switches between sets of them."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.loaded: dict[str, str] = {}
+
+    def use(self, loras: list[Path]) -> None:
+        """Activate exactly these LoRAs (diffusers-format files); an empty list means the base model."""
+        pipe = self.backbone.pipe
+        names = []
+        for path in loras:
+            key = str(Path(path).resolve())
+            if key not in self.loaded:
+                name = f"lora_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+                pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
+                self.loaded[key] = name
+            names.append(self.loaded[key])
+        if names:
+            pipe.enable_lora()
+            pipe.set_adapters(names, [1.0] * len(names))
+        elif self.loaded:
+            pipe.disable_lora()
+
+
+def generate_into(
+    repository: MediaRepository, backbone, jobs: list[tuple[str, str, int]], *, source: str, stage: str, video,
+    description: str, fps: int,
+) -> int:
+    """Generate ``(item_id, prompt, seed)`` jobs not yet in the repository; returns how many were made."""
+    existing = repository.items_by_id()
+    todo = [job for job in jobs if job[0] not in existing]
+    with progress_bar(description, len(jobs), completed=len(jobs) - len(todo)) as bar:
+        for start in range(0, len(todo), video.batch_size):
+            batch = todo[start : start + video.batch_size]
+            media = backbone.generate(
+                [p for _, p, _ in batch], [s for _, _, s in batch], num_frames=video.num_frames,
+                height=video.height, width=video.width, num_inference_steps=video.num_inference_steps,
+                guidance_scale=video.guidance_scale,
+            )
+            records = []
+            for (item_id, prompt, seed), made in zip(batch, media):
+                media_path, latent_path = f"media/{item_id}.mp4", f"latents/{item_id}.safetensors"
+                write_media(repository.path(media_path), made.frames, fps=fps)
+                save_tensors(repository.path(latent_path), {"latents": made.latents})
+                records.append(MediaRecord(id=item_id, source=source, prompt=prompt, media_path=media_path,
+                                           latent_path=latent_path, seed=seed, stage=stage))
+            repository.add(records)  # appended per batch: a crash loses at most the batch in flight
+            bar.advance(len(batch))
+    return len(todo)

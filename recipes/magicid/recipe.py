@@ -1,0 +1,254 @@
+"""The MagicID recipe: identity LoRA → repository → rewards → two-stage hybrid pairs → DPO → evaluation → report."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from prefopt.config import to_dict
+from prefopt.data import PreferenceExample, SFTExample
+from prefopt.errors import PrefoptError
+from prefopt.registry import get_registry
+from prefopt.repository import MediaRepository, add_static_videos, reward_key
+from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
+from prefopt.trainer import DiffusionDPOTrainer
+from prefopt_recipes.magicid.config import MagicIDConfig
+from prefopt_recipes.magicid.generation import AdapterSwitch, generate_into
+from prefopt_recipes.magicid.prompts import resolve_prompts
+from prefopt_recipes.magicid.scoring import score_items
+from prefopt_recipes.magicid.stages import StageRunner
+
+ROLES = ("identity", "dynamic", "semantic")
+
+
+def resolve_path(path: str) -> Path:
+    """A file path, or ``package://<package>/<path inside it>`` for files shipped in installed packages."""
+    if not path.startswith("package://"):
+        return Path(path)
+    package, _, inner = path.removeprefix("package://").partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrefoptError(f"`{path}`: package `{package}` is not installed.")
+    return Path(next(iter(spec.submodule_search_locations))) / inner
+
+
+class MagicIDRecipe:
+    """MagicID: hybrid preference optimisation for identity-consistent, dynamic video customisation."""
+
+    name = "magicid"
+    Config = MagicIDConfig
+
+    def __init__(self, config: MagicIDConfig):
+        self.config = config
+        self.run_dir = Path(config.run.output_dir) / config.run.name
+        self.console = Console()
+        self.digests: dict[str, str] = {}
+
+    # --- requirements ------------------------------------------------------------------------------
+
+    def missing_requirements(self) -> list[str]:
+        if self.config.run.build_tiny_models:
+            self._build_tiny_models()
+        missing = [f"reference photo `{p}` does not exist." for p in self.config.references.photos
+                   if not resolve_path(p).is_file()]
+        if not self.config.references.photos:
+            missing.append("no reference photos: set `references.photos` to photos of the person.")
+        registry = get_registry()
+        specs = [("backbones", self.config.backbone)] + [("rewards", getattr(self.config.rewards, r)) for r in ROLES]
+        for kind, spec in specs:
+            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)
+            message = check(spec.options) if check else None
+            if message:
+                missing.append(message)
+        return missing
+
+    def _build_tiny_models(self) -> None:
+        from prefopt_plugins.tiny import save_tiny_clip, save_tiny_pipeline
+
+        self.console.print("[bold yellow]Quickstart: building tiny randomly initialised models. Their videos are "
+                           "noise: this run shows the mechanics of every stage, not results.[/bold yellow]")
+        backbone = self.config.backbone
+        save_tiny_pipeline(backbone.name, backbone.options.pretrained, seed=self.config.run.seed)
+        semantic = self.config.rewards.semantic
+        if semantic.name == "clip-semantic":
+            save_tiny_clip(semantic.options.model, seed=self.config.run.seed)
+
+    # --- shared helpers ----------------------------------------------------------------------------
+
+    def repository(self) -> MediaRepository:
+        return MediaRepository(self.run_dir / "repository")
+
+    def backbone(self):
+        spec = self.config.backbone
+        return get_registry().create("backbones", spec.name, spec.options)
+
+    def reward_keys(self) -> dict[str, str]:
+        rewards = self.config.rewards
+        return {role: reward_key(getattr(rewards, role).name, to_dict(getattr(rewards, role).options), {})
+                for role in ROLES}
+
+    def photos(self) -> list[str]:
+        return [str(resolve_path(p)) for p in self.config.references.photos]
+
+    def _trainer_config(self, trainer_config, **changes):
+        video = self.config.video
+        return dataclasses.replace(trainer_config, num_frames=video.num_frames, height=video.height,
+                                   width=video.width, **changes)
+
+    def _lora(self, stage: str) -> Path:
+        return self.run_dir / f"{stage}-{self.digests[stage]}" / "lora" / "pytorch_lora_weights.safetensors"
+
+    # --- the pipeline ------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        c = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(to_dict(c), indent=2))
+        runner = StageRunner(self.run_dir, self.console.print)
+        stages = [
+            ("identity_lora", [c.backbone, c.references, c.video, c.identity_lora], self._identity_lora),
+            ("prompts", [c.prompts], self._prompts),
+            ("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed], self._repo),
+            ("scoring", [c.rewards], self._score_repository),
+            ("stage1", [c.stage1, c.dpo_stage1], self._stage1),
+            ("regenerate", [c.repository.regenerate_videos], self._regenerate),
+            ("stage2", [c.stage2, c.dpo_stage2], self._stage2),
+            ("evaluation", [c.evaluation], self._evaluate),
+        ]
+        for name, stage_config, work in stages:
+            self.digests[name] = runner.run(name, stage_config, work)
+        from prefopt_recipes.magicid.report import write_report
+
+        index = write_report(self, runner.timings())
+        self.console.print(f"[bold]report:[/bold] {index}")
+        return self.run_dir
+
+    def _identity_lora(self, digest: str) -> str:
+        c = self.config
+        repo = self.repository()
+        add_static_videos(repo, self.photos(), num_frames=c.video.num_frames, height=c.video.height,
+                          width=c.video.width, prompt=c.references.subject_prompt)
+        static = repo.items(["static"])
+        examples = [SFTExample(c.references.subject_prompt, str(repo.path(r.media_path))) for r in static]
+        trainer = DiffusionDPOTrainer(self.backbone(), self._trainer_config(c.identity_lora),
+                                      self.run_dir / f"identity_lora-{digest}")
+        trainer.train(examples)
+        return f"identity LoRA trained for {c.identity_lora.max_steps} steps on {len(static)} static reference videos"
+
+    def _prompts(self, digest: str) -> str:
+        train, evaluation = resolve_prompts(self.config.prompts)
+        (self.run_dir / "prompts.json").write_text(json.dumps({"train": train, "eval": evaluation}, indent=2))
+        return f"{len(train)} train and {len(evaluation)} held-out evaluation prompts"
+
+    def prompts(self) -> dict[str, list[str]]:
+        return json.loads((self.run_dir / "prompts.json").read_text())
+
+    def _jobs(self, prefix: str, count: int, seed_offset: int) -> list[tuple[str, str, int]]:
+        prompts = self.prompts()["train"]
+        return [(f"{prefix}-{i:04d}", prompts[i % len(prompts)], self.config.run.seed + seed_offset + i)
+                for i in range(count)]
+
+    def _repo(self, digest: str) -> str:
+        c = self.config
+        repo, backbone = self.repository(), self.backbone()
+        adapters = AdapterSwitch(backbone)
+        common = {"video": c.video, "fps": c.video.fps, "stage": digest}
+        adapters.use([])
+        made_s = generate_into(repo, backbone, self._jobs(f"base-{digest}", c.repository.base_videos, 0),
+                               source="base", description="generating V_s (base)", **common)
+        adapters.use([self._lora("identity_lora")])
+        made_t = generate_into(repo, backbone, self._jobs(f"lora-{digest}", c.repository.lora_videos, 100_000),
+                               source="lora", description="generating V_t (identity LoRA)", **common)
+        return f"V_t {c.repository.lora_videos} videos ({made_t} new), V_s {c.repository.base_videos} ({made_s} new)"
+
+    def current_items(self):
+        """Items of this configuration: V_id, and V_t/V_s/regenerated videos of the current stage hashes."""
+        stages = {"static", self.digests.get("repository"), f"regen-{self.digests.get('regenerate')}"}
+        return [r for r in self.repository().items() if r.stage in stages]
+
+    def _score_repository(self, digest: str) -> str:
+        counts = score_items(self, self.current_items())
+        return ", ".join(f"{role}: {n} scored" for role, n in counts.items())
+
+    def scored(self, sources: list[str] | None = None):
+        table = self.repository().score_table(self.reward_keys(), sources)
+        current = {r.id for r in self.current_items()}
+        return table.subset(np.isin(table.ids, list(current)))
+
+    def _select(self, stage: str, digest: str, extra_pairs: list | None = None) -> list:
+        selection = getattr(self.config, stage)
+        registry = get_registry()
+        selectors = [registry.create("pair_selectors", s.name, s.options) for s in selection.selectors]
+        items = self.scored()
+        pairs = run_chain(items, selectors)
+        records = unite([(items, pairs, f"{stage}:" + "→".join(s.name for s in selection.selectors))])
+        folder = self.run_dir / f"{stage}-{digest}"
+        fronts = selectors[0].frontiers(items) if hasattr(selectors[0], "frontiers") else None
+        plot_selection(folder / "pairs.png", items, pairs, selection.plot_x, selection.plot_y, stage, fronts)
+        records = records + [p for p in (extra_pairs or []) if (p.winner_id, p.loser_id) not in
+                             {(r.winner_id, r.loser_id) for r in records}]
+        write_pairs(folder / "pairs.parquet", records)
+        if not records:
+            raise PrefoptError(f"{stage} selected no pairs from {len(items)} scored videos; loosen the selector "
+                               f"options under `{stage}.selectors` (see {folder / 'pairs.png'}).")
+        return records
+
+    def _examples(self, pairs) -> list[PreferenceExample]:
+        repo = self.repository()
+        items = repo.items_by_id()
+
+        def media(item_id: str) -> str:
+            record = items[item_id]
+            return str(repo.path(record.latent_path or record.media_path))
+
+        return [PreferenceExample(p.prompt, media(p.winner_id), media(p.loser_id), p.weight) for p in pairs]
+
+    def _stage1(self, digest: str) -> str:
+        pairs = self._select("stage1", digest)
+        config = self._trainer_config(self.config.dpo_stage1, init_lora=str(self._lora("identity_lora")))
+        DiffusionDPOTrainer(self.backbone(), config, self.run_dir / f"stage1-{digest}").train(self._examples(pairs))
+        return f"{len(pairs)} identity-preferred pairs; DPO {config.max_steps} steps"
+
+    def _regenerate(self, digest: str) -> str:
+        c = self.config
+        backbone = self.backbone()
+        AdapterSwitch(backbone).use([self._lora("identity_lora"), self._lora("stage1")])
+        repo = self.repository()
+        made = generate_into(repo, backbone, self._jobs(f"regen-{digest}", c.repository.regenerate_videos, 200_000),
+                             source="lora", stage=f"regen-{digest}", video=c.video, fps=c.video.fps,
+                             description="regenerating V_t (stage-1 model)")
+        self.digests["regenerate"] = digest
+        score_items(self, self.current_items())
+        return f"{c.repository.regenerate_videos} videos from the stage-1 model ({made} new), scored"
+
+    def _stage2(self, digest: str) -> str:
+        stage1_pairs = read_pairs_table(self.run_dir / f"stage1-{self.digests['stage1']}" / "pairs.parquet")
+        pairs = self._select("stage2", digest, extra_pairs=stage1_pairs)  # P = P_dy ∪ P_id
+        config = self._trainer_config(self.config.dpo_stage2, init_lora=str(self._lora("identity_lora")),
+                                      init_adapter=str(self._lora("stage1").parent))
+        DiffusionDPOTrainer(self.backbone(), config, self.run_dir / f"stage2-{digest}").train(self._examples(pairs))
+        return f"{len(pairs) - len(stage1_pairs)} dynamic-preferred + {len(stage1_pairs)} identity pairs; DPO {config.max_steps} steps"
+
+    def _evaluate(self, digest: str) -> str:
+        from prefopt_recipes.magicid.evaluation import evaluate_models
+
+        table = evaluate_models(self, self.run_dir / f"evaluation-{digest}")
+        return "; ".join(f"{row['model']}: id {row['identity']:.2f} dyn {row['dynamic']:.2f}" for row in table)
+
+    def select_pairs(self, stage: str = "all") -> None:
+        """Re-run pair selection on the existing, scored repository (``prefopt select``)."""
+        state_file = self.run_dir / "stages.json"
+        if not state_file.is_file():
+            raise PrefoptError(f"no run at `{self.run_dir}`: run `prefopt run` first to build and score a repository.")
+        state = json.loads(state_file.read_text())
+        self.digests = {name: record["hash"] for name, record in state.items()}
+        for name in (("stage1", "stage2") if stage == "all" else (stage,)):
+            if name not in ("stage1", "stage2"):
+                raise PrefoptError(f"`--stage` must be stage1, stage2 or all, got `{name}`.")
+            records = self._select(name, "reselect")
+            self.console.print(f"{name}: {len(records)} pairs → {self.run_dir / f'{name}-reselect'}")
