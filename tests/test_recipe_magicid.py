@@ -44,6 +44,7 @@ def finished_run(tmp_path_factory):
 
 def test_quickstart_runs_every_stage_and_writes_its_outputs(finished_run):
     tmp_path, out = finished_run
+    assert "videos are noise" in out and "✓ stage2" in out and "report:" in out  # one line per stage
     run = tmp_path / "quickstart"
     state = json.loads((run / "stages.json").read_text())
     assert list(state) == ["identity_lora", "prompts", "repository", "scoring", "stage1", "regenerate", "stage2",
