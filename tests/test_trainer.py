@@ -184,3 +184,54 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path, make_backbone)
     a, b = load_file(str(plain)), load_file(str(checkpointed))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_and_tensorboard(tmp_path, make_backbone):
+    config = _config(max_steps=2, gradient_accumulation_steps=2, report_to="tensorboard")
+    DiffusionDPOTrainer(make_backbone("hunyuan-video"), config, tmp_path / "run").train(_pairs(_videos(tmp_path, 4)))
+    metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert list((tmp_path / "run").rglob("events.out.tfevents.*")), "no tensorboard event file"
+
+
+def test_reference_sync_mixes_the_policy_into_the_reference_adapter(tmp_path, make_backbone):
+    from prefopt.lora import POLICY_ADAPTER, REFERENCE_ADAPTER, adapter_parameters
+
+    backbone = make_backbone("hunyuan-video")
+    config = _config(max_steps=3, sync_ref_model=True, ref_model_sync_steps=1, ref_model_mixup_alpha=0.5)
+    DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(_pairs(_videos(tmp_path, 4)))
+    policy = adapter_parameters(backbone.denoiser, POLICY_ADAPTER)
+    reference = adapter_parameters(backbone.denoiser, REFERENCE_ADAPTER)
+    b_pairs = [(p, r) for (n, p), r in zip(
+        [(n, p) for n, p in backbone.denoiser.named_parameters() if f".{POLICY_ADAPTER}." in n], reference)
+        if "lora_B" in n]
+    # The reference B matrices started at zero and moved half-way towards the policy after each step.
+    assert all(r.abs().sum() > 0 for _, r in b_pairs)
+    assert any(not torch.equal(p, r) for p, r in zip(policy, reference))
+    assert not any(r.requires_grad for r in reference)
+
+
+def test_init_lora_is_fused_into_the_reference(tmp_path, make_backbone):
+    videos = _videos(tmp_path, 4)
+    identity = DiffusionDPOTrainer(
+        make_backbone("hunyuan-video"), _config(mode="sft", max_steps=3), tmp_path / "identity"
+    ).train([SFTExample("a person", v) for v in videos])
+    with_identity = make_backbone("hunyuan-video")
+    with_identity.pipe.load_lora_weights(str(identity.parent))
+    expected = _denoiser_output(with_identity)
+    fused = make_backbone("hunyuan-video")
+    from prefopt.lora import fuse_lora_file
+
+    fuse_lora_file(fused.denoiser, identity, prefix="transformer")
+    torch.testing.assert_close(_denoiser_output(fused), expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(_denoiser_output(make_backbone("hunyuan-video")), expected)
+
+
+def test_missing_backbone_weights_name_the_model_and_the_fix(tmp_path):
+    from prefopt.config import parse
+    from prefopt.errors import MissingWeightsError
+    from prefopt.registry import get_registry
+
+    entry = get_registry().get("backbones", "wan")
+    with pytest.raises(MissingWeightsError, match=r"Wan 2\.1 weights `.*nowhere` are neither a local diffusers directory"):
+        entry.cls(parse(entry.config_class, {"pretrained": str(tmp_path / "nowhere")}))
