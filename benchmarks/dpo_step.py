@@ -1,8 +1,9 @@
 """Seconds per DPO step and peak memory: the straightforward step vs prefopt's, side by side in one run.
 
 The straightforward step is written here independently of prefopt (policy forward on [winner, loser] with
-grad, reference = adapters disabled under no_grad, one backward, AdamW); prefopt's step is
-``prefopt.trainer.dpo_step_loss`` as the trainer runs it. Both use the same model, LoRA, inputs and seed.
+grad, reference = adapters disabled under no_grad, one backward, AdamW); prefopt's steps are its DPO
+schedules (``prefopt.schedules``: ``joint`` and the memory-saving ``split``) as the trainer runs them.
+All use the same model, LoRA, inputs and seed, and must produce the same loss sequence.
 
     python benchmarks/dpo_step.py --size tiny                     # CPU smoke run, seconds
     python benchmarks/dpo_step.py --size full --frames 33 --height 320 --width 512 --dtype bfloat16 \\
@@ -96,18 +97,24 @@ def straightforward_step(backbone, latents, conditioning, noise, timesteps, beta
     return loss
 
 
-def prefopt_step(backbone, latents, conditioning, noise, timesteps, beta):
-    from prefopt.trainer import Batch, TrainerConfig, dpo_step_loss
+def prefopt_step(schedule: str):
+    """prefopt's step with one of its DPO schedules (prefopt.schedules), as the trainer runs it."""
 
-    weights = torch.ones(noise.shape[0], device=noise.device)
-    batch = Batch(latents=latents, conditioning=conditioning, weights=weights)
-    loss, _ = dpo_step_loss(backbone, backbone.denoiser, backbone.denoiser, batch, noise, timesteps,
-                            TrainerConfig(beta=beta, report_to="none"))
-    loss.backward()
-    return loss
+    def step(backbone, latents, conditioning, noise, timesteps, beta):
+        from prefopt.schedules import SCHEDULES
+        from prefopt.trainer import Batch, TrainerConfig
+
+        weights = torch.ones(noise.shape[0], device=noise.device)
+        batch = Batch(latents=latents, conditioning=conditioning, weights=weights)
+        metrics = SCHEDULES[schedule](backbone, backbone.denoiser, backbone.denoiser, batch, noise, timesteps,
+                                      TrainerConfig(beta=beta, report_to="none"), None, backward=torch.Tensor.backward)
+        return torch.tensor(metrics["loss"])
+
+    return step
 
 
-VARIANTS = {"straightforward": straightforward_step, "prefopt": prefopt_step}
+VARIANTS = {"straightforward": straightforward_step, "prefopt joint": prefopt_step("joint"),
+            "prefopt split": prefopt_step("split")}
 
 
 def measure(name, args, backbone, inputs):

@@ -29,10 +29,11 @@ from prefopt.lora import (
     fuse_lora_file,
     load_lora_state,
     lora_state_dict,
-    reference_mode,
 )
-from prefopt.losses import denoising_loss, diffusion_dpo_loss, dpo_metrics, per_sample_mse
+from prefopt.losses import denoising_loss
+from prefopt.memory import enable_block_checkpointing
 from prefopt.progress import progress_bar
+from prefopt.schedules import SCHEDULES
 
 ADAPTER_FILE = "adapter.safetensors"
 
@@ -96,6 +97,11 @@ class TrainerConfig:
         metadata={"help": "Start the trainable LoRA from these weights (`lora/adapter.safetensors` of an earlier "
                           "run), e.g. to continue DPO in a second stage; the reference is unchanged."},
     )
+    dpo_schedule: Literal["joint", "split"] = field(
+        default="joint",
+        metadata={"help": "`joint`: one forward/backward on winners+losers; `split`: no-grad errors first, then "
+                          "one sample's forward+backward at a time (same gradients, less activation memory)."},
+    )
     sync_ref_model: bool = field(
         default=False, metadata={"help": "TR-DPO: periodically mix the policy LoRA into a reference LoRA (trl's name)."}
     )
@@ -103,6 +109,9 @@ class TrainerConfig:
     ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "ref ← α·policy + (1 − α)·ref."})
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "accelerate autocast."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    checkpoint_every_n_blocks: int = field(
+        default=1, metadata={"help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order, noise and timesteps."})
     checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
@@ -114,7 +123,7 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank", "checkpoint_every",
-                     "log_every", "ref_model_sync_steps"):
+                     "log_every", "ref_model_sync_steps", "checkpoint_every_n_blocks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.beta <= 0:
@@ -132,31 +141,6 @@ class Batch:
     latents: torch.Tensor  # [2B, ...] winners then losers for DPO, [B, ...] for SFT
     conditioning: dict[str, torch.Tensor]
     weights: torch.Tensor  # per pair (DPO) or ones (SFT)
-
-
-def dpo_step_loss(
-    backbone, denoiser, model, batch: Batch, noise: torch.Tensor, timesteps: torch.Tensor,
-    config: TrainerConfig, reference_adapter: str | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The straightforward Diffusion-DPO loss of one batch of pairs, with gradients to the policy.
-
-    ``batch.latents`` holds winners then losers; ``noise`` and ``timesteps`` are per pair and shared by
-    winner and loser, so the pair differs only in its clean latents. The reference is ``denoiser`` with
-    the policy adapter disabled (or ``reference_adapter`` active) under ``no_grad``; the policy runs
-    through ``model`` (the distributed wrapper when there is one).
-    """
-    noise, timesteps = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
-    with torch.no_grad(), reference_mode(denoiser, reference_adapter):
-        ref = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=denoiser)
-        ref_err = per_sample_mse(ref.prediction, ref.target) * ref.weights
-    out = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=model)
-    err = per_sample_mse(out.prediction, out.target) * out.weights
-    (err_w, err_l), (ref_w, ref_l) = err.chunk(2), ref_err.chunk(2)
-    losses = diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=config.beta, loss_type=config.loss_type,
-                                label_smoothing=config.label_smoothing, sft_weight=config.rpo_alpha,
-                                weights=batch.weights)
-    loss = losses.mean()
-    return loss, {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
 
 
 class DiffusionDPOTrainer:
@@ -240,7 +224,7 @@ class DiffusionDPOTrainer:
                 ref.data.copy_(policy.data)
             denoiser.set_adapter(POLICY_ADAPTER)
         if config.gradient_checkpointing:
-            denoiser.enable_gradient_checkpointing()
+            enable_block_checkpointing(denoiser, config.checkpoint_every_n_blocks)
         denoiser.train()
         return denoiser
 
@@ -289,9 +273,7 @@ class DiffusionDPOTrainer:
         for micro in range(c.gradient_accumulation_steps):
             batch = self._batch(examples, self.step * c.gradient_accumulation_steps + micro)
             with self.accelerator.accumulate(model):
-                loss, metrics = self._loss(batch, denoiser, model, micro)
-                self._check_finite(loss)
-                self.accelerator.backward(loss)
+                metrics = self._forward_backward(batch, denoiser, model, micro)
                 if self.accelerator.sync_gradients and c.max_grad_norm > 0:
                     metrics["grad_norm"] = float(self.accelerator.clip_grad_norm_(
                         adapter_parameters(denoiser, POLICY_ADAPTER), c.max_grad_norm))
@@ -302,7 +284,8 @@ class DiffusionDPOTrainer:
         averaged = {k: sum(m.get(k, 0.0) for m in collected) / len(collected) for k in collected[0]}
         return {**averaged, "lr": scheduler.get_last_lr()[0]}
 
-    def _loss(self, batch: Batch, denoiser, model, micro: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def _forward_backward(self, batch: Batch, denoiser, model, micro: int) -> dict[str, float]:
+        """Loss and gradients of one micro-batch (the DPO schedule decides how); returns its metrics."""
         generator = self._generator(micro)
         latents = batch.latents
         pairs = latents.shape[0] // 2 if self.config.mode == "dpo" else latents.shape[0]
@@ -311,9 +294,16 @@ class DiffusionDPOTrainer:
         if self.config.mode == "sft":
             out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
             loss = denoising_loss(out.prediction, out.target, out.weights)
-            return loss, {"loss": loss.item()}
+            self._backward(loss)
+            return {"loss": loss.item()}
+        schedule = SCHEDULES[self.config.dpo_schedule]
         reference_adapter = REFERENCE_ADAPTER if self.config.sync_ref_model else None
-        return dpo_step_loss(self.backbone, denoiser, model, batch, noise, timesteps, self.config, reference_adapter)
+        return schedule(self.backbone, denoiser, model, batch, noise, timesteps, self.config, reference_adapter,
+                        backward=self._backward)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self._check_finite(loss)  # before any gradient is accumulated: the weights stay the last good ones
+        self.accelerator.backward(loss)
 
     def _generator(self, micro: int) -> torch.Generator:
         """Noise and timesteps depend only on (seed, step, micro-step, process): resumable and reproducible."""

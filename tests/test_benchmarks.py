@@ -17,7 +17,7 @@ def test_dpo_step_benchmark_variants_agree(tmp_path):
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
-    assert [r["variant"] for r in results] == ["straightforward", "prefopt"]
+    assert [r["variant"] for r in results] == ["straightforward", "prefopt joint", "prefopt split"]
     baseline = results[0]["losses"]
     assert abs(baseline[0] - 0.6931471805599453) < 1e-6  # LoRA starts at B = 0: policy equals reference
     for r in results[1:]:

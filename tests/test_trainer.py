@@ -175,15 +175,30 @@ def _denoiser_output(backbone):
         return backbone.forward_train(latents, torch.randn(latents.shape, generator=gen), timesteps, conditioning).prediction
 
 
-def test_gradient_checkpointing_gives_the_same_training(tmp_path, make_backbone):
+@pytest.mark.parametrize("variant", [
+    {"gradient_checkpointing": True},
+    {"gradient_checkpointing": True, "checkpoint_every_n_blocks": 2},
+    {"dpo_schedule": "split"},
+], ids=["checkpoint-all", "checkpoint-every-2nd", "split-schedule"])
+def test_memory_options_give_the_same_training(tmp_path, make_backbone, variant):
     examples = _pairs(_videos(tmp_path, 4))
     plain = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(), tmp_path / "a").train(examples)
-    checkpointed = DiffusionDPOTrainer(
-        make_backbone("hunyuan-video"), _config(gradient_checkpointing=True), tmp_path / "b"
-    ).train(examples)
-    a, b = load_file(str(plain)), load_file(str(checkpointed))
+    changed = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(**variant), tmp_path / "b").train(examples)
+    a, b = load_file(str(plain)), load_file(str(changed))
+    # Three Adam steps (lr 1e-3) amplify float rounding a little; gradients themselves are compared
+    # tightly in test_schedules.py.
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+
+
+def test_block_checkpointing_selects_every_nth_block(make_backbone):
+    from prefopt.memory import enable_block_checkpointing, transformer_blocks
+
+    backbone = make_backbone("hunyuan-video")
+    blocks = transformer_blocks(backbone.denoiser)
+    assert len(blocks) == 2  # tiny model: one double-stream and one single-stream block
+    assert enable_block_checkpointing(backbone.denoiser, every=2) == 1
+    assert enable_block_checkpointing(backbone.denoiser, every=1) == 2
 
 
 def test_gradient_accumulation_and_tensorboard(tmp_path, make_backbone):
