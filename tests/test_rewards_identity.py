@@ -89,3 +89,33 @@ def test_dlib_missing_models_folder_is_a_clear_message(tmp_path):
 def test_insightface_missing_pack_is_one_clear_message(tmp_path):
     with pytest.raises(PrefoptError, match=r"insightface model pack `antelopev2` is not in `.*models/antelopev2`"):
         _reward("insightface-id", root=str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def fake_pack(tmp_path_factory):
+    from insightface_fakes import write_fake_pack
+
+    return write_fake_pack(tmp_path_factory.mktemp("insightface") / "fakepack")
+
+
+def _bright_face(seed, size=160, square=(40, 120)):
+    image = np.zeros((size, size, 3), np.uint8)
+    rng = np.random.default_rng(seed)
+    top, bottom = square
+    image[top:bottom, top:bottom] = rng.integers(150, 256, (bottom - top, bottom - top, 3))
+    return image
+
+
+def test_insightface_reward_through_insightfaces_loading_path(fake_pack):
+    reward = _reward("insightface-id", model_dir=str(fake_pack), det_size=160, frames=2, device="cpu")
+    me, someone_else = _bright_face(0), _bright_face(1)
+    references = [ReferencePhoto(me, "me.png")]
+    same, other, empty = reward.score(
+        [np.stack([me, me]), np.stack([someone_else, someone_else]), np.zeros((2, 160, 160, 3), np.uint8)],
+        ["", "", ""], references)
+    assert same.raw == pytest.approx(1.0, abs=1e-5) and same.value == pytest.approx(10.0, abs=1e-3)
+    assert other.raw < same.raw and other.metadata["frames_without_face"] == 0
+    assert empty.metadata["frames_without_face"] == 2 and empty.value == 1.0
+    assert reward.provenance()["files"] == ["det_fake.onnx", "w600k_fake.onnx"]
+    with pytest.raises(PrefoptError, match="no face was detected in reference `black.png`"):
+        reward.score([np.stack([me])], [""], [ReferencePhoto(np.zeros((160, 160, 3), np.uint8), "black.png")])
