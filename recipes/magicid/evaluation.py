@@ -1,9 +1,8 @@
 """Evaluation on held-out prompts: the base model, the identity LoRA and the final model, side by side.
 
 Each model generates the same prompts with the same seeds; the videos are scored with the recipe's three
-rewards. Reported per model: the mean 1–10 scores, Face Sim (the identity reward's raw similarity; with
-insightface ArcFace this is the paper's cosine metric), the fraction of videos VBench calls dynamic, and
-the raw prompt-following score (CLIP-T for `clip-semantic`).
+rewards (mean 1–10 values and raw values) and the paper's metrics (``prefopt_plugins.evaluation``: Face
+Sim, Dynamic Degree, temporal consistency, CLIP-T, CLIP-I; FVD is reported as unavailable).
 """
 
 from __future__ import annotations
@@ -45,17 +44,30 @@ def _generate(recipe, backbone, adapters, folder: Path, loras: list[Path]) -> li
     return videos
 
 
-def _score(recipe, videos, references) -> dict[str, float]:
+def _rewards(recipe) -> dict:
+    return {role: get_registry().create("rewards", getattr(recipe.config.rewards, role).name,
+                                        getattr(recipe.config.rewards, role).options)
+            for role in ("identity", "dynamic", "semantic")}
+
+
+def _score(rewards: dict, videos, references) -> dict[str, float]:
+    from prefopt_plugins.evaluation import evaluate_videos
+    from prefopt_plugins.rewards.dynamics import DynamicsReward
+    from prefopt_plugins.rewards.identity import IdentityReward
+    from prefopt_plugins.rewards.semantic import ClipSemanticReward
+
+    clips, prompts = [v for _, v in videos], [p for p, _ in videos]
     row: dict[str, float] = {}
-    for role in ("identity", "dynamic", "semantic"):
-        spec = getattr(recipe.config.rewards, role)
-        reward = get_registry().create("rewards", spec.name, spec.options)
-        scores = reward.score([v for _, v in videos], [p for p, _ in videos], references)
+    for role, reward in rewards.items():
+        scores = reward.score(clips, prompts, references)
         row[role] = float(np.mean([s.value for s in scores]))
         row[f"{role}_raw"] = float(np.mean([s.raw for s in scores]))
-        if role == "dynamic":
-            row["vbench_dynamic_fraction"] = float(np.mean([bool(s.metadata.get("vbench_dynamic")) for s in scores]))
-    return row
+    identity, dynamics, semantic = rewards["identity"], rewards["dynamic"], rewards["semantic"]
+    metrics = evaluate_videos(
+        clips, prompts, references, identity=identity if isinstance(identity, IdentityReward) else None,
+        dynamics=dynamics if isinstance(dynamics, DynamicsReward) else None,
+        clip=semantic if isinstance(semantic, ClipSemanticReward) else None)
+    return {**row, **metrics}
 
 
 def evaluate_models(recipe, folder: Path) -> list[dict]:
@@ -63,11 +75,12 @@ def evaluate_models(recipe, folder: Path) -> list[dict]:
     backbone = recipe.backbone()
     adapters = AdapterSwitch(backbone)
     references = load_reference_photos(recipe.photos())
+    rewards = _rewards(recipe)  # loaded once for every model
     table = []
     for label, loras in _models(recipe):
         model_folder = folder / label.split()[0].lower()
         videos = _generate(recipe, backbone, adapters, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
-                      **_score(recipe, videos, references)})
+                      **_score(rewards, videos, references)})
     (folder / "table.json").write_text(json.dumps(table, indent=2))
     return table

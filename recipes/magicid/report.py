@@ -83,7 +83,8 @@ def frame_strip(path: Path, video: np.ndarray, frames: int = 6) -> None:
 
 
 def _eval_table(rows: list[dict]) -> str:
-    columns = ["model", "identity", "identity_raw", "dynamic", "vbench_dynamic_fraction", "semantic", "semantic_raw"]
+    columns = ["model", "identity", "dynamic", "semantic", "face_sim", "dynamic_degree", "temporal_consistency",
+               "clip_t", "clip_i", "fvd"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r[c], float) else f"<td>{html.escape(str(r[c]))}</td>"
@@ -124,7 +125,9 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.
 </head><body><h1>MagicID run: {html.escape(recipe.config.run.name)}</h1>{banner}
 <p>Backbone <code>{html.escape(recipe.config.backbone.name)}</code>; {total:.0f} s in all.</p>
 <h2>Evaluation on held-out prompts</h2>{_eval_table(rows)}
-<p>Scores are the rewards' 1–10 values; <code>_raw</code> columns are the raw metrics (Face Sim, normalised flow, CLIP-T).</p>
+<p><code>identity</code>, <code>dynamic</code>, <code>semantic</code>: the rewards' 1–10 values. The others are the
+paper's metrics: Face Sim (max(0, cos) of the largest face), Dynamic Degree (fraction VBench calls dynamic),
+temporal consistency and CLIP-T/CLIP-I (CLIP features), FVD (needs I3D weights).</p>
 <h2>Pair selection</h2><h3>Stage 1: identity-preferred (V_id ∪ V_s)</h3><img src='stage1_pairs.png'>
 <h3>Stage 2: dynamic-preferred (V_s ∪ V_t)</h3><img src='stage2_pairs.png'>
 <h2>Rewards in the repository</h2><img src='rewards.png'>
