@@ -186,3 +186,60 @@ def save_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
         processor.save_pretrained(tmp)
         tmp.rename(directory)
     return directory
+
+
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+_PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_qwen2_vl(seed: int = 0):
+    """A tiny random Qwen2-VL (image-text-to-text) with a character-level tokenizer and its processor."""
+    from transformers import (
+        Qwen2TokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    torch.manual_seed(seed)
+    vocab: dict[str, int] = {}
+    for c in _CHARS + [" ", "\n"]:
+        vocab.setdefault(c, len(vocab))
+    tokenizer = Qwen2TokenizerFast(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": _QWEN_SPECIALS})
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 4),
+        tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(), chat_template=_PLAIN_CHAT_TEMPLATE,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 2048,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "bos_token_id": None,
+                     "eos_token_id": ids("<|im_end|>"), "pad_token_id": ids("<|endoftext|>")},
+        vision_config={"depth": 1, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3},
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+    )
+    return Qwen2VLForConditionalGeneration(config).eval(), processor
+
+
+def save_tiny_vlm(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny Qwen2-VL (model + processor) with ``save_pretrained`` (if absent)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        model, processor = tiny_qwen2_vl(seed)
+        tmp = directory.with_name(directory.name + ".tmp")
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        tmp.rename(directory)
+    return directory

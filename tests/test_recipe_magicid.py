@@ -130,5 +130,5 @@ def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
     message = result.stderr
     assert "Traceback" not in message and message.count("\n") == 1
     for needle in ("me.jpg` does not exist", "HunyuanVideo weights", "insightface model pack `antelopev2`",
-                   "raft_large weights", "CLIP weights"):
+                   "raft_large weights", "VLM weights `Qwen/Qwen2.5-VL-7B-Instruct`", "CLIP (evaluation) weights"):
         assert needle in message, needle

@@ -43,3 +43,41 @@ def test_clip_semantic_matches_an_independent_computation(clip_dir):
 def test_clip_missing_weights_is_one_clear_sentence(tmp_path):
     with pytest.raises(MissingWeightsError, match=r"CLIP weights `.*` are neither a local directory"):
         _reward("clip-semantic", model=str(tmp_path / "no-clip"))
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory):
+    from prefopt_plugins.tiny import save_tiny_vlm
+
+    return str(save_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-qwen2-vl"))
+
+
+def test_vlm_score_is_the_expected_rating_under_the_token_probabilities(vlm_dir):
+    reward = _reward("vlm-semantic", model=vlm_dir, frames=2, dtype="float32", device="cpu")
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (4, 56, 56, 3), dtype=np.uint8)
+    (score,) = reward.score([video], ["a man walks"], [])
+    distribution = np.array(score.metadata["distribution"])
+    assert distribution.sum() == pytest.approx(1.0, abs=1e-3) and (distribution >= 0).all()
+    assert score.raw == pytest.approx(float(np.dot(np.arange(1, 11), distribution)), abs=1e-2)
+    assert 1.0 <= score.value <= 10.0 and score.value == pytest.approx(score.raw, abs=1e-9)
+    # Independently: the model's own next-token probabilities for the digits after the chat prompt.
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(vlm_dir)
+    model = AutoModelForImageTextToText.from_pretrained(vlm_dir).eval()
+    frames = list(video[[0, 3]])
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                             {"type": "text", "text": reward.config.question.format(prompt="a man walks")}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    with torch.no_grad():
+        logits = model(**processor(text=[text], images=frames, return_tensors="pt")).logits[0, -1]
+    probs = torch.softmax(logits, dim=-1)
+    digits = [processor.tokenizer.encode(str(r), add_special_tokens=False)[0] for r in range(2, 10)]
+    expected = (probs[digits] / probs[digits].sum()).numpy()
+    np.testing.assert_allclose(distribution[1:9] / distribution[1:9].sum(), expected, atol=2e-3)
+
+
+def test_vlm_missing_weights_is_one_clear_sentence(tmp_path):
+    with pytest.raises(MissingWeightsError, match=r"VLM weights `.*` are neither a local directory"):
+        _reward("vlm-semantic", model=str(tmp_path / "nothing"))

@@ -7,10 +7,11 @@ from prefopt.hookspecs import hookimpl
 def register_rewards(register):
     from prefopt_plugins.rewards.dynamics import OpenCVDynamicsReward, RaftDynamicsReward
     from prefopt_plugins.rewards.identity import DlibIdentityReward, InsightFaceIdentityReward
-    from prefopt_plugins.rewards.semantic import ClipSemanticReward
+    from prefopt_plugins.rewards.semantic import ClipSemanticReward, VLMSemanticReward
 
     register(DlibIdentityReward)
     register(InsightFaceIdentityReward)
     register(OpenCVDynamicsReward)
     register(RaftDynamicsReward)
     register(ClipSemanticReward)
+    register(VLMSemanticReward)

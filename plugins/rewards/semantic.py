@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from prefopt.errors import MissingWeightsError
+from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.common import linspace_indices
@@ -99,3 +99,106 @@ def _unit(features):
     # transformers 5 may return a model output rather than a tensor from get_*_features.
     tensor = getattr(features, "pooler_output", features)
     return tensor / tensor.norm(dim=-1, keepdim=True)
+
+
+# --- VLM rater ------------------------------------------------------------------------------------------
+
+DEFAULT_QUESTION = (
+    'How well do these video frames match the description: "{prompt}"? Rate from 1 (not at all) to 10 '
+    "(perfectly). Answer with a single number."
+)
+
+
+@dataclass
+class VLMSemanticConfig:
+    model: str = field(default="Qwen/Qwen2.5-VL-7B-Instruct",
+                       metadata={"help": "Hub id or local directory of an image-text-to-text model."})
+    frames: int = field(default=4, metadata={"help": "Frames shown to the model per video (evenly spaced)."})
+    max_side: int = field(default=448, metadata={"help": "Frames are downscaled so their longer side is at most this."})
+    question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The rating question; `{prompt}` is replaced."})
+    dtype: str = field(default="bfloat16", metadata={"help": "Model dtype: bfloat16, float16 or float32."})
+    device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})
+
+
+class VLMSemanticReward:
+    """Prompt following rated 1–10 by a vision-language model: the expected rating under its token probabilities."""
+
+    name = "vlm-semantic"
+    Config = VLMSemanticConfig
+    raw_range = (1.0, 10.0)
+
+    @classmethod
+    def missing_weights(cls, config: VLMSemanticConfig) -> str | None:
+        from prefopt.hub import missing_weights_message
+
+        return missing_weights_message(config.model, "VLM", "config.json", "the reward's `model` option")
+
+    def __init__(self, config: VLMSemanticConfig):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from prefopt_plugins.backbones.base import DTYPES, resolve_device
+
+        message = self.missing_weights(config)
+        if message:
+            raise MissingWeightsError(message)
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.processor = AutoProcessor.from_pretrained(config.model)
+        self.model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=DTYPES[config.dtype]).to(self.device)
+        self.model.eval()
+        self._torch = torch
+        self._one, self._digits, self._ten = self._rating_tokens()
+
+    def _rating_tokens(self):
+        """Token ids of the ratings; "10" may be one token or "1" followed by "0"."""
+        encode = self.processor.tokenizer
+        digits = [encode.encode(str(r), add_special_tokens=False) for r in range(1, 10)]
+        if any(len(d) != 1 for d in digits):
+            raise PrefoptError(f"VLM `{self.config.model}`: the ratings 1–9 are not single tokens in its tokenizer.")
+        ten = encode.encode("10", add_special_tokens=False)
+        return digits[0][0], [d[0] for d in digits], ten
+
+    def rating_distribution(self, frames: np.ndarray, prompt: str) -> np.ndarray:
+        """P(rating = 1..10) from one forward pass over the question with "1" appended."""
+        torch = self._torch
+        messages = [{"role": "user", "content": [{"type": "image"} for _ in frames]
+                     + [{"type": "text", "text": self.config.question.format(prompt=prompt)}]}]
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = self.processor(text=[text + "1"], images=list(frames), return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[0].float()
+        first = torch.softmax(logits[-2], dim=-1)  # the answer's first token (position before the appended "1")
+        probs = first[self._digits].clone()
+        if len(self._ten) == 1:
+            probs = torch.cat([probs, first[self._ten]])
+        else:  # "10" = "1" then "0": split P("1…") by the probability of "0" after "1"
+            after_one = torch.softmax(logits[-1], dim=-1)[self._ten[1]]
+            probs = torch.cat([probs, (probs[0] * after_one)[None]])
+            probs[0] = probs[0] * (1 - after_one)
+        return (probs / probs.sum()).cpu().numpy()
+
+    def score(self, videos, prompts, references) -> list[RewardScore]:
+        results = []
+        for video, prompt in zip(videos, prompts):
+            frames = _downscale(np.asarray(video)[linspace_indices(len(video), self.config.frames)], self.config.max_side)
+            distribution = self.rating_distribution(frames, prompt)
+            raw = float(np.dot(np.arange(1, 11), distribution))
+            results.append(RewardScore(value=to_scale(raw, self.raw_range), raw=raw,
+                                       metadata={"distribution": [round(float(p), 4) for p in distribution]}))
+        return results
+
+    def provenance(self) -> dict:
+        import transformers
+
+        return {"model": self.config.model, "transformers": transformers.__version__}
+
+
+def _downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+    from prefopt.media import resize_frames
+
+    height, width = frames.shape[1:3]
+    scale = min(1.0, max_side / max(height, width))
+    if scale == 1.0:
+        return frames
+    return resize_frames(frames, max(28, int(height * scale)), max(28, int(width * scale)))

@@ -84,6 +84,10 @@ class SelectionConfig:
 @dataclass
 class EvaluationConfig:
     videos_per_prompt: int = field(default=2, metadata={"help": "Evaluation videos per prompt and model."})
+    clip_model: str = field(
+        default="",
+        metadata={"help": "CLIP for CLIP-T, CLIP-I and temporal consistency; empty reuses a `clip-semantic` reward."},
+    )
     seed: int = field(default=10_000, metadata={"help": "Seed of evaluation videos (the same for every model)."})
 
 

@@ -50,11 +50,21 @@ def _rewards(recipe) -> dict:
             for role in ("identity", "dynamic", "semantic")}
 
 
-def _score(rewards: dict, videos, references) -> dict[str, float]:
+def _metrics_clip(recipe, rewards: dict):
+    """The CLIP model for the CLIP metrics: the semantic reward if it is CLIP, else `evaluation.clip_model`."""
+    from prefopt_plugins.rewards.semantic import ClipSemanticConfig, ClipSemanticReward
+
+    if isinstance(rewards["semantic"], ClipSemanticReward):
+        return rewards["semantic"]
+    if recipe.config.evaluation.clip_model:
+        return ClipSemanticReward(ClipSemanticConfig(model=recipe.config.evaluation.clip_model))
+    return None
+
+
+def _score(rewards: dict, clip, videos, references) -> dict[str, float]:
     from prefopt_plugins.evaluation import evaluate_videos
     from prefopt_plugins.rewards.dynamics import DynamicsReward
     from prefopt_plugins.rewards.identity import IdentityReward
-    from prefopt_plugins.rewards.semantic import ClipSemanticReward
 
     clips, prompts = [v for _, v in videos], [p for p, _ in videos]
     row: dict[str, float] = {}
@@ -62,11 +72,10 @@ def _score(rewards: dict, videos, references) -> dict[str, float]:
         scores = reward.score(clips, prompts, references)
         row[role] = float(np.mean([s.value for s in scores]))
         row[f"{role}_raw"] = float(np.mean([s.raw for s in scores]))
-    identity, dynamics, semantic = rewards["identity"], rewards["dynamic"], rewards["semantic"]
+    identity, dynamics = rewards["identity"], rewards["dynamic"]
     metrics = evaluate_videos(
         clips, prompts, references, identity=identity if isinstance(identity, IdentityReward) else None,
-        dynamics=dynamics if isinstance(dynamics, DynamicsReward) else None,
-        clip=semantic if isinstance(semantic, ClipSemanticReward) else None)
+        dynamics=dynamics if isinstance(dynamics, DynamicsReward) else None, clip=clip)
     return {**row, **metrics}
 
 
@@ -76,11 +85,12 @@ def evaluate_models(recipe, folder: Path) -> list[dict]:
     adapters = AdapterSwitch(backbone)
     references = load_reference_photos(recipe.photos())
     rewards = _rewards(recipe)  # loaded once for every model
+    clip = _metrics_clip(recipe, rewards)
     table = []
     for label, loras in _models(recipe):
         model_folder = folder / label.split()[0].lower()
         videos = _generate(recipe, backbone, adapters, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
-                      **_score(rewards, videos, references)})
+                      **_score(rewards, clip, videos, references)})
     (folder / "table.json").write_text(json.dumps(table, indent=2))
     return table

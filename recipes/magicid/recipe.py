@@ -65,6 +65,13 @@ class MagicIDRecipe:
             message = check(spec.options) if check else None
             if message:
                 missing.append(message)
+        if self.config.evaluation.clip_model:
+            from prefopt.hub import missing_weights_message
+
+            message = missing_weights_message(self.config.evaluation.clip_model, "CLIP (evaluation)", "config.json",
+                                              "`evaluation.clip_model`")
+            if message:
+                missing.append(message)
         return missing
 
     def _build_tiny_models(self) -> None:
