@@ -176,16 +176,21 @@ def tiny_clip(seed: int = 0):
     return CLIPModel(config), processor
 
 
-def save_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
-    """Save a tiny CLIP (model + processor) with ``save_pretrained`` (if absent); loads with from_pretrained."""
+def _save_model_and_processor(directory: str | Path, build) -> Path:
+    """``save_pretrained`` a (model, processor) pair to ``directory`` unless present, atomically."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
-        model, processor = tiny_clip(seed)
+        model, processor = build()
         tmp = directory.with_name(directory.name + ".tmp")
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         tmp.rename(directory)
     return directory
+
+
+def save_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
+    """Save a tiny CLIP (model + processor) with ``save_pretrained`` (if absent); loads with from_pretrained."""
+    return _save_model_and_processor(directory, lambda: tiny_clip(seed))
 
 
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -235,11 +240,4 @@ def tiny_qwen2_vl(seed: int = 0):
 
 def save_tiny_vlm(directory: str | Path, seed: int = 0) -> Path:
     """Save a tiny Qwen2-VL (model + processor) with ``save_pretrained`` (if absent)."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        model, processor = tiny_qwen2_vl(seed)
-        tmp = directory.with_name(directory.name + ".tmp")
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tmp.rename(directory)
-    return directory
+    return _save_model_and_processor(directory, lambda: tiny_qwen2_vl(seed))
