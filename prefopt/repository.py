@@ -66,6 +66,10 @@ class MediaRepository:
         self._write_part("items", [asdict(r) for r in records])
         self._items = None
 
+    def refresh(self) -> None:
+        """Forget cached items (another process may have appended)."""
+        self._items = None
+
     def items_by_id(self) -> dict[str, MediaRecord]:
         if self._items is None:
             rows = self._read_parts("items")
@@ -90,6 +94,10 @@ class MediaRepository:
         ]
         if rows:
             self._write_part("scores", rows)
+
+    def score_rows(self) -> list[dict]:
+        """Every stored score: item_id, reward_key, reward, value, raw, metadata, provenance."""
+        return self._read_parts("scores")
 
     def scored_ids(self, key: str) -> set[str]:
         return {row["item_id"] for row in self._read_parts("scores") if row["reward_key"] == key}

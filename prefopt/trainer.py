@@ -47,6 +47,13 @@ def _read_adapter(path: str) -> dict[str, torch.Tensor]:
     return load_file(str(file))
 
 
+def cpu_only() -> bool:
+    """True without CUDA or with ACCELERATE_USE_CPU set: accelerate then runs (multi-)CPU processes."""
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+
+
 class TrainingDivergedError(PrefoptError):
     """The loss became NaN or infinite."""
 
@@ -153,6 +160,7 @@ class DiffusionDPOTrainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.accelerator = accelerator or Accelerator(
+            cpu=cpu_only(),  # several CPU processes (torchrun) need cpu=True to form a gloo group
             mixed_precision=config.mixed_precision,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=None if config.report_to == "none" else config.report_to,
@@ -179,8 +187,8 @@ class DiffusionDPOTrainer:
         self._start_trackers()
         self._loop(examples, denoiser, model, optimizer, scheduler)
         lora_file = self._save_final(denoiser)
-        if self.config.report_to != "none":
-            self.accelerator.end_training()  # closes trackers (and, in accelerate 1.x, the process group)
+        for tracker in self.accelerator.trackers:
+            tracker.finish()  # not accelerator.end_training(): it destroys the process group a recipe still needs
         return lora_file
 
     @property

@@ -132,3 +132,23 @@ def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
     for needle in ("me.jpg` does not exist", "HunyuanVideo weights", "insightface model pack `antelopev2`",
                    "raft_large weights", "VLM weights `Qwen/Qwen2.5-VL-7B-Instruct`", "CLIP (evaluation) weights"):
         assert needle in message, needle
+
+
+def test_two_processes_shard_generation_and_scoring_without_loss_or_duplicates(tmp_path):
+    env = {**_env(), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", *_command(tmp_path)[2:]]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    from prefopt.repository import MediaRepository
+
+    repo = MediaRepository(tmp_path / "quickstart" / "repository")
+    items = repo.items()
+    assert len(items) == len({r.id for r in items}) == 13
+    generated = [r for r in items if r.source != "static"]
+    assert {json.loads(r.extra)["process"] for r in generated} == {0, 1}
+    state = json.loads((tmp_path / "quickstart" / "stages.json").read_text())
+    assert all(record["status"] == "done" for record in state.values())
+    scores = repo.score_rows()
+    per_item = {(row["item_id"], row["reward"]) for row in scores}
+    assert len(per_item) == len(scores) == 13 * 3  # every item scored once per reward, none twice

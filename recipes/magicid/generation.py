@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from prefopt.data import save_tensors
@@ -40,10 +41,13 @@ def generate_into(
     repository: MediaRepository, backbone, jobs: list[tuple[str, str, int]], *, source: str, stage: str, video,
     description: str, fps: int,
 ) -> int:
-    """Generate ``(item_id, prompt, seed)`` jobs not yet in the repository; returns how many were made."""
+    """Generate ``(item_id, prompt, seed)`` jobs not yet in the repository, sharded across processes;
+    returns how many this process made."""
+    from prefopt_recipes.magicid.distributed import barrier, is_main, shard, world
+
     existing = repository.items_by_id()
-    todo = [job for job in jobs if job[0] not in existing]
-    with progress_bar(description, len(jobs), completed=len(jobs) - len(todo)) as bar:
+    todo = shard([job for job in jobs if job[0] not in existing])
+    with progress_bar(description, len(todo), enabled=is_main()) as bar:
         for start in range(0, len(todo), video.batch_size):
             batch = todo[start : start + video.batch_size]
             media = backbone.generate(
@@ -57,7 +61,10 @@ def generate_into(
                 write_media(repository.path(media_path), made.frames, fps=fps)
                 save_tensors(repository.path(latent_path), {"latents": made.latents})
                 records.append(MediaRecord(id=item_id, source=source, prompt=prompt, media_path=media_path,
-                                           latent_path=latent_path, seed=seed, stage=stage))
+                                           latent_path=latent_path, seed=seed, stage=stage,
+                                           extra=json.dumps({"process": world()[0]})))
             repository.add(records)  # appended per batch: a crash loses at most the batch in flight
             bar.advance(len(batch))
+    barrier()
+    repository.refresh()  # every process sees what the others appended
     return len(todo)

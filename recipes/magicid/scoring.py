@@ -13,23 +13,28 @@ SCORE_BATCH = 4
 
 
 def score_items(recipe, items) -> dict[str, int]:
-    """Score every item not yet scored by each reward configuration; returns how many were scored."""
+    """Score every item not yet scored by each reward configuration, sharded across processes; returns how
+    many were scored in all."""
+    from prefopt_recipes.magicid.distributed import barrier, is_main, shard
+
     repo = recipe.repository()
     references = load_reference_photos(recipe.photos())
     counts = {}
     for role in ("identity", "dynamic", "semantic"):
         spec = getattr(recipe.config.rewards, role)
         key = reward_key(spec.name, to_dict(spec.options), {})
-        todo = [r for r in items if r.id not in repo.scored_ids(key)]
-        counts[role] = len(todo)
-        if not todo:
+        pending = [r for r in items if r.id not in repo.scored_ids(key)]
+        counts[role] = len(pending)
+        todo = shard(pending)
+        if not pending:
             continue
         reward = get_registry().create("rewards", spec.name, spec.options)
-        with progress_bar(f"scoring {role} ({spec.name})", len(todo)) as bar:
+        with progress_bar(f"scoring {role} ({spec.name})", len(todo), enabled=is_main()) as bar:
             for start in range(0, len(todo), SCORE_BATCH):
                 batch = todo[start : start + SCORE_BATCH]
                 videos = [read_media(repo.path(r.media_path)) for r in batch]
                 scores = reward.score(videos, [r.prompt for r in batch], references)
                 repo.add_scores(key, role, {r.id: s for r, s in zip(batch, scores)}, reward.provenance())
                 bar.advance(len(batch))
+        barrier()
     return counts

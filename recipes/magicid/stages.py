@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.config import to_dict
+from prefopt_recipes.magicid.distributed import barrier, is_main, main_first
 
 STATE_FILE = "stages.json"
 
@@ -32,7 +33,7 @@ class StageRunner:
 
     def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
         self.run_dir = run_dir
-        self.log = log
+        self.log = log if is_main() else (lambda message: None)
         self.previous_hash = ""
         self.state: dict[str, dict] = self._load()
 
@@ -41,6 +42,8 @@ class StageRunner:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     def _save(self) -> None:
+        if not is_main():
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(self.state, indent=2))
@@ -60,11 +63,14 @@ class StageRunner:
         if record.get("hash") not in (None, digest):
             self.log(f"[yellow]↻ {name}: configuration changed; rerunning it and every later stage[/yellow]")
             self._forget_from(name)
-        self._remove_stale_outputs(name, digest)
+        with main_first() as main:
+            if main:
+                self._remove_stale_outputs(name, digest)
         started = time.perf_counter()
         self.state[name] = {"hash": digest, "status": "running", "started": time.time()}
         self._save()
         summary = work(digest)
+        barrier()
         seconds = time.perf_counter() - started
         self.state[name] = {"hash": digest, "status": "done", "seconds": seconds, "summary": summary}
         self._save()
