@@ -50,6 +50,16 @@ class PromptsConfig:
     )
     file: str | None = field(default=None, metadata={"help": "A text file with one prompt per line (adds to `train`)."})
     count: int = field(default=20, metadata={"help": "How many train prompts to use (paper: 20 written by an LLM)."})
+    writer_model: str | None = field(
+        default=None,
+        metadata={"help": "A transformers text model (hub id or directory) that writes the train prompts, as the "
+                          "paper's LLM did; missing ones are filled from the shipped list."},
+    )
+    writer_request: str = field(
+        default="Write {count} short, varied video prompts, one per line, each showing a person doing a clearly "
+                "visible action. No numbering.",
+        metadata={"help": "The request sent to `writer_model`; `{count}` is replaced."},
+    )
     eval: list[str] = field(
         default_factory=list, metadata={"help": "Held-out evaluation prompts; empty uses shipped prompts not in train."}
     )

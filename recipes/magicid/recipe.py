@@ -68,9 +68,14 @@ class MagicIDRecipe:
             message = check(spec.options) if check else None
             if message:
                 missing.append(message)
-        if self.config.evaluation.clip_model:
-            from prefopt.hub import missing_weights_message
+        from prefopt.hub import missing_weights_message
 
+        if self.config.prompts.writer_model:
+            message = missing_weights_message(self.config.prompts.writer_model, "prompt-writer", "config.json",
+                                              "`prompts.writer_model`")
+            if message:
+                missing.append(message)
+        if self.config.evaluation.clip_model:
             message = missing_weights_message(self.config.evaluation.clip_model, "CLIP (evaluation)", "config.json",
                                               "`evaluation.clip_model`")
             if message:
