@@ -23,7 +23,8 @@ def score_items(recipe, items) -> dict[str, int]:
     for role in ("identity", "dynamic", "semantic"):
         spec = getattr(recipe.config.rewards, role)
         key = reward_key(spec.name, to_dict(spec.options), {})
-        pending = [r for r in items if r.id not in repo.scored_ids(key)]
+        done = repo.scored_ids(key)  # read once, not once per item
+        pending = [r for r in items if r.id not in done]
         counts[role] = len(pending)
         todo = shard(pending)
         if not pending:
