@@ -64,7 +64,7 @@ class MediaRepository:
         if clashes or len({r.id for r in records}) != len(records):
             raise PrefoptError(f"repository `{self.root}` already has item `{(clashes or [records[0].id])[0]}`.")
         self._write_part("items", [asdict(r) for r in records])
-        self._items = None
+        existing.update({r.id: r for r in records})  # keep the cache: no re-read of every part per append
 
     def refresh(self) -> None:
         """Forget cached items (another process may have appended)."""
