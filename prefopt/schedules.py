@@ -25,6 +25,14 @@ def _errors(backbone, model, batch, noise, timesteps) -> torch.Tensor:
     return per_sample_mse(out.prediction, out.target) * out.weights
 
 
+def _policy_errors(backbone, model, batch, noise, timesteps, config) -> torch.Tensor:
+    """The policy's errors with gradients; activations saved on the host when ``offload_activations``."""
+    if not config.offload_activations:
+        return _errors(backbone, model, batch, noise, timesteps)
+    with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+        return _errors(backbone, model, batch, noise, timesteps)
+
+
 def _loss_terms(config, err_w, err_l, ref_w, ref_l, weights) -> torch.Tensor:
     return diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=config.beta, loss_type=config.loss_type,
                               label_smoothing=config.label_smoothing, sft_weight=config.rpo_alpha,
@@ -41,7 +49,7 @@ def joint_step(backbone, denoiser, model, batch, noise, timesteps, config, refer
     """Policy forward on winners and losers together, one backward."""
     noise2, t2 = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
     ref_w, ref_l = reference_errors(backbone, denoiser, batch, noise2, t2, reference_adapter).chunk(2)
-    err_w, err_l = _errors(backbone, model, batch, noise2, t2).chunk(2)
+    err_w, err_l = _policy_errors(backbone, model, batch, noise2, t2, config).chunk(2)
     loss = _loss_terms(config, err_w, err_l, ref_w, ref_l, batch.weights)
     backward(loss)
     return {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
@@ -61,7 +69,7 @@ def split_step(backbone, denoiser, model, batch, noise, timesteps, config, refer
     pairs = noise.shape[0]
     for index in range(2 * pairs):
         single = _slice_batch(batch, index)
-        error = _errors(backbone, model, single, noise2[index : index + 1], t2[index : index + 1])
+        error = _policy_errors(backbone, model, single, noise2[index : index + 1], t2[index : index + 1], config)
         backward((coefficients[index] * error).sum())
     return {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
 

@@ -47,6 +47,18 @@ def _read_adapter(path: str) -> dict[str, torch.Tensor]:
     return load_file(str(file))
 
 
+def _set_attention_backend(denoiser: torch.nn.Module, backend: str) -> None:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    names = [b.value for b in AttentionBackendName if not b.value.endswith("_hub")]  # hub kernels download code
+    if backend not in names:
+        raise PrefoptError(f"`attention_backend` must be one of {', '.join(names)}; got `{backend}`.")
+    try:
+        denoiser.set_attention_backend(backend)
+    except (RuntimeError, ImportError, ValueError) as e:
+        raise PrefoptError(f"attention backend `{backend}` is not usable here: {e}") from e
+
+
 def cpu_only() -> bool:
     """True without CUDA or with ACCELERATE_USE_CPU set: accelerate then runs (multi-)CPU processes."""
     from accelerate.utils import parse_flag_from_env
@@ -116,6 +128,16 @@ class TrainerConfig:
     ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "ref ← α·policy + (1 − α)·ref."})
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "accelerate autocast."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
+    attention_backend: str | None = field(
+        default=None,
+        metadata={"help": "diffusers attention backend for the denoiser (`native`, `_native_cudnn`, `flash` with "
+                          "flash-attn installed, …); unset keeps the model's default."},
+    )
+    offload_activations: bool = field(
+        default=False,
+        metadata={"help": "Keep the policy forward's saved activations in pinned host memory until backward "
+                          "(torch.autograd.graph.save_on_cpu): less GPU memory, more transfers."},
+    )
     checkpoint_every_n_blocks: int = field(
         default=1, metadata={"help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
     )
@@ -233,6 +255,8 @@ class DiffusionDPOTrainer:
             denoiser.set_adapter(POLICY_ADAPTER)
         if config.gradient_checkpointing:
             enable_block_checkpointing(denoiser, config.checkpoint_every_n_blocks)
+        if config.attention_backend:
+            _set_attention_backend(denoiser, config.attention_backend)
         denoiser.train()
         return denoiser
 

@@ -179,7 +179,9 @@ def _denoiser_output(backbone):
     {"gradient_checkpointing": True},
     {"gradient_checkpointing": True, "checkpoint_every_n_blocks": 2},
     {"dpo_schedule": "split"},
-], ids=["checkpoint-all", "checkpoint-every-2nd", "split-schedule"])
+    {"offload_activations": True},
+    {"attention_backend": "_native_math"},
+], ids=["checkpoint-all", "checkpoint-every-2nd", "split-schedule", "offload", "math-attention"])
 def test_memory_options_give_the_same_training(tmp_path, make_backbone, variant):
     examples = _pairs(_videos(tmp_path, 4))
     plain = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(), tmp_path / "a").train(examples)
@@ -250,3 +252,9 @@ def test_missing_backbone_weights_name_the_model_and_the_fix(tmp_path):
     entry = get_registry().get("backbones", "wan")
     with pytest.raises(MissingWeightsError, match=r"Wan 2\.1 weights `.*nowhere` are neither a local diffusers directory"):
         entry.cls(parse(entry.config_class, {"pretrained": str(tmp_path / "nowhere")}))
+
+
+def test_unknown_attention_backend_lists_the_choices(tmp_path, make_backbone):
+    trainer = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(attention_backend="fast"), tmp_path)
+    with pytest.raises(Exception, match=r"`attention_backend` must be one of .*native.*got `fast`"):
+        trainer.train(_pairs(_videos(tmp_path, 2)))
