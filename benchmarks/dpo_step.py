@@ -54,7 +54,13 @@ def build_backbone(args):
     add_lora(transformer, rank=args.lora_rank, alpha=args.lora_rank, dropout=0.0,
              target_modules=["to_q", "to_k", "to_v", "to_out.0"])
     if args.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+        from prefopt.memory import enable_block_checkpointing
+
+        enable_block_checkpointing(transformer, args.checkpoint_every)
+    if args.attention_backend:
+        from prefopt.trainer import _set_attention_backend
+
+        _set_attention_backend(transformer, args.attention_backend)
     transformer.train()
     return backbone
 
@@ -97,6 +103,9 @@ def straightforward_step(backbone, latents, conditioning, noise, timesteps, beta
     return loss
 
 
+OPTIONS = {"offload_activations": False}  # set from the command line in main()
+
+
 def prefopt_step(schedule: str):
     """prefopt's step with one of its DPO schedules (prefopt.schedules), as the trainer runs it."""
 
@@ -106,8 +115,9 @@ def prefopt_step(schedule: str):
 
         weights = torch.ones(noise.shape[0], device=noise.device)
         batch = Batch(latents=latents, conditioning=conditioning, weights=weights)
+        config = TrainerConfig(beta=beta, report_to="none", **OPTIONS)
         metrics = SCHEDULES[schedule](backbone, backbone.denoiser, backbone.denoiser, batch, noise, timesteps,
-                                      TrainerConfig(beta=beta, report_to="none"), None, backward=torch.Tensor.backward)
+                                      config, None, backward=torch.Tensor.backward)
         return torch.tensor(metrics["loss"])
 
     return step
@@ -166,22 +176,33 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--checkpoint-every", type=int, default=1, help="Checkpoint every n-th block (1 = all).")
+    parser.add_argument("--attention-backend", default=None, help="diffusers attention backend, e.g. _native_cudnn.")
+    parser.add_argument("--offload", action="store_true", help="prefopt variants: activations to host memory.")
+    parser.add_argument("--variants", default="straightforward,prefopt joint,prefopt split",
+                        help="Comma-separated subset of: " + ", ".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", help="Also write the results to this JSON file.")
     args = parser.parse_args()
 
+    OPTIONS["offload_activations"] = args.offload
+    variants = [v.strip() for v in args.variants.split(",")]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     backbone = build_backbone(args)
     args.initial_lora = [p.detach().clone() for p in backbone.denoiser.parameters() if p.requires_grad]
     inputs = make_inputs(args, backbone)
     tokens = inputs[-1]
-    results = [measure(name, args, backbone, inputs[:-1]) for name in VARIANTS]
+    results = [measure(name, args, backbone, inputs[:-1]) for name in variants]
     floor = flop_floor(backbone, tokens, args.pairs) / PEAK_BF16_FLOPS
     baseline = results[0]["s_per_step"]
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"\n{date.today()} · {device} · torch {torch.__version__} · {args.size} HunyuanVideo · "
           f"{args.frames}×{args.height}×{args.width} · {tokens} video tokens · LoRA r={args.lora_rank} · "
-          f"checkpointing={args.gradient_checkpointing}")
+          f"checkpointing={args.gradient_checkpointing} (every {args.checkpoint_every}) · "
+          f"attention={args.attention_backend or 'default'} · offload={args.offload}")
     print("| variant | s/step | × straightforward | × floor (790 TFLOP/s) | peak GiB | first / last loss |")
     print("|---|---|---|---|---|---|")
     for r in results:
