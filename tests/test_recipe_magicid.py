@@ -80,8 +80,10 @@ def test_rerun_skips_finished_stages_and_a_changed_stage_reruns_from_there(finis
 
 
 def test_killed_mid_stage_resumes_without_recomputing(tmp_path):
-    process = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=_env(), cwd=tmp_path)
+    # A longer stage-1 DPO leaves a wide window to interrupt it after its first checkpoint.
+    longer = ["dpo_stage1.max_steps=30"]
+    process = subprocess.Popen(_command(tmp_path, *longer), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=_env(), cwd=tmp_path)
     state_file = tmp_path / "quickstart" / "stages.json"
     checkpoint_glob = "quickstart/stage1-*/checkpoints/step-[0-9][0-9][0-9][0-9][0-9][0-9]/trainer_state.json"
     deadline = time.time() + 500
@@ -94,7 +96,7 @@ def test_killed_mid_stage_resumes_without_recomputing(tmp_path):
     state = json.loads(state_file.read_text())
     assert state["stage1"]["status"] == "running", "the run finished before it could be interrupted"
     items_before = len(list((tmp_path / "quickstart" / "repository" / "items").glob("part-*.parquet")))
-    out = _run(tmp_path)
+    out = _run(tmp_path, *longer)
     for stage in ("identity_lora", "prompts", "repository", "scoring"):
         assert f"✓ {stage}: done earlier" in out
     assert "resuming training from" in out
