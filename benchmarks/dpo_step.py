@@ -58,9 +58,9 @@ def build_backbone(args):
 
         enable_block_checkpointing(transformer, args.checkpoint_every)
     if args.attention_backend:
-        from prefopt.trainer import _set_attention_backend
+        from prefopt.memory import set_attention_backend
 
-        _set_attention_backend(transformer, args.attention_backend)
+        set_attention_backend(transformer, args.attention_backend)
     transformer.train()
     return backbone
 

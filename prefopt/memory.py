@@ -1,4 +1,6 @@
-"""Activation checkpointing of only every n-th transformer block.
+"""Memory and speed levers on the denoiser: checkpointing every n-th block, the attention backend.
+
+Activation checkpointing of only every n-th transformer block.
 
 Checkpointing every block saves the most memory and recomputes a whole forward; when memory allows,
 checkpointing every second or third block recomputes less. diffusers passes each block module to the
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from prefopt.errors import PrefoptError
 
 
 def transformer_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
@@ -33,3 +37,16 @@ def enable_block_checkpointing(denoiser: torch.nn.Module, every: int = 1) -> int
 
     denoiser.enable_gradient_checkpointing(gradient_checkpointing_func=selective)
     return len(chosen)
+
+
+def set_attention_backend(denoiser: torch.nn.Module, backend: str) -> None:
+    """Use a diffusers attention backend; hub-kernel backends are refused because they download code."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    names = [b.value for b in AttentionBackendName if not b.value.endswith("_hub")]  # hub kernels download code
+    if backend not in names:
+        raise PrefoptError(f"`attention_backend` must be one of {', '.join(names)}; got `{backend}`.")
+    try:
+        denoiser.set_attention_backend(backend)
+    except (RuntimeError, ImportError, ValueError) as e:
+        raise PrefoptError(f"attention backend `{backend}` is not usable here: {e}") from e

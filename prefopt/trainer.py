@@ -31,7 +31,7 @@ from prefopt.lora import (
     lora_state_dict,
 )
 from prefopt.losses import denoising_loss
-from prefopt.memory import enable_block_checkpointing
+from prefopt.memory import enable_block_checkpointing, set_attention_backend
 from prefopt.progress import progress_bar
 from prefopt.schedules import SCHEDULES
 
@@ -45,18 +45,6 @@ def _read_adapter(path: str) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise PrefoptError(f"`init_adapter` file `{file}` does not exist; point it at an earlier run's `lora/` folder.")
     return load_file(str(file))
-
-
-def _set_attention_backend(denoiser: torch.nn.Module, backend: str) -> None:
-    from diffusers.models.attention_dispatch import AttentionBackendName
-
-    names = [b.value for b in AttentionBackendName if not b.value.endswith("_hub")]  # hub kernels download code
-    if backend not in names:
-        raise PrefoptError(f"`attention_backend` must be one of {', '.join(names)}; got `{backend}`.")
-    try:
-        denoiser.set_attention_backend(backend)
-    except (RuntimeError, ImportError, ValueError) as e:
-        raise PrefoptError(f"attention backend `{backend}` is not usable here: {e}") from e
 
 
 def cpu_only() -> bool:
@@ -256,7 +244,7 @@ class DiffusionDPOTrainer:
         if config.gradient_checkpointing:
             enable_block_checkpointing(denoiser, config.checkpoint_every_n_blocks)
         if config.attention_backend:
-            _set_attention_backend(denoiser, config.attention_backend)
+            set_attention_backend(denoiser, config.attention_backend)
         denoiser.train()
         return denoiser
 
