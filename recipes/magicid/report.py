@@ -93,17 +93,16 @@ def _eval_table(rows: list[dict]) -> str:
 
 
 def write_report(recipe, timings: dict[str, float]) -> Path:
-    run, d = recipe.run_dir, recipe.digests
-    out = run / "report"
+    out = recipe.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     plot_timings(out / "timings.png", timings)
     plot_reward_distributions(out / "rewards.png", recipe)
-    plot_training(out / "training.png", {"identity LoRA (SFT)": run / f"identity_lora-{d['identity_lora']}",
-                                         "DPO stage 1": run / f"stage1-{d['stage1']}",
-                                         "DPO stage 2": run / f"stage2-{d['stage2']}"})
+    plot_training(out / "training.png", {"identity LoRA (SFT)": recipe.stage_dir("identity_lora"),
+                                         "DPO stage 1": recipe.stage_dir("stage1"),
+                                         "DPO stage 2": recipe.stage_dir("stage2")})
     for stage in ("stage1", "stage2"):
-        shutil.copy(run / f"{stage}-{d[stage]}" / "pairs.png", out / f"{stage}_pairs.png")
-    rows = json.loads((run / f"evaluation-{d['evaluation']}" / "table.json").read_text())
+        shutil.copy(recipe.stage_dir(stage) / "pairs.png", out / f"{stage}_pairs.png")
+    rows = json.loads((recipe.stage_dir("evaluation") / "table.json").read_text())
     strips = []
     for row in rows:
         name = f"strip_{Path(row['folder']).name}.png"

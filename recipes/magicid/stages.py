@@ -89,8 +89,5 @@ class StageRunner:
             if folder.is_dir() and folder.name != f"{name}-{digest}":
                 shutil.rmtree(folder)
 
-    def folder(self, name: str, digest: str) -> Path:
-        return self.run_dir / f"{name}-{digest}"
-
     def timings(self) -> dict[str, float]:
         return {name: record.get("seconds", 0.0) for name, record in self.state.items() if record.get("status") == "done"}
