@@ -21,7 +21,8 @@ def _llama_tokenizer():
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
     for piece in ["▁", *_CHARS, *("▁" + c for c in _CHARS)]:
         vocab.setdefault(piece, len(vocab))
-    return LlamaTokenizerFast(vocab=vocab, merges=[], pad_token="<pad>")
+    # Right padding, as HunyuanVideo's own tokenizer: its transformer keeps the first sum(mask) text tokens.
+    return LlamaTokenizerFast(vocab=vocab, merges=[], pad_token="<pad>", padding_side="right")
 
 
 def _clip_tokenizer():
@@ -60,10 +61,11 @@ def tiny_hunyuan_video_pipeline(seed: int = 0):
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
     ))
+    # Hidden size 16 (2 heads × 8): every block linear is a multiple of 16, as FP8 matmuls require.
     transformer = HunyuanVideoTransformer3DModel(
-        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
         num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
-        pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4),
     )
     vae = AutoencoderKLHunyuanVideo(
         in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
