@@ -31,7 +31,7 @@ from prefopt.lora import (
     lora_state_dict,
 )
 from prefopt.losses import denoising_loss
-from prefopt.memory import enable_block_checkpointing, set_attention_backend
+from prefopt.memory import FP8Recipe, apply_speed_levers
 from prefopt.progress import progress_bar
 from prefopt.schedules import SCHEDULES
 
@@ -128,6 +128,17 @@ class TrainerConfig:
     )
     checkpoint_every_n_blocks: int = field(
         default=1, metadata={"help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
+    )
+    compile_blocks: bool = field(
+        default=False,
+        metadata={"help": "torch.compile each transformer block (regional: one compile per block type, at the "
+                          "first step); fuses the elementwise work between matmuls."},
+    )
+    fp8: FP8Recipe = field(
+        default="off",
+        metadata={"help": "FP8 matmuls in the blocks' frozen linear layers via torchao (`tensorwise` fastest, "
+                          "`rowwise` more accurate; needs an Ada/Hopper GPU). `emulated`: FP8 numerics on any "
+                          "device, no speed-up. LoRA weights stay in high precision."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order, noise and timesteps."})
     checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
@@ -241,12 +252,15 @@ class DiffusionDPOTrainer:
                                    adapter_parameters(denoiser, POLICY_ADAPTER), strict=True):
                 ref.data.copy_(policy.data)
             denoiser.set_adapter(POLICY_ADAPTER)
-        if config.gradient_checkpointing:
-            enable_block_checkpointing(denoiser, config.checkpoint_every_n_blocks)
-        if config.attention_backend:
-            set_attention_backend(denoiser, config.attention_backend)
+        self._apply_speed_levers(denoiser)
         denoiser.train()
         return denoiser
+
+    def _apply_speed_levers(self, denoiser) -> None:
+        c = self.config
+        apply_speed_levers(denoiser, self.accelerator.device, fp8=c.fp8, gradient_checkpointing=c.gradient_checkpointing,
+                           checkpoint_every_n_blocks=c.checkpoint_every_n_blocks,
+                           attention_backend=c.attention_backend, compile=c.compile_blocks)
 
     def _optimizer(self, denoiser):
         from diffusers.optimization import get_scheduler

@@ -1,13 +1,26 @@
-"""HunyuanVideo (diffusers format): the MagicID paper's base model, a guidance-distilled flow model."""
+"""HunyuanVideo (diffusers format): the MagicID paper's base model, a guidance-distilled flow model.
+
+Training forwards drop padded text tokens (``text_padding: trim``). diffusers' HunyuanVideo always builds
+an attention mask from the text padding and passes it to every attention call, and attention kernels that
+take no mask (flash, cuDNN) then cannot run. Trimmed, every remaining token is valid, the mask is all True
+and the blocks' attention runs without it. The result is the same: padded tokens are masked out as keys,
+and their own outputs are never read. Samples with different prompt lengths run as separate forwards.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
+from prefopt.errors import PrefoptError
+from prefopt.memory import forward_setting, forward_state
 from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+
+FULL_TEXT_MASK = "hunyuan_video.full_text_mask"  # forward setting: every text token of the batch is valid
 
 # HunyuanVideo's own prompt template (diffusers' DEFAULT_PROMPT_TEMPLATE) crops the 95 system tokens.
 PLAIN_TEMPLATE = {"template": "{}", "crop_start": 0}
@@ -28,6 +41,12 @@ class HunyuanVideoConfig(FlowMatchingConfig):
         metadata={"help": "Wrap prompts in HunyuanVideo's Llama system template (off for tiny test models)."},
     )
     max_sequence_length: int = field(default=256, metadata={"help": "Llama text tokens kept per prompt."})
+    text_padding: Literal["trim", "keep"] = field(
+        default="trim",
+        metadata={"help": "Training forwards: `trim` drops padded text tokens and then the all-True attention "
+                          "mask, so mask-free attention kernels (flash, cuDNN) run; same result. `keep` runs "
+                          "diffusers' forward as is."},
+    )
 
 
 class HunyuanVideoBackbone(FlowMatchingBackbone):
@@ -43,6 +62,11 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
     )
     encoder_attributes = ("text_encoder", "text_encoder_2", "vae")
 
+    def __init__(self, config: HunyuanVideoConfig, pipeline=None):
+        super().__init__(config, pipeline)
+        if config.text_padding == "trim":
+            install_mask_free_attention(self.denoiser)
+
     def _template(self) -> dict | None:
         return None if self.config.use_prompt_template else PLAIN_TEMPLATE
 
@@ -57,6 +81,30 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled, "prompt_attention_mask": mask}
 
     def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
+        lengths = _text_lengths(conditioning["prompt_attention_mask"]) if self.config.text_padding == "trim" else None
+        if lengths is None:
+            return self._call_denoiser(model, noisy, model_timesteps, conditioning)
+        groups: dict[int, list[int]] = {}
+        for row, length in enumerate(lengths):
+            groups.setdefault(length, []).append(row)
+        if len(groups) == 1:  # the usual case: a winner and a loser share their prompt
+            return self._call_trimmed(model, noisy, model_timesteps, conditioning, lengths[0])
+        outputs, order = [], []
+        for length, rows in groups.items():
+            index = torch.tensor(rows, device=noisy.device)
+            rows_conditioning = {k: v[index] for k, v in conditioning.items()}
+            outputs.append(self._call_trimmed(model, noisy[index], model_timesteps[index], rows_conditioning, length))
+            order.extend(rows)
+        return torch.cat(outputs)[torch.argsort(torch.tensor(order, device=noisy.device))]
+
+    def _call_trimmed(self, model, noisy, model_timesteps, conditioning, length: int) -> torch.Tensor:
+        """The forward on the first ``length`` text tokens, which are all valid: no attention mask."""
+        trimmed = {**conditioning, "prompt_embeds": conditioning["prompt_embeds"][:, :length],
+                   "prompt_attention_mask": conditioning["prompt_attention_mask"][:, :length]}
+        with forward_state(**{FULL_TEXT_MASK: True}):
+            return self._call_denoiser(model, noisy, model_timesteps, trimmed)
+
+    def _call_denoiser(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
         batch = noisy.shape[0]
         dtype = self.dtype
         guidance = torch.full((batch,), self.config.guidance * 1000.0, device=noisy.device, dtype=dtype)
@@ -76,3 +124,44 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
             prompt=prompts, generator=generators, guidance_scale=guidance_scale, output_type="latent",
             max_sequence_length=self.config.max_sequence_length, **kwargs, **extra,
         ).frames
+
+
+def _text_lengths(mask: torch.Tensor) -> list[int] | None:
+    """Valid text tokens per sample (one host sync); None when a prompt has none (nothing to trim to)."""
+    mask = mask.bool()
+    lengths, prefixes = torch.stack([mask.sum(1), mask.int().cumprod(1).sum(1)]).tolist()
+    if lengths != prefixes:
+        raise PrefoptError(
+            "HunyuanVideo expects each prompt's valid text tokens first and padding after (its transformer keeps "
+            "the first sum(mask) tokens), but a `prompt_attention_mask` has padding before valid tokens; load the "
+            "Llama tokenizer with `padding_side='right'`."
+        )
+    return None if min(lengths) == 0 else lengths
+
+
+@functools.cache
+def _mask_free_processor_class() -> type:
+    from diffusers.models.transformers.transformer_hunyuan_video import HunyuanVideoAttnProcessor2_0
+
+    class MaskFreeWhenFullProcessor(HunyuanVideoAttnProcessor2_0):
+        """HunyuanVideo's attention; drops the mask when the backbone has set FULL_TEXT_MASK for the batch."""
+
+        def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                     image_rotary_emb=None):
+            if forward_setting(FULL_TEXT_MASK, False):
+                attention_mask = None  # all True: the same attention, and mask-free kernels may run
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
+
+    return MaskFreeWhenFullProcessor
+
+
+def install_mask_free_attention(denoiser: torch.nn.Module) -> int:
+    """Give the blocks' attention modules the mask-dropping processor; returns how many were replaced."""
+    processor_class = _mask_free_processor_class()
+    base = processor_class.__mro__[1]
+    replaced = 0
+    for module in denoiser.modules():
+        if type(getattr(module, "processor", None)) is base:
+            module.set_processor(processor_class())
+            replaced += 1
+    return replaced

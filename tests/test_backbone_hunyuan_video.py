@@ -1,0 +1,83 @@
+"""HunyuanVideo's trimmed text stream: the same predictions and gradients without padded tokens or mask."""
+
+import pytest
+import torch
+
+from prefopt.errors import PrefoptError
+from prefopt.lora import POLICY_ADAPTER, adapter_parameters, add_lora
+from prefopt.memory import enable_block_checkpointing, set_attention_backend
+from prefopt.schedules import SCHEDULES
+from prefopt.trainer import Batch, TrainerConfig
+
+# Different token counts, so trimming groups the batch by prompt length and must restore its order.
+PROMPTS = ["a cat", "a man walks his dog", "a cat", "a man walks his dog"]
+
+
+def _inputs(backbone, prompts=PROMPTS):
+    gen = torch.Generator().manual_seed(0)
+    n = len(prompts)
+    latents = torch.randn(n, 4, 2, 4, 4, generator=gen)
+    noise = torch.randn(n, 4, 2, 4, 4, generator=gen)
+    timesteps = torch.tensor([0.2, 0.5, 0.7, 0.9][:n])
+    return latents, noise, timesteps, backbone.encode_prompts(prompts)
+
+
+def _with_trained_lora(backbone):
+    torch.manual_seed(0)
+    add_lora(backbone.denoiser, rank=4, alpha=4, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    for name, p in backbone.denoiser.named_parameters():  # B off zero: policy and reference differ
+        if "lora_B" in name:
+            p.data.normal_(0, 0.05)
+    return backbone
+
+
+def test_trimmed_text_gives_the_same_predictions(make_backbone):
+    kept, trimmed = make_backbone("hunyuan-video", text_padding="keep"), make_backbone("hunyuan-video")
+    latents, noise, timesteps, conditioning = _inputs(kept)
+    mask = conditioning["prompt_attention_mask"]
+    assert 0 < mask[0].sum() < mask[1].sum() < mask.shape[1] + 1  # padded, and of two different lengths
+    with torch.no_grad():
+        expected = kept.forward_train(latents, noise, timesteps, conditioning).prediction
+        got = trimmed.forward_train(latents, noise, timesteps, conditioning).prediction
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_trimmed_text_lets_mask_free_attention_kernels_run(make_backbone):
+    kept, trimmed = make_backbone("hunyuan-video", text_padding="keep"), make_backbone("hunyuan-video")
+    latents, noise, timesteps, conditioning = _inputs(kept, PROMPTS[:2])
+    with torch.no_grad():
+        expected = kept.forward_train(latents, noise, timesteps, conditioning).prediction
+        set_attention_backend(kept.denoiser, "_native_flash")
+        with pytest.raises(ValueError, match="attn_mask"):  # diffusers' forward always passes a mask
+            kept.forward_train(latents, noise, timesteps, conditioning)
+        set_attention_backend(trimmed.denoiser, "_native_flash")
+        got = trimmed.forward_train(latents, noise, timesteps, conditioning).prediction
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["joint", "split"])
+def test_trimmed_text_gives_the_same_gradients_under_checkpointing(make_backbone, schedule):
+    """Checkpointed blocks are recomputed in backward, outside the forward's mask-free setting: the
+    recomputation must replay it (prefopt.memory) to reproduce the forward exactly."""
+    grads = {}
+    for padding in ("keep", "trim"):
+        backbone = _with_trained_lora(make_backbone("hunyuan-video", text_padding=padding))
+        enable_block_checkpointing(backbone.denoiser, every=1)
+        backbone.denoiser.train()
+        latents, noise, timesteps, conditioning = _inputs(backbone)
+        batch = Batch(latents=latents, conditioning=conditioning, weights=torch.ones(2))
+        config = TrainerConfig(beta=200.0, report_to="none")
+        SCHEDULES[schedule](backbone, backbone.denoiser, backbone.denoiser, batch, noise[:2], timesteps[:2], config,
+                            None, backward=torch.Tensor.backward)
+        grads[padding] = [p.grad.clone() for p in adapter_parameters(backbone.denoiser, POLICY_ADAPTER)]
+    assert any(g.abs().sum() > 0 for g in grads["keep"])
+    for a, b in zip(grads["keep"], grads["trim"], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_left_padded_text_is_refused_with_the_fix(make_backbone):
+    backbone = make_backbone("hunyuan-video")
+    latents, noise, timesteps, conditioning = _inputs(backbone, PROMPTS[:2])
+    conditioning["prompt_attention_mask"] = conditioning["prompt_attention_mask"].flip(1)  # padding first
+    with pytest.raises(PrefoptError, match=r"valid text tokens first.*padding_side='right'"):
+        backbone.forward_train(latents, noise, timesteps, conditioning)

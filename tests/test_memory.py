@@ -1,0 +1,133 @@
+"""Speed and memory levers (prefopt.memory): each computes what the plain step computes."""
+
+import pytest
+import torch
+
+from prefopt.errors import PrefoptError
+from prefopt.lora import POLICY_ADAPTER, adapter_parameters, add_lora
+from prefopt.memory import (
+    convert_to_float8,
+    enable_block_checkpointing,
+    forward_setting,
+    forward_state,
+    set_attention_backend,
+)
+from prefopt.schedules import SCHEDULES
+from prefopt.trainer import Batch, TrainerConfig
+
+
+class _ScaledSine(torch.nn.Module):
+    """sin(w·x·s) with s read from the forward state: the tensor saved for backward depends on s."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.7, -1.3]))
+
+    def forward(self, x):
+        return torch.sin(self.w * x * forward_setting("scale", 1.0))
+
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_ScaledSine()])
+        self.gradient_checkpointing = False
+
+    def enable_gradient_checkpointing(self, gradient_checkpointing_func):
+        self.gradient_checkpointing, self.checkpoint = True, gradient_checkpointing_func
+
+    def forward(self, x):
+        block = self.blocks[0]
+        return self.checkpoint(block, x) if self.gradient_checkpointing else block(x)
+
+
+def test_checkpoint_recomputes_under_the_forward_state():
+    x = torch.tensor([0.4, 1.1])
+    grads = []
+    for checkpointed in (False, True):
+        toy = _Toy()
+        if checkpointed:
+            enable_block_checkpointing(toy)
+        with forward_state(scale=3.0):
+            y = toy(x).sum()
+        y.backward()  # outside the state: a recomputation without replay would use scale 1
+        grads.append(toy.blocks[0].w.grad.clone())
+    expected = torch.cos(torch.tensor([0.7, -1.3]) * x * 3.0) * x * 3.0
+    torch.testing.assert_close(grads[0], expected)
+    torch.testing.assert_close(grads[1], expected)
+
+
+def test_forward_state_nests_and_restores():
+    with forward_state(a=1, b=2):
+        with forward_state(b=3):
+            assert (forward_setting("a"), forward_setting("b")) == (1, 3)
+        assert forward_setting("b") == 2
+    assert forward_setting("a") is None and forward_setting("b", "unset") == "unset"
+
+
+def test_attention_backend_stays_in_its_model(make_backbone):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    before = _AttentionBackendRegistry.get_active_backend()[0]
+    tuned = make_backbone("hunyuan-video")
+    set_attention_backend(tuned.denoiser, "_native_math")
+    assert _AttentionBackendRegistry.get_active_backend()[0] == before
+    backends = {getattr(m.processor, "_attention_backend", None) for m in tuned.denoiser.modules()
+                if hasattr(m, "processor")}
+    assert "_native_math" in {getattr(b, "value", b) for b in backends}
+
+
+def _dpo_step(backbone):
+    """Per-sample errors, loss and LoRA gradients of one joint DPO step on fixed inputs. 1,024 latent
+    elements per sample: on fewer, bf16's own rounding of the prediction is as large as the LoRA's effect."""
+    gen = torch.Generator().manual_seed(1)
+    latents = torch.randn(4, 4, 4, 16, 16, generator=gen)
+    noise = torch.randn(2, 4, 4, 16, 16, generator=gen)
+    conditioning = backbone.encode_prompts(["a man walks", "a woman waves"] * 2)
+    batch = Batch(latents=latents, conditioning=conditioning, weights=torch.ones(2))
+    config = TrainerConfig(beta=50.0, report_to="none")
+    metrics = SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch, noise,
+                                 torch.tensor([0.3, 0.8]), config, None, backward=torch.Tensor.backward)
+    grads = torch.cat([p.grad.flatten() for p in adapter_parameters(backbone.denoiser, POLICY_ADAPTER)])
+    return metrics, grads
+
+
+def _bf16_backbone_with_lora(make_backbone):
+    backbone = make_backbone("hunyuan-video", dtype="bfloat16")
+    torch.manual_seed(0)
+    add_lora(backbone.denoiser, rank=4, alpha=4, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    for name, p in backbone.denoiser.named_parameters():  # a LoRA with an effect well above rounding
+        if "lora_B" in name:
+            p.data.normal_(0, 0.2)
+    backbone.denoiser.train()
+    return backbone
+
+
+def test_fp8_emulated_stays_within_tolerance_of_bf16(make_backbone):
+    pytest.importorskip("torchao", reason="torchao (prefopt[fp8]) is not installed")
+    plain_metrics, plain_grads = _dpo_step(_bf16_backbone_with_lora(make_backbone))
+    fp8 = _bf16_backbone_with_lora(make_backbone)
+    swapped = convert_to_float8(fp8.denoiser, "emulated", torch.device("cpu"))
+    modules = dict(fp8.denoiser.named_modules())
+    kinds = {name: type(modules[name]).__name__ for name in (
+        "transformer_blocks.0.attn.to_q.base_layer", "transformer_blocks.0.ff.net.2",
+        "transformer_blocks.0.attn.to_q.lora_A.dpo", "transformer_blocks.0.norm1.linear", "proj_out")}
+    assert kinds == {"transformer_blocks.0.attn.to_q.base_layer": "Float8Linear",
+                     "transformer_blocks.0.ff.net.2": "Float8Linear",
+                     "transformer_blocks.0.attn.to_q.lora_A.dpo": "Linear",  # LoRA stays high precision
+                     "transformer_blocks.0.norm1.linear": "Linear",  # modulation: one token per sample
+                     "proj_out": "Linear"}  # outside the blocks
+    assert swapped == 17  # 12 in the double-stream block, 5 in the single-stream block
+    fp8_metrics, fp8_grads = _dpo_step(fp8)
+    for key in ("model_err_winner", "model_err_loser", "ref_err_winner", "ref_err_loser"):
+        assert fp8_metrics[key] == pytest.approx(plain_metrics[key], rel=0.02), key
+    assert fp8_metrics[key] != plain_metrics[key]  # FP8 rounding did take effect
+    assert fp8_metrics["loss"] == pytest.approx(plain_metrics["loss"], rel=0.02)
+    assert torch.nn.functional.cosine_similarity(fp8_grads, plain_grads, dim=0) > 0.99
+
+
+def test_fp8_without_fp8_hardware_names_the_requirement(make_backbone):
+    pytest.importorskip("torchao", reason="torchao (prefopt[fp8]) is not installed")
+    backbone = make_backbone("hunyuan-video")
+    with pytest.raises(PrefoptError, match=r"`fp8=tensorwise` needs FP8 matrix multiplication.*fp8=emulated"):
+        convert_to_float8(backbone.denoiser, "tensorwise", torch.device("cpu"))
