@@ -1,23 +1,62 @@
 #!/usr/bin/env bash
-# The DPO-step measurements of issue #7 in one GPU call: real-size HunyuanVideo (random bf16 weights),
-# LoRA r=64 on to_q/to_k/to_v/to_out.0, at the three sizes, for every lever prefopt exposes.
-# The device image lacks diffusers/pymoo/pluggy: carry them as wheels in .whl (see the device docs), then
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
-# and run:  bash benchmarks/gpu_matrix.sh "$OUT"
+# Issue #7's DPO-step measurements on one GPU: real-size HunyuanVideo (random bf16 weights), LoRA r=64 on
+# to_q/to_k/to_v/to_out.0, 256 valid text tokens (the floor's count) unless a row says otherwise.
+# Each stage fits one device call (10 minutes); every run starts with or beside the straightforward step.
+#
+# On this machine, once: bash benchmarks/device_wheels.sh (diffusers, pluggy, torchao → .whl/, ignored).
+# The device call, carrying .whl:   bash benchmarks/gpu_matrix.sh "$OUT" small
+# Stages: small (33×320×512), medium (61×480×848), paper (61×720×1280); smoke: one tiny run (setup check).
 set -uo pipefail
-out=${1:-benchmarks/gpu-results}
-mkdir -p "$out"
-export PREFOPT_LOAD_PLUGINS="" PYTHONUNBUFFERED=1
-run() { python3 benchmarks/dpo_step.py --size full --dtype bfloat16 --lora-rank 64 --steps 3 --warmup 1 "$@"; }
-for size in "33 320 512" "61 480 848" "61 720 1280"; do
-  set -- $size
-  tag="${1}x${2}x${3}"
-  run --frames "$1" --height "$2" --width "$3" --gradient-checkpointing \
-      --json "$out/$tag-ckpt-all.json" 2>&1 | tee "$out/$tag-ckpt-all.txt"
-  run --frames "$1" --height "$2" --width "$3" --gradient-checkpointing --checkpoint-every 2 \
-      --variants "prefopt joint,prefopt split" --json "$out/$tag-ckpt-2.json" 2>&1 | tee "$out/$tag-ckpt-2.txt"
-  run --frames "$1" --height "$2" --width "$3" --gradient-checkpointing --offload \
-      --variants "prefopt split" --json "$out/$tag-offload.json" 2>&1 | tee "$out/$tag-offload.txt"
-  run --frames "$1" --height "$2" --width "$3" --gradient-checkpointing --attention-backend _native_cudnn \
-      --variants "prefopt joint" --json "$out/$tag-cudnn.json" 2>&1 | tee "$out/$tag-cudnn.txt"
-done
+out=${1:?usage: gpu_matrix.sh OUT_DIR small|medium|paper|smoke}
+stage=${2:?usage: gpu_matrix.sh OUT_DIR small|medium|paper|smoke}
+python=${PYTHON:-python3}
+budget=${BUDGET_S:-560}  # the device runs a command for 600 s at most; stop starting runs before that
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+# No pip install of prefopt there: its packages come from the checkout (plugins/ is `prefopt_plugins`).
+site=/tmp/prefopt-site
+if [ -d .whl ]; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
+fi
+mkdir -p "$site" && ln -sfn "$PWD/plugins" "$site/prefopt_plugins"
+export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PREFOPT_LOAD_PLUGINS="" PYTHONUNBUFFERED=1
+"$python" -c "import torch, diffusers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, \
+'peft', peft.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$out/versions.txt"
+
+run() {  # run TAG ARGS...: one benchmark invocation, its table and JSON under $out; skipped past the budget
+  local tag=$1; shift
+  local left=$((budget - SECONDS))
+  if ((left < 60)); then echo "skipped $tag: ${left}s of the call's budget left" | tee "$out/$tag.txt"; return; fi
+  timeout "$left" "$python" benchmarks/dpo_step.py --size full --dtype bfloat16 --lora-rank 64 \
+      --gradient-checkpointing --json "$out/$tag.json" "$@" 2>&1 | tail -n 8 | tee "$out/$tag.txt"
+}
+
+# Runs in order of priority: when the budget runs out, the last ones are skipped (and say so).
+case $stage in
+  small)
+    s=(--frames 33 --height 320 --width 512 --steps 3 --warmup 1)
+    run small-base "${s[@]}"                                  # straightforward, joint, split (checkpoint all)
+    run small-compile "${s[@]}" --variants "prefopt joint" --compile
+    run small-cudnn "${s[@]}" --variants "prefopt joint" --attention-backend _native_cudnn
+    run small-flash "${s[@]}" --variants "prefopt joint" --attention-backend _native_flash
+    run small-fp8 "${s[@]}" --variants "straightforward,prefopt joint" --compile --fp8 tensorwise
+    run small-keep "${s[@]}" --variants "straightforward,prefopt joint" --text-padding keep   # text lever off
+    run small-64tok "${s[@]}" --variants "straightforward,prefopt joint" --valid-text-tokens 64
+    run small-ckpt2 "${s[@]}" --variants "prefopt joint" --compile --checkpoint-every 2
+    ;;
+  medium)
+    m=(--frames 61 --height 480 --width 848 --steps 2 --warmup 1)
+    run medium-base "${m[@]}" --variants "straightforward,prefopt joint" --compile
+    run medium-fp8 "${m[@]}" --variants "prefopt joint" --compile --fp8 tensorwise
+    run medium-ckpt2 "${m[@]}" --variants "prefopt joint" --compile --checkpoint-every 2
+    ;;
+  paper)
+    p=(--frames 61 --height 720 --width 1280 --steps 1 --warmup 1)
+    run paper-base "${p[@]}" --variants "straightforward,prefopt split" --compile   # straightforward: OOM expected
+    run paper-joint "${p[@]}" --variants "prefopt joint" --compile
+    ;;
+  smoke)
+    run smoke --size tiny --dtype float32 --steps 1 --warmup 1 --valid-text-tokens 10 --checkpoint-every 2
+    ;;
+  *) echo "unknown stage $stage (small, medium, paper, smoke)"; exit 2 ;;
+esac

@@ -21,7 +21,7 @@ import torch
 from prefopt.errors import MissingWeightsError
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 @dataclass
@@ -32,8 +32,9 @@ class DiffusersBackboneConfig:
         default="", metadata={"help": "Hub id or local directory of the pipeline in diffusers format."}
     )
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
-    dtype: Literal["float32", "bfloat16", "float16"] = field(
-        default="bfloat16", metadata={"help": "Weight dtype of the frozen model (LoRA weights stay float32)."}
+    dtype: Literal["float32", "bfloat16", "float16", "float64"] = field(
+        default="bfloat16",
+        metadata={"help": "Weight dtype of the frozen model (LoRA weights stay float32); float64 for numerical checks."},
     )
     device: str = field(default="auto", metadata={"help": "`auto` (CUDA when present), `cpu` or `cuda:N`."})
 
