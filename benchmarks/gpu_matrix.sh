@@ -53,7 +53,7 @@ case $stage in
   paper)
     p=(--frames 61 --height 720 --width 1280 --steps 1 --warmup 1)
     run paper-base "${p[@]}" --variants "straightforward,prefopt split" --compile   # straightforward: OOM expected
-    run paper-joint "${p[@]}" --variants "prefopt joint" --compile
+    run paper-cudnn "${p[@]}" --variants "prefopt split" --compile --attention-backend _native_cudnn  # joint: 80 GiB predicted
     ;;
   smoke)
     run smoke --size tiny --dtype float32 --steps 1 --warmup 1 --valid-text-tokens 10 --checkpoint-every 2

@@ -55,3 +55,18 @@ def test_flop_count_confirms_the_floor_formula():
         counted, issue_formula = float(row[2]), float(row[3])
         assert abs(counted - issue_formula) / counted < 0.01, row
         assert float(row[6]) < counted  # trimmed text tokens: less work
+
+
+def test_memory_model_reproduces_the_issues_measured_peaks():
+    """Activation bytes measured on real-width blocks (CPU) predict the straightforward step's peaks that
+    issue #7 measured on an H100: 31.5 GiB at 33×320×512, out of memory (> 78 GiB) at 61×720×1280."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "dpo_memory.py")]
+    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {(r[0].strip(), r[2].strip()): r for r in
+            (line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith(("| 33×", "| 61×")))}
+    joint_small = float(rows[("33×320×512", "all blocks")][4])
+    assert abs(joint_small - 31.5) / 31.5 < 0.1
+    assert float(rows[("61×720×1280", "all blocks")][4]) > 78  # the joint step does not fit
+    assert float(rows[("61×720×1280", "all blocks")][5]) < 70  # the split step does

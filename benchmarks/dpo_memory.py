@@ -1,0 +1,118 @@
+"""Activation memory of real-width HunyuanVideo blocks, measured on the CPU, and what it means on 80 GB.
+
+Builds the real-width transformer (d = 3072, 24 heads) with one block of each type, bf16, LoRA r=64 on
+to_q/to_k/to_v/to_out.0, and runs the policy forward with gradients on the trimmed text stream (no
+attention mask) under the flash attention kernel, which, on the CPU as on a GPU, saves only its output
+and log-sum-exp. Saved-tensor hooks attribute every tensor autograd keeps for backward (unique storages,
+parameters excluded) to the block running at the time. Two token counts give bytes = a + b·tokens per
+block type; the model is linear in tokens because no N×N tensor is kept.
+
+From that it predicts, for the issue's three sizes, the activations a DPO step keeps under each
+checkpointing setting (inputs only for a checkpointed block, everything for the others) and whether the
+joint and split schedules fit one 80 GB GPU. The prediction leaves out allocator fragmentation and
+kernel workspaces: the GPU run (benchmarks/gpu_matrix.sh) is the measurement.
+
+    python benchmarks/dpo_memory.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from prefopt.lora import add_lora
+from prefopt.memory import forward_state
+
+SIZES = [(33, 320, 512), (61, 480, 848), (61, 720, 1280)]
+TEXT_TOKENS = 256
+GIB = 2**30
+WEIGHTS_GIB = 12.82e9 * 2 / GIB  # 12.82B bf16 parameters (benchmarks/dpo_flops.py)
+LORA_STATE_GIB = 4 * 92.3e6 * 4 / GIB  # r=64 LoRA, fp32: weights, gradients, two AdamW moments
+
+
+def build():
+    from diffusers import HunyuanVideoTransformer3DModel
+
+    from prefopt_plugins.backbones.hunyuan_video import install_mask_free_attention
+
+    torch.manual_seed(0)
+    model = HunyuanVideoTransformer3DModel(num_layers=1, num_single_layers=1, num_refiner_layers=1).to(torch.bfloat16)
+    model.requires_grad_(False)
+    add_lora(model, rank=64, alpha=64, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    install_mask_free_attention(model)
+    return model
+
+
+def saved_bytes_per_block(model, video_tokens_hw: tuple[int, int, int]) -> dict[str, int]:
+    """Bytes autograd keeps for backward, by block type, for one sample of latent size (F, H, W)."""
+    frames, height, width = video_tokens_hw
+    counted: dict[str, dict[int, int]] = {}
+    current = ["outside"]
+    params = {p.data_ptr() for p in model.parameters()}
+    hooks = []
+    for kind, blocks in (("double", model.transformer_blocks), ("single", model.single_transformer_blocks)):
+        for block in blocks:
+            hooks.append(block.register_forward_pre_hook(lambda m, a, kind=kind: current.__setitem__(0, kind)))
+            hooks.append(block.register_forward_hook(lambda m, a, o: current.__setitem__(0, "outside")))
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if tensor.data_ptr() not in params and storage.data_ptr() not in params:
+            counted.setdefault(current[0], {})[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    cfg = model.config
+    latents = torch.randn(1, cfg.in_channels, frames, height, width, dtype=torch.bfloat16)
+    text = torch.randn(1, TEXT_TOKENS, cfg.text_embed_dim, dtype=torch.bfloat16)
+    mask = torch.ones(1, TEXT_TOKENS, dtype=torch.bool)
+    pooled = torch.randn(1, cfg.pooled_projection_dim, dtype=torch.bfloat16)
+    t = torch.full((1,), 500.0, dtype=torch.bfloat16)
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), forward_state(**{"hunyuan_video.full_text_mask": True}),
+          torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION)):
+        model(latents, t, text, mask, pooled, t * 2, return_dict=False)[0].float().sum()
+    for hook in hooks:
+        hook.remove()
+    return {kind: sum(storages.values()) for kind, storages in counted.items()}
+
+
+def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, every: int | None) -> float:
+    """GiB of activations one sample keeps across the real 20 double + 40 single blocks."""
+    d, total, index = 3072, 0.0, 0
+    for kind, count in (("double", 20), ("single", 40)):
+        for _ in range(count):
+            checkpointed = every is not None and index % every == 0
+            inputs = (tokens + TEXT_TOKENS) * d * 2
+            total += inputs if checkpointed else fixed[kind] + per_token[kind] * tokens
+            index += 1
+    return total / GIB
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    model = build()
+    small, large = (1, 16, 32), (2, 32, 32)  # 128 and 512 video tokens (patch 2×2)
+    a, b = saved_bytes_per_block(model, small), saved_bytes_per_block(model, large)
+    n_small, n_large = 128, 512
+    per_token = {k: (b[k] - a[k]) / (n_large - n_small) for k in ("double", "single")}
+    fixed = {k: a[k] - per_token[k] * n_small for k in ("double", "single")}
+    print("Saved for backward per block and sample (bf16, LoRA r=64, flash attention): "
+          + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token + {fixed[k] / 2**20:.1f} MiB" for k in per_token))
+    print(f"\nPredicted GiB for a DPO step beside {WEIGHTS_GIB:.1f} GiB of weights and {LORA_STATE_GIB:.1f} GiB of "
+          "LoRA state (joint: 2 samples' activations; split: 1), plus one block's full activations being recomputed:")
+    print("| video | tokens | checkpointing | activations / sample | joint step | split step |")
+    print("|---|---|---|---|---|---|")
+    for frames, height, width in SIZES:
+        tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
+        block = max(fixed[k] + per_token[k] * tokens for k in per_token) / GIB
+        for every in (None, 3, 2, 1):
+            acts = predict(per_token, fixed, tokens, every)
+            base = WEIGHTS_GIB + LORA_STATE_GIB
+            joint = base + 2 * acts + (2 * block if every else 0)
+            split = base + acts + (block if every else 0)
+            label = "none" if every is None else ("all blocks" if every == 1 else f"every {every}")
+            print(f"| {frames}×{height}×{width} | {tokens:,} | {label} | {acts:.1f} | {joint:.1f} | {split:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
