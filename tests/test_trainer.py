@@ -216,6 +216,20 @@ def test_compiled_blocks_train_like_eager(tmp_path, make_backbone):
     _assert_same_training(eager, compiled)
 
 
+def test_fp8_emulated_trains_and_saves_a_plain_lora(tmp_path, make_backbone):
+    pytest.importorskip("torchao", reason="torchao (prefopt[fp8]) is not installed")
+    backbone = make_backbone("hunyuan-video")
+    lora_file = DiffusionDPOTrainer(backbone, _config(max_steps=2, fp8="emulated"), tmp_path / "run").train(
+        _pairs(_videos(tmp_path, 4)))
+    assert type(backbone.denoiser.transformer_blocks[0].ff.net[2]).__name__ == "Float8Linear"
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[0]["loss"] == pytest.approx(np.log(2), abs=1e-6)  # B = 0: policy equals reference in FP8 too
+    fresh = make_backbone("hunyuan-video")  # no FP8: the saved LoRA is an ordinary one
+    before = _denoiser_output(fresh)
+    fresh.pipe.load_lora_weights(str(lora_file.parent))
+    assert not torch.allclose(before, _denoiser_output(fresh))
+
+
 def test_block_checkpointing_selects_every_nth_block(make_backbone):
     from prefopt.memory import enable_block_checkpointing, transformer_blocks
 
