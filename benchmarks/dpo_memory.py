@@ -27,21 +27,30 @@ from prefopt.memory import forward_state
 SIZES = [(33, 320, 512), (61, 480, 848), (61, 720, 1280)]
 TEXT_TOKENS = 256
 GIB = 2**30
-WEIGHTS_GIB = 12.82e9 * 2 / GIB  # 12.82B bf16 parameters (benchmarks/dpo_flops.py)
-LORA_STATE_GIB = 4 * 92.3e6 * 4 / GIB  # r=64 LoRA, fp32: weights, gradients, two AdamW moments
+LORA = {"rank": 64, "alpha": 64, "dropout": 0.0, "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}
 
 
-def build():
+def build(**layers):
     from diffusers import HunyuanVideoTransformer3DModel
 
     from prefopt_plugins.backbones.hunyuan_video import install_mask_free_attention
 
     torch.manual_seed(0)
-    model = HunyuanVideoTransformer3DModel(num_layers=1, num_single_layers=1, num_refiner_layers=1).to(torch.bfloat16)
+    model = HunyuanVideoTransformer3DModel(**layers).to(torch.bfloat16)
     model.requires_grad_(False)
-    add_lora(model, rank=64, alpha=64, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    add_lora(model, **LORA)
     install_mask_free_attention(model)
     return model
+
+
+def state_gib() -> tuple[float, float]:
+    """GiB of the real model's bf16 weights, and of its LoRA's fp32 weights, gradients and two AdamW moments
+    (counted on the meta device)."""
+    with torch.device("meta"):
+        model = build()
+    lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    base = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return base * 2 / GIB, lora * 4 * 4 / GIB
 
 
 def saved_bytes_per_block(model, video_tokens_hw: tuple[int, int, int]) -> dict[str, int]:
@@ -90,7 +99,8 @@ def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, e
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    model = build()
+    weights_gib, lora_state_gib = state_gib()
+    model = build(num_layers=1, num_single_layers=1, num_refiner_layers=1)
     small, large = (1, 16, 32), (2, 32, 32)  # 128 and 512 video tokens (patch 2×2)
     a, b = saved_bytes_per_block(model, small), saved_bytes_per_block(model, large)
     n_small, n_large = 128, 512
@@ -98,7 +108,7 @@ def main() -> None:
     fixed = {k: a[k] - per_token[k] * n_small for k in ("double", "single")}
     print("Saved for backward per block and sample (bf16, LoRA r=64, flash attention): "
           + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token + {fixed[k] / 2**20:.1f} MiB" for k in per_token))
-    print(f"\nPredicted GiB for a DPO step beside {WEIGHTS_GIB:.1f} GiB of weights and {LORA_STATE_GIB:.1f} GiB of "
+    print(f"\nPredicted GiB for a DPO step beside {weights_gib:.1f} GiB of weights and {lora_state_gib:.1f} GiB of "
           "LoRA state (joint: 2 samples' activations; split: 1), plus one block's full activations being recomputed:")
     print("| video | tokens | checkpointing | activations / sample | joint step | split step |")
     print("|---|---|---|---|---|---|")
@@ -107,7 +117,7 @@ def main() -> None:
         block = max(fixed[k] + per_token[k] * tokens for k in per_token) / GIB
         for every in (None, 3, 2, 1):
             acts = predict(per_token, fixed, tokens, every)
-            base = WEIGHTS_GIB + LORA_STATE_GIB
+            base = weights_gib + lora_state_gib
             joint = base + 2 * acts + (2 * block if every else 0)
             split = base + acts + (block if every else 0)
             label = "none" if every is None else ("all blocks" if every == 1 else f"every {every}")

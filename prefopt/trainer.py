@@ -252,15 +252,12 @@ class DiffusionDPOTrainer:
                                    adapter_parameters(denoiser, POLICY_ADAPTER), strict=True):
                 ref.data.copy_(policy.data)
             denoiser.set_adapter(POLICY_ADAPTER)
-        self._apply_speed_levers(denoiser)
+        apply_speed_levers(denoiser, self.accelerator.device, fp8=config.fp8,
+                           gradient_checkpointing=config.gradient_checkpointing,
+                           checkpoint_every_n_blocks=config.checkpoint_every_n_blocks,
+                           attention_backend=config.attention_backend, compile=config.compile_blocks)
         denoiser.train()
         return denoiser
-
-    def _apply_speed_levers(self, denoiser) -> None:
-        c = self.config
-        apply_speed_levers(denoiser, self.accelerator.device, fp8=c.fp8, gradient_checkpointing=c.gradient_checkpointing,
-                           checkpoint_every_n_blocks=c.checkpoint_every_n_blocks,
-                           attention_backend=c.attention_backend, compile=c.compile_blocks)
 
     def _optimizer(self, denoiser):
         from diffusers.optimization import get_scheduler

@@ -127,7 +127,8 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
 
 
 def _text_lengths(mask: torch.Tensor) -> list[int] | None:
-    """Valid text tokens per sample (one host sync); None when a prompt has none (nothing to trim to)."""
+    """Valid text tokens per sample (one host sync); None when a prompt has none (nothing to trim to).
+    Raises when padding comes before valid tokens, which diffusers' HunyuanVideo forward would misread."""
     mask = mask.bool()
     lengths, prefixes = torch.stack([mask.sum(1), mask.int().cumprod(1).sum(1)]).tolist()
     if lengths != prefixes:
