@@ -56,15 +56,16 @@ def _metrics(folder: Path) -> list[dict]:
 def plot_training(path: Path, runs: dict[str, Path]) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
-    for label, folder in runs.items():
+    for index, (label, folder) in enumerate(runs.items()):
         rows = _metrics(folder)
         if not rows:
             continue
         steps = [r["step"] for r in rows]
-        axes[0].plot(steps, [r["loss"] for r in rows], label=label)
+        style = {"label": label, "color": f"C{index}"}  # one colour per run in every panel
+        axes[0].plot(steps, [r["loss"] for r in rows], **style)
         if "implicit_accuracy" in rows[0]:
-            axes[1].plot(steps, [r["implicit_accuracy"] for r in rows], label=label)
-            axes[2].plot(steps, [r["reward_margin"] for r in rows], label=label)
+            axes[1].plot(steps, [r["implicit_accuracy"] for r in rows], **style)
+            axes[2].plot(steps, [r["reward_margin"] for r in rows], **style)
     for ax, title in zip(axes, ("loss", "implicit accuracy (DPO)", "reward margin (DPO)")):
         ax.set_title(title)
         ax.set_xlabel("step")
