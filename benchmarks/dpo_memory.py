@@ -23,6 +23,7 @@ import torch
 
 from prefopt.lora import add_lora
 from prefopt.memory import forward_state
+from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
 SIZES = [(33, 320, 512), (61, 480, 848), (61, 720, 1280)]
 TEXT_TOKENS = 256
@@ -77,7 +78,7 @@ def saved_bytes_per_block(model, video_tokens_hw: tuple[int, int, int]) -> dict[
     mask = torch.ones(1, TEXT_TOKENS, dtype=torch.bool)
     pooled = torch.randn(1, cfg.pooled_projection_dim, dtype=torch.bfloat16)
     t = torch.full((1,), 500.0, dtype=torch.bfloat16)
-    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), forward_state(**{"hunyuan_video.full_text_mask": True}),
+    with (torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), forward_state(**{FULL_TEXT_MASK: True}),
           torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION)):
         model(latents, t, text, mask, pooled, t * 2, return_dict=False)[0].float().sum()
     for hook in hooks:

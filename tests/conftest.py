@@ -71,3 +71,20 @@ def _fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture
+def with_lora():
+    """``with_lora(backbone, b_std)``: a rank-4 LoRA on the attention projections (seed 0) whose B matrices
+    are moved off zero, so policy and reference differ and every LoRA gradient is non-zero."""
+    from prefopt.lora import add_lora
+
+    def _add(backbone, b_std: float = 0.05):
+        torch.manual_seed(0)
+        add_lora(backbone.denoiser, rank=4, alpha=4, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+        for name, p in backbone.denoiser.named_parameters():
+            if "lora_B" in name:
+                p.data.normal_(0, b_std)
+        return backbone
+
+    return _add

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prefopt.errors import PrefoptError
-from prefopt.lora import POLICY_ADAPTER, adapter_parameters, add_lora
+from prefopt.lora import POLICY_ADAPTER, adapter_parameters
 from prefopt.memory import enable_block_checkpointing, set_attention_backend
 from prefopt.schedules import SCHEDULES
 from prefopt.trainer import Batch, TrainerConfig
@@ -20,15 +20,6 @@ def _inputs(backbone, prompts=PROMPTS):
     noise = torch.randn(n, 4, 2, 4, 4, generator=gen)
     timesteps = torch.tensor([0.2, 0.5, 0.7, 0.9][:n])
     return latents, noise, timesteps, backbone.encode_prompts(prompts)
-
-
-def _with_trained_lora(backbone):
-    torch.manual_seed(0)
-    add_lora(backbone.denoiser, rank=4, alpha=4, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    for name, p in backbone.denoiser.named_parameters():  # B off zero: policy and reference differ
-        if "lora_B" in name:
-            p.data.normal_(0, 0.05)
-    return backbone
 
 
 def test_trimmed_text_gives_the_same_predictions(make_backbone):
@@ -56,12 +47,12 @@ def test_trimmed_text_lets_mask_free_attention_kernels_run(make_backbone):
 
 
 @pytest.mark.parametrize("schedule", ["joint", "split"])
-def test_trimmed_text_gives_the_same_gradients_under_checkpointing(make_backbone, schedule):
+def test_trimmed_text_gives_the_same_gradients_under_checkpointing(make_backbone, with_lora, schedule):
     """Checkpointed blocks are recomputed in backward, outside the forward's mask-free setting: the
     recomputation must replay it (prefopt.memory) to reproduce the forward exactly."""
     grads = {}
     for padding in ("keep", "trim"):
-        backbone = _with_trained_lora(make_backbone("hunyuan-video", text_padding=padding))
+        backbone = with_lora(make_backbone("hunyuan-video", text_padding=padding))
         enable_block_checkpointing(backbone.denoiser, every=1)
         backbone.denoiser.train()
         latents, noise, timesteps, conditioning = _inputs(backbone)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from prefopt.errors import PrefoptError
-from prefopt.lora import POLICY_ADAPTER, adapter_parameters, add_lora
+from prefopt.lora import POLICY_ADAPTER, adapter_parameters
 from prefopt.memory import (
     convert_to_float8,
     enable_block_checkpointing,
@@ -92,21 +92,16 @@ def _dpo_step(backbone):
     return metrics, grads
 
 
-def _bf16_backbone_with_lora(make_backbone):
-    backbone = make_backbone("hunyuan-video", dtype="bfloat16")
-    torch.manual_seed(0)
-    add_lora(backbone.denoiser, rank=4, alpha=4, dropout=0.0, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
-    for name, p in backbone.denoiser.named_parameters():  # a LoRA with an effect well above rounding
-        if "lora_B" in name:
-            p.data.normal_(0, 0.2)
+def _bf16_backbone_with_lora(make_backbone, with_lora):
+    backbone = with_lora(make_backbone("hunyuan-video", dtype="bfloat16"), b_std=0.2)  # effect well above rounding
     backbone.denoiser.train()
     return backbone
 
 
-def test_fp8_emulated_stays_within_tolerance_of_bf16(make_backbone):
+def test_fp8_emulated_stays_within_tolerance_of_bf16(make_backbone, with_lora):
     pytest.importorskip("torchao", reason="torchao (prefopt[fp8]) is not installed")
-    plain_metrics, plain_grads = _dpo_step(_bf16_backbone_with_lora(make_backbone))
-    fp8 = _bf16_backbone_with_lora(make_backbone)
+    plain_metrics, plain_grads = _dpo_step(_bf16_backbone_with_lora(make_backbone, with_lora))
+    fp8 = _bf16_backbone_with_lora(make_backbone, with_lora)
     swapped = convert_to_float8(fp8.denoiser, "emulated", torch.device("cpu"))
     modules = dict(fp8.denoiser.named_modules())
     kinds = {name: type(modules[name]).__name__ for name in (
