@@ -2,12 +2,13 @@
 
 ``joint``: one policy forward on [winners, losers] with gradients, one backward (the straightforward step).
 
-``split``: for long videos, where the activations of a joint forward do not fit. First a no-grad pass
-computes the four errors (policy and reference, winner and loser) and, analytically, the gradient of
-the loss with respect to each policy error. Then each sample is forwarded again with gradients and
-back-propagated with its error's gradient as a scalar weight, so one sample's activations live at a
-time. By the chain rule the accumulated parameter gradient equals the joint step's; it costs one extra
-policy forward per sample.
+``split``: for long videos, where the activations of a joint forward do not fit. Pair by pair: the
+reference errors without gradients, the winner's forward with gradients (its graph kept), the loser's
+error without gradients, the loss's gradient with respect to both errors (analytic, on scalars),
+the winner's backward weighted by its error's gradient, then the loser's forward and weighted backward.
+By the chain rule the accumulated parameter gradient equals the joint step's. One sample's activations
+are alive at a time (the loser's no-grad forward keeps none), and it costs one extra policy forward per
+pair: the loser's.
 """
 
 from __future__ import annotations
@@ -57,21 +58,34 @@ def joint_step(backbone, denoiser, model, batch, noise, timesteps, config, refer
 
 def split_step(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter,
                backward: Callable[[torch.Tensor], None]) -> dict[str, float]:
-    """No-grad errors, analytic loss gradient per error, then one sample's forward+backward at a time."""
-    noise2, t2 = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
-    ref_w, ref_l = reference_errors(backbone, denoiser, batch, noise2, t2, reference_adapter).chunk(2)
-    with torch.no_grad():
-        err_w, err_l = _errors(backbone, model, batch, noise2, t2).chunk(2)
-    leaf_w, leaf_l = err_w.clone().requires_grad_(True), err_l.clone().requires_grad_(True)
-    loss = _loss_terms(config, leaf_w, leaf_l, ref_w, ref_l, batch.weights)
-    grad_w, grad_l = torch.autograd.grad(loss, (leaf_w, leaf_l))
-    coefficients = torch.cat([grad_w, grad_l])
-    pairs = noise.shape[0]
-    for index in range(2 * pairs):
-        single = _slice_batch(batch, index)
-        error = _policy_errors(backbone, model, single, noise2[index : index + 1], t2[index : index + 1], config)
-        backward((coefficients[index] * error).sum())
+    """One pair at a time, one sample's activations at a time."""
+    per_pair = [_split_pair(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter, index,
+                            backward) for index in range(noise.shape[0])]
+    err_w, err_l, ref_w, ref_l = (torch.cat(errors) for errors in zip(*per_pair, strict=True))
+    loss = _loss_terms(config, err_w, err_l, ref_w, ref_l, batch.weights)
     return {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
+
+
+def _split_pair(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter, index: int,
+                backward: Callable[[torch.Tensor], None]) -> tuple[torch.Tensor, ...]:
+    """One pair's share of the gradient of the batch-mean loss; returns its four errors (detached).
+
+    Every forward here sees one sample, so the policy's and the reference's errors come from kernels of the
+    same shapes: rounding that differs with the batch size would otherwise reach the loss magnified by β/2.
+    """
+    pairs, here = noise.shape[0], slice(index, index + 1)
+    winner, loser = _slice_batch(batch, index), _slice_batch(batch, pairs + index)
+    args = noise[here], timesteps[here]
+    ref_w, ref_l = (reference_errors(backbone, denoiser, sample, *args, reference_adapter) for sample in (winner, loser))
+    err_w = _policy_errors(backbone, model, winner, *args, config)
+    with torch.no_grad():  # the unwrapped denoiser: no distributed hooks between the winner's forward and backward
+        err_l = _errors(backbone, denoiser, loser, *args)
+    leaf_w, leaf_l = err_w.detach().requires_grad_(True), err_l.clone().requires_grad_(True)
+    pair_loss = _loss_terms(config, leaf_w, leaf_l, ref_w, ref_l, batch.weights[here]) / pairs
+    grad_w, grad_l = torch.autograd.grad(pair_loss, (leaf_w, leaf_l))
+    backward((grad_w * err_w).sum())
+    backward((grad_l * _policy_errors(backbone, model, loser, *args, config)).sum())
+    return err_w.detach(), err_l, ref_w, ref_l
 
 
 def _slice_batch(batch, index: int):
