@@ -21,11 +21,12 @@ PEAK_BF16_FLOPS = 790e12
 TEXT_STREAM = ("context_embedder", "time_text_embed")  # computed per sample before the blocks
 
 
-def build():
+def build(**config):
+    """The real transformer (diffusers' defaults) on the meta device; ``config`` overrides for tests."""
     from diffusers import HunyuanVideoTransformer3DModel
 
     with torch.device("meta"):
-        return HunyuanVideoTransformer3DModel().to(torch.bfloat16)
+        return HunyuanVideoTransformer3DModel(**config).to(torch.bfloat16)
 
 
 def count(model, frames: int, height: int, width: int, text_tokens: int) -> dict[str, float]:

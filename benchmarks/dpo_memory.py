@@ -9,7 +9,8 @@ block type; the model is linear in tokens because no N×N tensor is kept.
 
 From that it predicts, for the issue's three sizes, the activations a DPO step keeps under each
 checkpointing setting (inputs only for a checkpointed block, everything for the others) and whether the
-joint and split schedules fit one 80 GB GPU. The prediction leaves out allocator fragmentation and
+joint and split schedules fit one 80 GB GPU; and for ``offload_activations`` (joint), what stays on the GPU
+and how much crosses to host memory and back each step. The prediction leaves out allocator fragmentation and
 kernel workspaces: the GPU run (benchmarks/gpu_matrix.sh) is the measurement.
 
     python benchmarks/dpo_memory.py
@@ -110,9 +111,11 @@ def main() -> None:
     print("Saved for backward per block and sample (bf16, LoRA r=64, flash attention): "
           + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token + {fixed[k] / 2**20:.1f} MiB" for k in per_token))
     print(f"\nPredicted GiB for a DPO step beside {weights_gib:.1f} GiB of weights and {lora_state_gib:.1f} GiB of "
-          "LoRA state (joint: 2 samples' activations; split: 1), plus one block's full activations being recomputed:")
-    print("| video | tokens | checkpointing | activations / sample | joint step | split step |")
-    print("|---|---|---|---|---|---|")
+          "LoRA state (joint: 2 samples' activations; split: 1), plus one block's full activations being recomputed; "
+          "offload: the kept activations live in host memory, and one block's come back at a time:")
+    print("| video | tokens | checkpointing | activations / sample | joint step | split step | "
+          "joint + offload: GPU / moved to host and back |")
+    print("|---|---|---|---|---|---|---|")
     for frames, height, width in SIZES:
         tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
         block = max(fixed[k] + per_token[k] * tokens for k in per_token) / GIB
@@ -121,8 +124,10 @@ def main() -> None:
             base = weights_gib + lora_state_gib
             joint = base + 2 * acts + (2 * block if every else 0)
             split = base + acts + (block if every else 0)
+            offload, moved = base + 2 * block, 2 * 2 * acts  # each saved tensor goes out, then comes back
             label = "none" if every is None else ("all blocks" if every == 1 else f"every {every}")
-            print(f"| {frames}×{height}×{width} | {tokens:,} | {label} | {acts:.1f} | {joint:.1f} | {split:.1f} |")
+            print(f"| {frames}×{height}×{width} | {tokens:,} | {label} | {acts:.1f} | {joint:.1f} | {split:.1f} | "
+                  f"{offload:.1f} / {moved:.0f} |")
 
 
 if __name__ == "__main__":

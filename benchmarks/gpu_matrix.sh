@@ -53,6 +53,7 @@ case $stage in
   paper)
     p=(--frames 61 --height 720 --width 1280 --steps 1 --warmup 1)
     run paper-base "${p[@]}" --variants "straightforward,prefopt split" --compile   # straightforward: OOM expected
+    run paper-offload "${p[@]}" --variants "prefopt joint" --compile --offload   # 40.6 GiB + 79 GiB over PCIe predicted
     run paper-cudnn "${p[@]}" --variants "prefopt split" --compile --attention-backend _native_cudnn  # joint: 80 GiB predicted
     ;;
   smoke)

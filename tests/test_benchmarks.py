@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,29 @@ def test_memory_model_reproduces_the_issues_measured_peaks():
     assert abs(joint_small - 31.5) / 31.5 < 0.1
     assert float(rows[("61×720×1280", "all blocks")][4]) > 78  # the joint step does not fit
     assert float(rows[("61×720×1280", "all blocks")][5]) < 70  # the split step does
+    gpu, moved = (float(x) for x in rows[("61×720×1280", "all blocks")][6].split("/"))
+    assert gpu < 70 and abs(moved - 4 * float(rows[("61×720×1280", "all blocks")][3])) < 1  # joint + offload too
+
+
+def test_step_flop_count_follows_the_schedules(monkeypatch):
+    """dpo_step_flops.py counts what each schedule computes: `split` is `joint` plus one policy forward of one
+    sample, and checkpointing fewer blocks recomputes less (meta device, a 2 + 2-block model)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from dpo_flops import build
+    from dpo_step_flops import count_step, fused_attention_on_meta, model_inputs, prepare
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from prefopt.memory import forward_state
+    from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
+
+    model = prepare(build(num_layers=2, num_single_layers=2), lora_rank=8)
+    size = (9, 64, 96)
+    joint, split = (count_step(model, size, schedule, "trimmed", 1, 16) for schedule in ("joint", "split"))
+    trimmed = forward_state(**{FULL_TEXT_MASK: True})
+    with FlopCounterMode(display=False) as counter, fused_attention_on_meta(), trimmed, torch.no_grad():
+        model(**model_inputs(model, size, "trimmed", 1, 16))  # the extra forward: the loser's, without gradients
+    assert split - joint == counter.get_total_flops() > 0
+    assert "_scaled_dot_product_flash_attention_for_cpu" in str(counter.get_flop_counts()["Global"])
+    every_block, every_2nd, none = (count_step(model, size, "joint", "trimmed", n, 16) for n in (1, 2, 0))
+    assert every_block > every_2nd > none
+    assert count_step(model, size, "joint", "padded", 1, 16) > every_block  # 256 padded text tokens

@@ -1,5 +1,7 @@
 """Speed and memory levers (prefopt.memory): each computes what the plain step computes."""
 
+from typing import ClassVar
+
 import pytest
 import torch
 
@@ -126,3 +128,48 @@ def test_fp8_without_fp8_hardware_names_the_requirement(make_backbone):
     backbone = make_backbone("hunyuan-video")
     with pytest.raises(PrefoptError, match=r"`fp8=tensorwise` needs FP8 matrix multiplication.*fp8=emulated"):
         convert_to_float8(backbone.denoiser, "tensorwise", torch.device("cpu"))
+
+
+class _RecordingSaveOnCpu(torch.autograd.graph.saved_tensors_hooks):
+    """Stands in for save_on_cpu and records the storages it would move to host memory."""
+
+    storages: ClassVar[list[int]] = []
+
+    def __init__(self, pin_memory: bool = False):
+        super().__init__(lambda t: (self.storages.append(t.untyped_storage().data_ptr()), t)[1], lambda t: t)
+
+
+def _offloaded_and_block_inputs(backbone, monkeypatch) -> tuple[list[int], set[int]]:
+    """One joint step with `offload_activations`: the storages save_on_cpu got, and the blocks' tensor inputs
+    while gradients are on (the policy forward and any recomputation)."""
+    from prefopt.memory import transformer_blocks
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", _RecordingSaveOnCpu)
+    monkeypatch.setattr(_RecordingSaveOnCpu, "storages", [])
+    block_inputs: set[int] = set()
+
+    def record_inputs(module, args, kwargs):
+        if torch.is_grad_enabled():
+            tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+            block_inputs.update(t.untyped_storage().data_ptr() for t in tensors)
+
+    for block in transformer_blocks(backbone.denoiser):
+        block.register_forward_pre_hook(record_inputs, with_kwargs=True)
+    gen = torch.Generator().manual_seed(3)
+    batch = Batch(latents=torch.randn(2, 4, 2, 8, 8, generator=gen), weights=torch.ones(1),
+                  conditioning=backbone.encode_prompts(["a man walks"] * 2))
+    config = TrainerConfig(beta=200.0, offload_activations=True, report_to="none")
+    SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch, torch.randn(1, 4, 2, 8, 8, generator=gen),
+                       backbone.sample_timesteps(1, gen), config, None, backward=torch.Tensor.backward)
+    return list(_RecordingSaveOnCpu.storages), block_inputs
+
+
+def test_offload_under_checkpointing_moves_the_block_inputs(make_backbone, with_lora, monkeypatch):
+    """`offload_activations` with checkpointing sends every checkpointed block's tensor inputs to host memory
+    (what dpo_memory.py's offload column assumes) instead of all the blocks' activations."""
+    everything, _ = _offloaded_and_block_inputs(with_lora(make_backbone("hunyuan-video")), monkeypatch)
+    backbone = with_lora(make_backbone("hunyuan-video"))
+    enable_block_checkpointing(backbone.denoiser)
+    offloaded, block_inputs = _offloaded_and_block_inputs(backbone, monkeypatch)
+    assert block_inputs and block_inputs <= set(offloaded)
+    assert len(offloaded) < len(everything) / 2
