@@ -92,3 +92,17 @@ def test_split_schedule_holds_one_samples_activations(make_backbone, with_lora):
         assert tracker.live == 0  # every graph was freed by its backward
         peaks[schedule] = tracker.peak
     assert 0.4 < peaks["split"] / peaks["joint"] < 0.6, peaks
+
+
+@pytest.mark.parametrize("schedule", ["joint", "split"])
+def test_a_fresh_lora_starts_at_ln2_exactly(make_backbone, with_lora, schedule):
+    """Policy equals reference at B = 0, and each schedule runs both through same-shaped forwards, so the
+    float32 loss is ln 2 to the last bit or two (β/2 = 1250 would magnify any rounding mismatch)."""
+    backbone = with_lora(make_backbone("hunyuan-video"), b_std=0.0)
+    gen = torch.Generator().manual_seed(4)
+    batch = Batch(latents=torch.randn(4, 4, 2, 4, 4, generator=gen), weights=torch.ones(2),
+                  conditioning=backbone.encode_prompts(["a man walks", "a woman waves"] * 2))
+    config = TrainerConfig(beta=2500.0, report_to="none")
+    metrics, _ = _gradients(backbone, schedule, batch, torch.randn(2, 4, 2, 4, 4, generator=gen),
+                            backbone.sample_timesteps(2, gen), config)
+    assert metrics["loss"] == pytest.approx(0.6931471805599453, abs=1e-7)
