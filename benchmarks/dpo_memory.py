@@ -87,13 +87,20 @@ def saved_bytes_per_block(model, video_tokens_hw: tuple[int, int, int]) -> dict[
     return {kind: sum(storages.values()) for kind, storages in counted.items()}
 
 
-def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, every: int | None) -> float:
+def kept_attention_bytes(tokens: int) -> int:
+    """What ``checkpoint_save_attention`` keeps per checkpointed block and sample: the fused kernel's output
+    (bf16, d per token) and log-sum-exp (float32, one per head and token), over video and text tokens."""
+    return (tokens + TEXT_TOKENS) * (3072 * 2 + 24 * 4)
+
+
+def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, every: int | None,
+            keep_attention: bool = False) -> float:
     """GiB of activations one sample keeps across the real 20 double + 40 single blocks."""
     d, total, index = 3072, 0.0, 0
     for kind, count in (("double", 20), ("single", 40)):
         for _ in range(count):
             checkpointed = every is not None and index % every == 0
-            inputs = (tokens + TEXT_TOKENS) * d * 2
+            inputs = (tokens + TEXT_TOKENS) * d * 2 + (kept_attention_bytes(tokens) if keep_attention else 0)
             total += inputs if checkpointed else fixed[kind] + per_token[kind] * tokens
             index += 1
     return total / GIB
@@ -119,16 +126,19 @@ def main() -> None:
     for frames, height, width in SIZES:
         tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
         block = max(fixed[k] + per_token[k] * tokens for k in per_token) / GIB
-        for every in (None, 3, 2, 1):
-            acts = predict(per_token, fixed, tokens, every)
+        for every, keep in ((None, False), (3, False), (2, False), (1, False), (1, True)):
+            acts = predict(per_token, fixed, tokens, every, keep)
             base = weights_gib + lora_state_gib
             joint = base + 2 * acts + (2 * block if every else 0)
             split = base + acts + (block if every else 0)
-            offload, moved = base + 2 * block, 2 * 2 * acts  # each saved tensor goes out, then comes back
+            # Offloaded: what goes through saved-tensor hooks. Kept attention outputs bypass them in torch
+            # releases without checkpoint's `respect_saved_tensors_hooks`; counted on the GPU here.
+            kept_on_gpu = 2 * 60 * kept_attention_bytes(tokens) / GIB if keep else 0.0
+            offload, moved = base + 2 * block + kept_on_gpu, 2 * 2 * (acts - kept_on_gpu / 2)
             label = "none" if every is None else ("all blocks" if every == 1 else f"every {every}")
+            label += ", attention kept" if keep else ""
             print(f"| {frames}×{height}×{width} | {tokens:,} | {label} | {acts:.1f} | {joint:.1f} | {split:.1f} | "
                   f"{offload:.1f} / {moved:.0f} |")
-
 
 if __name__ == "__main__":
     main()

@@ -201,6 +201,8 @@ def parse_args():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--checkpoint-every", type=int, default=1, help="prefopt: checkpoint every n-th block.")
+    parser.add_argument("--checkpoint-save-attention", action="store_true",
+                        help="prefopt: checkpointed blocks keep their attention outputs (no attention recompute).")
     parser.add_argument("--attention-backend", default=None, help="prefopt: diffusers attention backend.")
     parser.add_argument("--offload", action="store_true", help="prefopt: activations to host memory.")
     parser.add_argument("--compile", action="store_true", help="prefopt: torch.compile every block.")
@@ -231,6 +233,7 @@ def run_variants(args, backbone, inputs) -> list[dict]:
             apply_speed_levers(backbone.denoiser, torch.device(args.device), fp8=args.fp8,
                                gradient_checkpointing=args.gradient_checkpointing,
                                checkpoint_every_n_blocks=args.checkpoint_every,
+                               checkpoint_save_attention=args.checkpoint_save_attention,
                                attention_backend=args.attention_backend, compile=args.compile)
             levers_applied = True
         results.append(measure(name, args, backbone, inputs))
@@ -243,7 +246,8 @@ def print_table(args, results, tokens, floor) -> None:
     print(f"\n{date.today()} · {device} · torch {torch.__version__} · {args.size} HunyuanVideo · "
           f"{args.frames}×{args.height}×{args.width} · {tokens} video tokens · {args.valid_text_tokens} valid text "
           f"tokens · LoRA r={args.lora_rank} · checkpointing={args.gradient_checkpointing} (prefopt every "
-          f"{args.checkpoint_every}) · attention={args.attention_backend or 'default'} · offload={args.offload} · "
+          f"{args.checkpoint_every}{', attention kept' if args.checkpoint_save_attention else ''}) · "
+          f"attention={args.attention_backend or 'default'} · offload={args.offload} · "
           f"compile={args.compile} · fp8={args.fp8} · text={args.text_padding}")
     print(f"| variant | s/step | × {baseline['variant'] if baseline else '–'} | × floor (790 TFLOP/s) | peak GiB "
           "| first / last loss | max Δloss vs first row |")

@@ -3,8 +3,8 @@
 The issue's floor counts 5 forward-equivalents per sample (reference, forward, recompute, backward ×2).
 What a step really computes differs: the base weights are frozen, so the backward of a frozen linear layer
 computes only the input's gradient (1 forward-equivalent, not 2); a fused attention kernel's backward
-recomputes the scores (2.5×); the `split` schedule adds a policy forward; checkpointing fewer blocks
-recomputes less; trimmed text has fewer tokens. This script counts each variant's step on the real 12.8B
+recomputes the scores (2.5×); the `split` schedule adds a policy forward; checkpointing fewer blocks, or
+keeping the attention outputs of checkpointed blocks, recomputes less; trimmed text has fewer tokens. This script counts each variant's step on the real 12.8B
 transformer on the meta device (shapes only: seconds on a CPU), with the step's structure from
 ``prefopt.schedules`` and prefopt's own LoRA, checkpointing and mask-free attention. Dividing by the floor
 gives the variant's best possible time ÷ floor if every FLOP ran at 790 TFLOP/s, and the throughput the
@@ -32,13 +32,16 @@ from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK, install_mask
 PADDED_TEXT_TOKENS = 256
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 GOALS = {(33, 320, 512): 1.5, (61, 480, 848): 1.5, (61, 720, 1280): 1.6}
-# (label, schedule, text, checkpoint every n-th block; 0 = none). The first is the issue's straightforward step.
+# (label, schedule, text, checkpoint every n-th block (0 = none), keep attention outputs). The first is the
+# issue's straightforward step.
 VARIANTS = [
-    ("straightforward: joint, padded text + mask, every block checkpointed", "joint", "padded", 1),
-    ("joint, trimmed text, every block checkpointed", "joint", "trimmed", 1),
-    ("joint, trimmed text, every 2nd block", "joint", "trimmed", 2),
-    ("joint, trimmed text, no checkpointing", "joint", "trimmed", 0),
-    ("split, trimmed text, every block checkpointed", "split", "trimmed", 1),
+    ("straightforward: joint, padded text + mask, every block checkpointed", "joint", "padded", 1, False),
+    ("joint, trimmed text, every block checkpointed", "joint", "trimmed", 1, False),
+    ("joint, trimmed text, every block checkpointed, attention kept", "joint", "trimmed", 1, True),
+    ("joint, trimmed text, every 2nd block", "joint", "trimmed", 2, False),
+    ("joint, trimmed text, no checkpointing", "joint", "trimmed", 0, False),
+    ("split, trimmed text, every block checkpointed", "split", "trimmed", 1, False),
+    ("split, trimmed text, every block checkpointed, attention kept", "split", "trimmed", 1, True),
 ]
 
 
@@ -80,10 +83,11 @@ def model_inputs(model, size: tuple[int, int, int], text: str, batch: int, valid
     )
 
 
-def count_step(model, size, schedule: str, text: str, every: int, valid_tokens: int) -> float:
+def count_step(model, size, schedule: str, text: str, every: int, valid_tokens: int, save_attention: bool = False
+               ) -> float:
     """FLOPs of one step on one pair, structured as prefopt.schedules' ``joint_step`` / ``split_step``."""
     if every:
-        enable_block_checkpointing(model, every)
+        enable_block_checkpointing(model, every, save_attention)
     else:
         model.disable_gradient_checkpointing()
     state = {FULL_TEXT_MASK: True} if text == "trimmed" else {}  # what the backbone sets for trimmed text
@@ -134,8 +138,8 @@ def main() -> None:
         video_tokens = ((size[0] - 1) // 4 + 1) * (size[1] // 16) * (size[2] // 16)
         forward = formula(model, video_tokens, PADDED_TEXT_TOKENS)  # one sample, the floor's unit
         floor_seconds = 10 * forward / PEAK_BF16_FLOPS
-        for label, schedule, text, every in VARIANTS:
-            flops = count_step(model, size, schedule, text, every, args.valid_text_tokens)
+        for label, schedule, text, every, save_attention in VARIANTS:
+            flops = count_step(model, size, schedule, text, every, args.valid_text_tokens, save_attention)
             print(f"| {size[0]}×{size[1]}×{size[2]} | {label} | {flops / 1e12:.1f} | {flops / (2 * forward):.2f} | "
                   f"{flops / (10 * forward):.2f}× | {flops / (GOALS[size] * floor_seconds) / 1e12:.0f} "
                   f"(goal {GOALS[size]}×) |")

@@ -37,6 +37,7 @@ case $stage in
     s=(--frames 33 --height 320 --width 512 --steps 3 --warmup 1)
     run small-base "${s[@]}"                                  # straightforward, joint, split (checkpoint all)
     run small-compile "${s[@]}" --variants "prefopt joint" --compile
+    run small-keepattn "${s[@]}" --variants "prefopt joint" --compile --checkpoint-save-attention   # 35 GiB predicted
     run small-cudnn "${s[@]}" --variants "prefopt joint" --attention-backend _native_cudnn
     run small-flash "${s[@]}" --variants "prefopt joint" --attention-backend _native_flash
     run small-fp8 "${s[@]}" --variants "straightforward,prefopt joint" --compile --fp8 tensorwise
@@ -47,17 +48,19 @@ case $stage in
   medium)
     m=(--frames 61 --height 480 --width 848 --steps 2 --warmup 1)
     run medium-base "${m[@]}" --variants "straightforward,prefopt joint" --compile
+    run medium-keepattn "${m[@]}" --variants "prefopt joint" --compile --checkpoint-save-attention   # 67.5 GiB predicted
     run medium-fp8 "${m[@]}" --variants "prefopt joint" --compile --fp8 tensorwise
-    run medium-ckpt2 "${m[@]}" --variants "prefopt joint" --compile --checkpoint-every 2
     ;;
   paper)
     p=(--frames 61 --height 720 --width 1280 --steps 1 --warmup 1)
     run paper-base "${p[@]}" --variants "straightforward,prefopt split" --compile   # straightforward: OOM expected
+    run paper-keepattn "${p[@]}" --variants "prefopt split" --compile --checkpoint-save-attention   # 72.9 GiB predicted
     run paper-offload "${p[@]}" --variants "prefopt joint" --compile --offload   # 40.6 GiB + 79 GiB over PCIe predicted
     run paper-cudnn "${p[@]}" --variants "prefopt split" --compile --attention-backend _native_cudnn  # joint: 80 GiB predicted
     ;;
   smoke)
-    run smoke --size tiny --dtype float32 --steps 1 --warmup 1 --valid-text-tokens 10 --checkpoint-every 2
+    run smoke --size tiny --dtype float32 --steps 1 --warmup 1 --valid-text-tokens 10 --checkpoint-every 2 \
+        --checkpoint-save-attention
     ;;
   *) echo "unknown stage $stage (small, medium, paper, smoke)"; exit 2 ;;
 esac

@@ -5,7 +5,10 @@ Each lever changes how a step is computed, never what: tests compare every lever
 Activation checkpointing of only every n-th transformer block: checkpointing every block saves the most
 memory and recomputes a whole forward; when memory allows, checkpointing every second or third block
 recomputes less. diffusers passes each block module to the model's checkpointing function, so a selective
-function decides per block.
+function decides per block. Within a checkpointed block, ``save_attention`` keeps the fused attention
+kernel's outputs (the attention output and its log-sum-exp: per token, no N×N matrix) so the
+recomputation skips attention, which is most of a long video's forward (selective activation
+checkpointing with a policy on the attention ops).
 
 Per-forward settings (:func:`forward_state`) let a backbone tell its own modules something about the batch
 (HunyuanVideo: "every text token is valid, drop the attention mask"). A checkpointed block is recomputed
@@ -16,15 +19,18 @@ without that it could run a different kernel than the forward did.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from prefopt.errors import PrefoptError
 
 _FORWARD_STATE: dict[str, Any] = {}  # a plain global: torch.compile guards on it without a graph break
+_HOOKS_OPTION = "respect_saved_tensors_hooks" in inspect.signature(checkpoint).parameters  # newer torch
 
 
 @contextlib.contextmanager
@@ -50,9 +56,45 @@ def _exactly(settings: dict[str, Any]) -> Iterator[None]:
         _FORWARD_STATE.update(saved)
 
 
-def _replay_forward_state() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-    """checkpoint's ``context_fn``, called at forward time: recompute under the forward's settings."""
-    return contextlib.nullcontext(), _exactly(dict(_FORWARD_STATE))
+# Fused attention kernels: their outputs are O(tokens), so keeping them is cheap; the math path's N×N
+# intermediates are never kept. (Ops a torch build lacks are skipped.)
+_FUSED_ATTENTION = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+
+
+@functools.cache
+def _fused_attention_ops() -> frozenset:
+    ops = []
+    for name in _FUSED_ATTENTION:
+        try:
+            ops.append(getattr(torch.ops.aten, name))
+        except AttributeError:
+            continue  # not in this torch build
+    return frozenset(ops)
+
+
+def _keep_fused_attention(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    if op.overloadpacket in _fused_attention_ops():
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@contextlib.contextmanager
+def _together(*managers: contextlib.AbstractContextManager) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for manager in managers:
+            stack.enter_context(manager)
+        yield
+
+
+def _checkpoint_contexts(save_attention: bool):
+    """checkpoint's ``context_fn``, called at forward time: the recomputation replays the forward's
+    settings, and with ``save_attention`` takes the attention outputs kept by the forward."""
+    replay = _exactly(dict(_FORWARD_STATE))
+    if not save_attention:
+        return contextlib.nullcontext(), replay
+    keep, reuse = create_selective_checkpoint_contexts(_keep_fused_attention)
+    return keep, _together(reuse, replay)
 
 
 def transformer_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
@@ -64,15 +106,19 @@ def transformer_blocks(denoiser: torch.nn.Module) -> list[torch.nn.Module]:
     return blocks
 
 
-def enable_block_checkpointing(denoiser: torch.nn.Module, every: int = 1) -> int:
-    """Checkpoint blocks 0, n, 2n, …; returns how many blocks are checkpointed."""
+def enable_block_checkpointing(denoiser: torch.nn.Module, every: int = 1, save_attention: bool = False) -> int:
+    """Checkpoint blocks 0, n, 2n, …, keeping their attention outputs with ``save_attention``; returns how
+    many blocks are checkpointed."""
     if every < 1:
         raise ValueError(f"`every` must be at least 1, got {every}")
     chosen = {id(block) for index, block in enumerate(transformer_blocks(denoiser)) if index % every == 0}
+    contexts = functools.partial(_checkpoint_contexts, save_attention)
+    # Where torch can, the kept attention outputs go through saved-tensor hooks too (offload_activations).
+    extra = {"respect_saved_tensors_hooks": True} if save_attention and _HOOKS_OPTION else {}
 
     def selective(block, *args, **kwargs):
         if id(block) in chosen:
-            return checkpoint(block, *args, use_reentrant=False, context_fn=_replay_forward_state, **kwargs)
+            return checkpoint(block, *args, use_reentrant=False, context_fn=contexts, **extra, **kwargs)
         return block(*args, **kwargs)
 
     denoiser.enable_gradient_checkpointing(gradient_checkpointing_func=selective)
@@ -154,12 +200,16 @@ def _has_fp8_matmul(device: torch.device) -> bool:
 
 def apply_speed_levers(denoiser: torch.nn.Module, device: torch.device, *, fp8: FP8Recipe = "off",
                        gradient_checkpointing: bool = False, checkpoint_every_n_blocks: int = 1,
-                       attention_backend: str | None = None, compile: bool = False) -> None:
+                       checkpoint_save_attention: bool = False, attention_backend: str | None = None,
+                       compile: bool = False) -> None:
     """The trainer's levers, in this order: FP8 swaps modules before compile traces them, and compile sees
     the final processors. benchmarks/dpo_step.py calls this too, so it measures what the trainer runs."""
+    if checkpoint_save_attention and not gradient_checkpointing:
+        raise PrefoptError("`checkpoint_save_attention` keeps attention outputs in checkpointed blocks: it needs "
+                           "`gradient_checkpointing: true`.")
     convert_to_float8(denoiser, fp8, device)
     if gradient_checkpointing:
-        enable_block_checkpointing(denoiser, checkpoint_every_n_blocks)
+        enable_block_checkpointing(denoiser, checkpoint_every_n_blocks, checkpoint_save_attention)
     if attention_backend:
         set_attention_backend(denoiser, attention_backend)
     if compile:

@@ -129,6 +129,12 @@ class TrainerConfig:
     checkpoint_every_n_blocks: int = field(
         default=1, metadata={"help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
     )
+    checkpoint_save_attention: bool = field(
+        default=False,
+        metadata={"help": "With gradient checkpointing: keep each checkpointed block's attention output (fused "
+                          "kernels only) so backward does not recompute attention; costs about one block input "
+                          "of memory per block and sample."},
+    )
     compile_blocks: bool = field(
         default=False,
         metadata={"help": "torch.compile each transformer block (regional: one compile per block type, at the "
@@ -160,6 +166,9 @@ class TrainerConfig:
             raise ValueError(f"`label_smoothing` must be in [0, 0.5), got {self.label_smoothing}")
         if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
             raise ValueError(f"`ref_model_mixup_alpha` must be in (0, 1], got {self.ref_model_mixup_alpha}")
+        if self.checkpoint_save_attention and not self.gradient_checkpointing:
+            raise ValueError("`checkpoint_save_attention` keeps attention outputs in checkpointed blocks: it needs "
+                             "`gradient_checkpointing: true`.")
 
 
 @dataclass
@@ -255,6 +264,7 @@ class DiffusionDPOTrainer:
         apply_speed_levers(denoiser, self.accelerator.device, fp8=config.fp8,
                            gradient_checkpointing=config.gradient_checkpointing,
                            checkpoint_every_n_blocks=config.checkpoint_every_n_blocks,
+                           checkpoint_save_attention=config.checkpoint_save_attention,
                            attention_backend=config.attention_backend, compile=config.compile_blocks)
         denoiser.train()
         return denoiser

@@ -173,3 +173,47 @@ def test_offload_under_checkpointing_moves_the_block_inputs(make_backbone, with_
     offloaded, block_inputs = _offloaded_and_block_inputs(backbone, monkeypatch)
     assert block_inputs and block_inputs <= set(offloaded)
     assert len(offloaded) < len(everything) / 2
+
+
+def _backward_flops(backbone, save_attention: bool) -> tuple[dict[str, int], float, list[torch.Tensor]]:
+    """One joint step; FLOPs by op counted in its backward only, where checkpointed blocks are recomputed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    enable_block_checkpointing(backbone.denoiser, save_attention=save_attention)
+    gen = torch.Generator().manual_seed(5)
+    batch = Batch(latents=torch.randn(2, 4, 2, 8, 8, generator=gen), weights=torch.ones(1),
+                  conditioning=backbone.encode_prompts(["a man walks"] * 2))
+    counter = FlopCounterMode(display=False)
+
+    def counted_backward(loss: torch.Tensor) -> None:
+        with counter:
+            loss.backward()
+
+    metrics = SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch,
+                                 torch.randn(1, 4, 2, 8, 8, generator=gen), backbone.sample_timesteps(1, gen),
+                                 TrainerConfig(beta=200.0, report_to="none"), None, backward=counted_backward)
+    grads = [p.grad.clone() for p in adapter_parameters(backbone.denoiser, POLICY_ADAPTER)]
+    return {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}, metrics["loss"], grads
+
+
+def test_checkpoint_save_attention_skips_recomputing_attention(make_backbone, with_lora):
+    """Kept attention outputs: the recomputation in backward runs no attention forward, only the attention
+    backward, and the step's loss and gradients are unchanged."""
+    recomputed, loss, grads = _backward_flops(with_lora(make_backbone("hunyuan-video")), False)
+    kept, kept_loss, kept_grads = _backward_flops(with_lora(make_backbone("hunyuan-video")), True)
+    forward = "aten._scaled_dot_product_flash_attention_for_cpu"
+    assert recomputed[forward] > 0 and forward not in kept
+    assert kept[f"{forward}_backward"] == recomputed[f"{forward}_backward"] > 0
+    assert kept["aten.addmm"] == recomputed["aten.addmm"]  # the rest of the block is recomputed as before
+    assert kept_loss == loss
+    for a, b in zip(grads, kept_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-9)
+
+
+def test_checkpoint_save_attention_needs_checkpointing(make_backbone):
+    from prefopt.memory import apply_speed_levers
+
+    with pytest.raises(ValueError, match="needs `gradient_checkpointing: true`"):  # at config time
+        TrainerConfig(checkpoint_save_attention=True)
+    with pytest.raises(PrefoptError, match="needs `gradient_checkpointing: true`"):
+        apply_speed_levers(make_backbone("hunyuan-video").denoiser, torch.device("cpu"), checkpoint_save_attention=True)

@@ -178,10 +178,13 @@ def _denoiser_output(backbone):
 @pytest.mark.parametrize("variant", [
     {"gradient_checkpointing": True},
     {"gradient_checkpointing": True, "checkpoint_every_n_blocks": 2},
+    {"gradient_checkpointing": True, "checkpoint_save_attention": True, "dpo_schedule": "split"},
     {"dpo_schedule": "split"},
     {"offload_activations": True},
+    {"gradient_checkpointing": True, "checkpoint_save_attention": True, "offload_activations": True},
     {"attention_backend": "_native_math"},
-], ids=["checkpoint-all", "checkpoint-every-2nd", "split-schedule", "offload", "math-attention"])
+], ids=["checkpoint-all", "checkpoint-every-2nd", "checkpoint-keep-attention-split", "split-schedule", "offload",
+        "checkpoint-keep-attention-offload", "math-attention"])
 def test_memory_options_give_the_same_training(tmp_path, make_backbone, variant):
     examples = _pairs(_videos(tmp_path, 4))
     plain = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(), tmp_path / "a").train(examples)
