@@ -200,7 +200,8 @@ def parse_args():
                         help="float64: the CPU equivalence check, free of rounding that β amplifies.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--checkpoint-every", type=int, default=1, help="prefopt: checkpoint every n-th block.")
+    parser.add_argument("--checkpoint-every", type=int, default=1,
+                        help="prefopt: checkpoint every n-th block; 0: none (the straightforward step keeps all).")
     parser.add_argument("--checkpoint-save-attention", action="store_true",
                         help="prefopt: checkpointed blocks keep their attention outputs (no attention recompute).")
     parser.add_argument("--attention-backend", default=None, help="prefopt: diffusers attention backend.")
@@ -230,9 +231,12 @@ def run_variants(args, backbone, inputs) -> list[dict]:
     results, levers_applied = [], False
     for name in args.variant_list:
         if name not in BASELINES and not levers_applied:
+            checkpointing = args.gradient_checkpointing and args.checkpoint_every > 0
+            if args.gradient_checkpointing and not checkpointing:
+                backbone.denoiser.disable_gradient_checkpointing()  # the baseline's, off for prefopt's rows
             apply_speed_levers(backbone.denoiser, torch.device(args.device), fp8=args.fp8,
-                               gradient_checkpointing=args.gradient_checkpointing,
-                               checkpoint_every_n_blocks=args.checkpoint_every,
+                               gradient_checkpointing=checkpointing,
+                               checkpoint_every_n_blocks=max(1, args.checkpoint_every),
                                checkpoint_save_attention=args.checkpoint_save_attention,
                                attention_backend=args.attention_backend, compile=args.compile)
             levers_applied = True
@@ -245,8 +249,9 @@ def print_table(args, results, tokens, floor) -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"\n{date.today()} · {device} · torch {torch.__version__} · {args.size} HunyuanVideo · "
           f"{args.frames}×{args.height}×{args.width} · {tokens} video tokens · {args.valid_text_tokens} valid text "
-          f"tokens · LoRA r={args.lora_rank} · checkpointing={args.gradient_checkpointing} (prefopt every "
-          f"{args.checkpoint_every}{', attention kept' if args.checkpoint_save_attention else ''}) · "
+          f"tokens · LoRA r={args.lora_rank} · checkpointing={args.gradient_checkpointing} (prefopt: "
+          f"{f'every {args.checkpoint_every}' if args.checkpoint_every else 'none'}"
+          f"{', attention kept' if args.checkpoint_save_attention else ''}) · "
           f"attention={args.attention_backend or 'default'} · offload={args.offload} · "
           f"compile={args.compile} · fp8={args.fp8} · text={args.text_padding}")
     print(f"| variant | s/step | × {baseline['variant'] if baseline else '–'} | × floor (790 TFLOP/s) | peak GiB "

@@ -42,6 +42,7 @@ VARIANTS = [
     ("joint, trimmed text, no checkpointing", "joint", "trimmed", 0, False),
     ("split, trimmed text, every block checkpointed", "split", "trimmed", 1, False),
     ("split, trimmed text, every block checkpointed, attention kept", "split", "trimmed", 1, True),
+    ("split, trimmed text, no checkpointing", "split", "trimmed", 0, False),
 ]
 
 

@@ -43,7 +43,8 @@ case $stage in
     run small-fp8 "${s[@]}" --variants "straightforward,prefopt joint" --compile --fp8 tensorwise
     run small-keep "${s[@]}" --variants "straightforward,prefopt joint" --text-padding keep   # text lever off
     run small-64tok "${s[@]}" --variants "straightforward,prefopt joint" --valid-text-tokens 64
-    run small-ckpt2 "${s[@]}" --variants "prefopt joint" --compile --checkpoint-every 2
+    run small-split-nockpt "${s[@]}" --variants "prefopt split" --compile --checkpoint-every 0   # 70.4 GiB predicted
+    run small-ckpt2 "${s[@]}" --variants "prefopt joint" --compile --checkpoint-every 2          # 74.0 GiB: the edge
     ;;
   medium)
     m=(--frames 61 --height 480 --width 848 --steps 2 --warmup 1)

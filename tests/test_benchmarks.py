@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
     # Masking and dropping the padding sum the softmax in another order: float32 rounding (~5e-7 in the
     # prediction) that β/2 = 1250 lifts to ~1e-4 in the loss; float64 shows the two are the same step.
     (["--valid-text-tokens", "5", "--gradient-checkpointing", "--checkpoint-every", "2", "--dtype", "float64"], 1e-9),
-], ids=["defaults", "float64", "padded-text-checkpointed"])
+    (["--gradient-checkpointing", "--checkpoint-save-attention", "--dtype", "float64"], 1e-9),
+    (["--gradient-checkpointing", "--checkpoint-every", "0", "--dtype", "float64"], 1e-9),  # prefopt: none
+], ids=["defaults", "float64", "padded-text-checkpointed", "attention-kept", "prefopt-without-checkpointing"])
 def test_dpo_step_benchmark_variants_agree(tmp_path, options, tolerance):
     out = tmp_path / "results.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "dpo_step.py"), "--size", "tiny", "--steps", "2",
