@@ -37,14 +37,14 @@ case $stage in
     s=(--frames 33 --height 320 --width 512 --steps 3 --warmup 1)
     run small-base "${s[@]}"                                  # straightforward, joint, split (checkpoint all)
     run small-compile "${s[@]}" --variants "prefopt joint" --compile
-    run small-keepattn "${s[@]}" --variants "prefopt joint" --compile --checkpoint-save-attention   # 35 GiB predicted
     run small-cudnn "${s[@]}" --variants "prefopt joint" --attention-backend _native_cudnn
-    run small-flash "${s[@]}" --variants "prefopt joint" --attention-backend _native_flash
-    run small-fp8 "${s[@]}" --variants "straightforward,prefopt joint" --compile --fp8 tensorwise
-    run small-keep "${s[@]}" --variants "straightforward,prefopt joint" --text-padding keep   # text lever off
-    run small-64tok "${s[@]}" --variants "straightforward,prefopt joint" --valid-text-tokens 64
+    run small-keepattn "${s[@]}" --variants "prefopt joint" --compile --checkpoint-save-attention   # 35 GiB predicted
     run small-split-nockpt "${s[@]}" --variants "prefopt split" --compile --checkpoint-every 0   # 70.4 GiB predicted
     run small-ckpt2 "${s[@]}" --variants "prefopt joint" --compile --checkpoint-every 2          # 74.0 GiB: the edge
+    run small-fp8 "${s[@]}" --variants "straightforward,prefopt joint" --compile --fp8 tensorwise
+    run small-flash "${s[@]}" --variants "prefopt joint" --attention-backend _native_flash
+    run small-padded "${s[@]}" --variants "straightforward,prefopt joint" --text-padding keep   # text lever off
+    run small-64tok "${s[@]}" --variants "straightforward,prefopt joint" --valid-text-tokens 64
     ;;
   medium)
     m=(--frames 61 --height 480 --width 848 --steps 2 --warmup 1)
