@@ -87,20 +87,38 @@ def saved_bytes_per_block(model, video_tokens_hw: tuple[int, int, int]) -> dict[
     return {kind: sum(storages.values()) for kind, storages in counted.items()}
 
 
-def kept_attention_bytes(tokens: int) -> int:
-    """What ``checkpoint_save_attention`` keeps per checkpointed block and sample: the fused kernel's output
-    (bf16, d per token) and log-sum-exp (float32, one per head and token), over video and text tokens."""
-    return (tokens + TEXT_TOKENS) * (3072 * 2 + 24 * 4)
+# What `checkpoint_save_attention` keeps per checkpointed block, sample and token (video + text): the fused
+# kernel's output (bf16, d values) and log-sum-exp (float32, one per head). main() measures it where torch
+# lets saved-tensor hooks see what selective checkpointing keeps, and uses the measurement.
+KEPT_ATTENTION_PER_TOKEN = 3072 * 2 + 24 * 4
+
+
+def kept_attention_per_token(model, size: tuple[int, int, int]) -> float | None:
+    """Bytes per block and token that keeping the attention outputs adds, measured: saved bytes with every
+    block checkpointed, with and without it. None where this torch cannot show them to the hooks."""
+    from prefopt.memory import _HOOKS_OPTION, enable_block_checkpointing, transformer_blocks
+
+    if not _HOOKS_OPTION:
+        return None
+    totals = []
+    for keep in (False, True):
+        enable_block_checkpointing(model, 1, save_attention=keep)
+        totals.append(sum(saved_bytes_per_block(model, size).values()))
+    model.disable_gradient_checkpointing()
+    frames, height, width = size
+    tokens = frames * (height // 2) * (width // 2) + TEXT_TOKENS
+    return (totals[1] - totals[0]) / len(transformer_blocks(model)) / tokens
 
 
 def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, every: int | None,
-            keep_attention: bool = False) -> float:
-    """GiB of activations one sample keeps across the real 20 double + 40 single blocks."""
+            kept_attention: float = 0.0) -> float:
+    """GiB of activations one sample keeps across the real 20 double + 40 single blocks; ``kept_attention``:
+    bytes per token that each checkpointed block also keeps."""
     d, total, index = 3072, 0.0, 0
     for kind, count in (("double", 20), ("single", 40)):
         for _ in range(count):
             checkpointed = every is not None and index % every == 0
-            inputs = (tokens + TEXT_TOKENS) * d * 2 + (kept_attention_bytes(tokens) if keep_attention else 0)
+            inputs = (tokens + TEXT_TOKENS) * (d * 2 + kept_attention)
             total += inputs if checkpointed else fixed[kind] + per_token[kind] * tokens
             index += 1
     return total / GIB
@@ -117,6 +135,11 @@ def main() -> None:
     fixed = {k: a[k] - per_token[k] * n_small for k in ("double", "single")}
     print("Saved for backward per block and sample (bf16, LoRA r=64, flash attention): "
           + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token + {fixed[k] / 2**20:.1f} MiB" for k in per_token))
+    measured = kept_attention_per_token(model, small)
+    kept = measured or KEPT_ATTENTION_PER_TOKEN
+    print(f"Kept attention outputs (checkpoint_save_attention) per block: {kept:.0f} bytes/token, "
+          + (f"measured (output and log-sum-exp: {KEPT_ATTENTION_PER_TOKEN})" if measured else
+             "from the output and log-sum-exp sizes (this torch does not show them to saved-tensor hooks)"))
     print(f"\nPredicted GiB for a DPO step beside {weights_gib:.1f} GiB of weights and {lora_state_gib:.1f} GiB of "
           "LoRA state (joint: 2 samples' activations; split: 1), plus one block's full activations being recomputed; "
           "offload: the kept activations live in host memory, and one block's come back at a time:")
@@ -127,13 +150,13 @@ def main() -> None:
         tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)
         block = max(fixed[k] + per_token[k] * tokens for k in per_token) / GIB
         for every, keep in ((None, False), (3, False), (2, False), (1, False), (1, True)):
-            acts = predict(per_token, fixed, tokens, every, keep)
+            acts = predict(per_token, fixed, tokens, every, kept if keep else 0.0)
             base = weights_gib + lora_state_gib
             joint = base + 2 * acts + (2 * block if every else 0)
             split = base + acts + (block if every else 0)
             # Offloaded: what goes through saved-tensor hooks. Kept attention outputs bypass them in torch
             # releases without checkpoint's `respect_saved_tensors_hooks`; counted on the GPU here.
-            kept_on_gpu = 2 * 60 * kept_attention_bytes(tokens) / GIB if keep else 0.0
+            kept_on_gpu = 2 * 60 * (tokens + TEXT_TOKENS) * kept / GIB if keep else 0.0
             offload, moved = base + 2 * block + kept_on_gpu, 2 * 2 * (acts - kept_on_gpu / 2)
             label = "none" if every is None else ("all blocks" if every == 1 else f"every {every}")
             label += ", attention kept" if keep else ""

@@ -76,6 +76,9 @@ def test_memory_model_reproduces_the_issues_measured_peaks():
     assert abs(joint_small - 31.5) / 31.5 < 0.1
     assert float(rows[("61×720×1280", "all blocks")][4]) > 78  # the joint step does not fit
     assert float(rows[("61×720×1280", "all blocks")][5]) < 70  # the split step does
+    kept = next(line for line in result.stdout.splitlines() if line.startswith("Kept attention outputs"))
+    assert "6240 bytes/token, measured" in kept  # selective checkpointing keeps output + log-sum-exp, no more
+    assert float(rows[("61×720×1280", "all blocks, attention kept")][5]) < 78  # split still fits
     gpu, moved = (float(x) for x in rows[("61×720×1280", "all blocks")][6].split("/"))
     assert gpu < 70 and abs(moved - 4 * float(rows[("61×720×1280", "all blocks")][3])) < 1  # joint + offload too
 
