@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 
 import torch
+from dpo_flops import LORA_TARGETS, SIZES, TEXT_TOKENS
 
 from prefopt.lora import add_lora
 from prefopt.memory import forward_state
 from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
-SIZES = [(33, 320, 512), (61, 480, 848), (61, 720, 1280)]
-TEXT_TOKENS = 256
 GIB = 2**30
-LORA = {"rank": 64, "alpha": 64, "dropout": 0.0, "target_modules": ["to_q", "to_k", "to_v", "to_out.0"]}
+LORA = {"rank": 64, "alpha": 64, "dropout": 0.0, "target_modules": LORA_TARGETS}
 
 
 def build(**layers):

@@ -26,14 +26,12 @@ from datetime import date
 
 import torch
 import torch.nn.functional as F
+from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, TEXT_TOKENS, formula
 
 TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,  # noqa: C408
             num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
             pooled_projection_dim=8, rope_axes_dim=(2, 2, 4))
 FULL: dict = {}  # diffusers' defaults are the real 12.8B HunyuanVideo transformer
-PEAK_BF16_FLOPS = 790e12  # measured dense bf16 matmul rate on the device machines (device docs)
-TEXT_TOKENS = 256
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def build_backbone(args):
@@ -176,13 +174,8 @@ def measure(name, args, backbone, inputs):
 
 
 def flop_floor(backbone, tokens: int, pairs: int) -> float:
-    """60 blocks × 24·d² per token + 4·N²·d attention; 5 forward-equivalents per sample (issue #7)."""
-    cfg = backbone.denoiser.config
-    d = cfg.num_attention_heads * cfg.attention_head_dim
-    blocks = cfg.num_layers + cfg.num_single_layers
-    n = tokens + TEXT_TOKENS
-    per_forward = blocks * (24 * d * d * n + 4 * n * n * d)
-    return 5 * 2 * pairs * per_forward
+    """Issue #7's floor: 5 forward-equivalents per sample of the issue's per-forward formula."""
+    return 5 * 2 * pairs * formula(backbone.denoiser, tokens, TEXT_TOKENS)
 
 
 def parse_args():

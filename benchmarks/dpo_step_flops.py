@@ -22,15 +22,13 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from dpo_flops import PEAK_BF16_FLOPS, SIZES, build, formula
+from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, SIZES, TEXT_TOKENS, build, formula, meta_inputs
 from torch.utils.flop_counter import FlopCounterMode
 
 from prefopt.lora import add_lora, reference_mode
 from prefopt.memory import enable_block_checkpointing, forward_state
 from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK, install_mask_free_attention
 
-PADDED_TEXT_TOKENS = 256
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 GOALS = {(33, 320, 512): 1.5, (61, 480, 848): 1.5, (61, 720, 1280): 1.6}
 # (label, schedule, text, checkpoint every n-th block (0 = none), keep attention outputs). The first is the
 # issue's straightforward step.
@@ -70,18 +68,8 @@ def fused_attention_on_meta() -> Iterator[None]:
 
 
 def model_inputs(model, size: tuple[int, int, int], text: str, batch: int, valid_tokens: int) -> dict:
-    """diffusers' forward arguments for ``batch`` samples; padded text has its valid tokens first."""
-    frames, height, width = size
-    cfg, meta = model.config, {"device": "meta", "dtype": torch.bfloat16}
-    tokens = PADDED_TEXT_TOKENS if text == "padded" else valid_tokens
-    mask = torch.arange(tokens, device="meta") < valid_tokens
-    return dict(  # noqa: C408
-        hidden_states=torch.empty(batch, cfg.in_channels, (frames - 1) // 4 + 1, height // 8, width // 8, **meta),
-        timestep=torch.empty(batch, **meta), guidance=torch.empty(batch, **meta),
-        encoder_hidden_states=torch.empty(batch, tokens, cfg.text_embed_dim, **meta),
-        encoder_attention_mask=mask.expand(batch, tokens),
-        pooled_projections=torch.empty(batch, cfg.pooled_projection_dim, **meta), return_dict=False,
-    )
+    """Padded text: 256 tokens and a mask; trimmed text: the valid tokens only."""
+    return meta_inputs(model, size, TEXT_TOKENS if text == "padded" else valid_tokens, valid_tokens, batch)
 
 
 def count_step(model, size, schedule: str, text: str, every: int, valid_tokens: int, save_attention: bool = False
@@ -137,7 +125,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for size in SIZES:
         video_tokens = ((size[0] - 1) // 4 + 1) * (size[1] // 16) * (size[2] // 16)
-        forward = formula(model, video_tokens, PADDED_TEXT_TOKENS)  # one sample, the floor's unit
+        forward = formula(model, video_tokens, TEXT_TOKENS)  # one sample, the floor's unit
         floor_seconds = 10 * forward / PEAK_BF16_FLOPS
         for label, schedule, text, every, save_attention in VARIANTS:
             flops = count_step(model, size, schedule, text, every, args.valid_text_tokens, save_attention)
