@@ -139,6 +139,17 @@ class _RecordingSaveOnCpu(torch.autograd.graph.saved_tensors_hooks):
         super().__init__(lambda t: (self.storages.append(t.untyped_storage().data_ptr()), t)[1], lambda t: t)
 
 
+def _one_pair_joint_step(backbone, seed: int, config: TrainerConfig | None = None,
+                         backward=torch.Tensor.backward) -> dict[str, float]:
+    """One joint DPO step on one pair of small random latents sharing a prompt."""
+    gen = torch.Generator().manual_seed(seed)
+    batch = Batch(latents=torch.randn(2, 4, 2, 8, 8, generator=gen), weights=torch.ones(1),
+                  conditioning=backbone.encode_prompts(["a man walks"] * 2))
+    return SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch,
+                              torch.randn(1, 4, 2, 8, 8, generator=gen), backbone.sample_timesteps(1, gen),
+                              config or TrainerConfig(beta=200.0, report_to="none"), None, backward=backward)
+
+
 def _offloaded_and_block_inputs(backbone, monkeypatch) -> tuple[list[int], set[int]]:
     """One joint step with `offload_activations`: the storages save_on_cpu got, and the blocks' tensor inputs
     while gradients are on (the policy forward and any recomputation)."""
@@ -155,12 +166,7 @@ def _offloaded_and_block_inputs(backbone, monkeypatch) -> tuple[list[int], set[i
 
     for block in transformer_blocks(backbone.denoiser):
         block.register_forward_pre_hook(record_inputs, with_kwargs=True)
-    gen = torch.Generator().manual_seed(3)
-    batch = Batch(latents=torch.randn(2, 4, 2, 8, 8, generator=gen), weights=torch.ones(1),
-                  conditioning=backbone.encode_prompts(["a man walks"] * 2))
-    config = TrainerConfig(beta=200.0, offload_activations=True, report_to="none")
-    SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch, torch.randn(1, 4, 2, 8, 8, generator=gen),
-                       backbone.sample_timesteps(1, gen), config, None, backward=torch.Tensor.backward)
+    _one_pair_joint_step(backbone, seed=3, config=TrainerConfig(beta=200.0, offload_activations=True, report_to="none"))
     return list(_RecordingSaveOnCpu.storages), block_inputs
 
 
@@ -180,18 +186,13 @@ def _backward_flops(backbone, save_attention: bool) -> tuple[dict[str, int], flo
     from torch.utils.flop_counter import FlopCounterMode
 
     enable_block_checkpointing(backbone.denoiser, save_attention=save_attention)
-    gen = torch.Generator().manual_seed(5)
-    batch = Batch(latents=torch.randn(2, 4, 2, 8, 8, generator=gen), weights=torch.ones(1),
-                  conditioning=backbone.encode_prompts(["a man walks"] * 2))
     counter = FlopCounterMode(display=False)
 
     def counted_backward(loss: torch.Tensor) -> None:
         with counter:
             loss.backward()
 
-    metrics = SCHEDULES["joint"](backbone, backbone.denoiser, backbone.denoiser, batch,
-                                 torch.randn(1, 4, 2, 8, 8, generator=gen), backbone.sample_timesteps(1, gen),
-                                 TrainerConfig(beta=200.0, report_to="none"), None, backward=counted_backward)
+    metrics = _one_pair_joint_step(backbone, seed=5, backward=counted_backward)
     grads = [p.grad.clone() for p in adapter_parameters(backbone.denoiser, POLICY_ADAPTER)]
     return {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}, metrics["loss"], grads
 

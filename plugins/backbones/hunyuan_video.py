@@ -156,13 +156,10 @@ def _mask_free_processor_class() -> type:
     return MaskFreeWhenFullProcessor
 
 
-def install_mask_free_attention(denoiser: torch.nn.Module) -> int:
-    """Give the blocks' attention modules the mask-dropping processor; returns how many were replaced."""
+def install_mask_free_attention(denoiser: torch.nn.Module) -> None:
+    """Give the blocks' attention modules the mask-dropping processor."""
     processor_class = _mask_free_processor_class()
     base = processor_class.__mro__[1]
-    replaced = 0
     for module in denoiser.modules():
         if type(getattr(module, "processor", None)) is base:
             module.set_processor(processor_class())
-            replaced += 1
-    return replaced
