@@ -12,6 +12,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Runs benchmarks/<script> as users do, without installed third-party plugins."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
+    return subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+
+
 @pytest.mark.parametrize(("options", "tolerance"), [
     # float32: `split` runs one sample per forward, `joint` two, and the kernels round differently by the
     # ulp of an error (~2e-7), which β/2 = 1250 lifts to ~6e-4 in the loss; float64 agrees to 1e-9.
@@ -26,10 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ], ids=["defaults", "float64", "padded-text-checkpointed", "attention-kept", "prefopt-without-checkpointing"])
 def test_dpo_step_benchmark_variants_agree(tmp_path, options, tolerance):
     out = tmp_path / "results.json"
-    command = [sys.executable, str(ROOT / "benchmarks" / "dpo_step.py"), "--size", "tiny", "--steps", "2",
-               "--warmup", "1", "--json", str(out), *options]
-    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    result = _run_benchmark("dpo_step.py", "--size", "tiny", "--steps", "2", "--warmup", "1", "--json", str(out),
+                            *options)
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads(out.read_text())["results"]
     assert [r["variant"] for r in results] == ["straightforward", "prefopt joint", "prefopt split"]
@@ -41,9 +46,7 @@ def test_dpo_step_benchmark_variants_agree(tmp_path, options, tolerance):
 
 
 def test_selection_benchmark_matches_its_baseline():
-    command = [sys.executable, str(ROOT / "benchmarks" / "selection.py"), "--sizes", "3000"]
-    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    result = _run_benchmark("selection.py", "--sizes", "3000")
     assert result.returncode == 0, result.stderr[-2000:]
     row = result.stdout.strip().splitlines()[-1]
     assert row.startswith("| 3,000 |") and "MISMATCH" not in row
@@ -51,9 +54,7 @@ def test_selection_benchmark_matches_its_baseline():
 
 def test_flop_count_confirms_the_floor_formula():
     """The counted FLOPs of the real-size transformer (meta device) match the issue's floor formula."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "dpo_flops.py")]
-    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    result = _run_benchmark("dpo_flops.py")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith(("| 33×", "| 61×"))]
     assert len(rows) == 3
@@ -66,9 +67,7 @@ def test_flop_count_confirms_the_floor_formula():
 def test_memory_model_reproduces_the_issues_measured_peaks():
     """Activation bytes measured on real-width blocks (CPU) predict the straightforward step's peaks that
     issue #7 measured on an H100: 31.5 GiB at 33×320×512, out of memory (> 78 GiB) at 61×720×1280."""
-    command = [sys.executable, str(ROOT / "benchmarks" / "dpo_memory.py")]
-    env = {**os.environ, "PREFOPT_LOAD_PLUGINS": ""}
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=300)
+    result = _run_benchmark("dpo_memory.py")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {(r[0].strip(), r[2].strip()): r for r in
             (line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith(("| 33×", "| 61×")))}
