@@ -32,6 +32,17 @@ def build(**config):
         return HunyuanVideoTransformer3DModel(**config).to(torch.bfloat16)
 
 
+def prepare(model, lora_rank: int = 64):
+    """The model as prefopt trains it: frozen, a LoRA on LORA_TARGETS, the mask-free attention processors."""
+    from prefopt.lora import add_lora
+    from prefopt_plugins.backbones.hunyuan_video import install_mask_free_attention
+
+    model.requires_grad_(False)
+    add_lora(model, rank=lora_rank, alpha=lora_rank, dropout=0.0, target_modules=LORA_TARGETS)
+    install_mask_free_attention(model)
+    return model
+
+
 def meta_inputs(model, size: tuple[int, int, int], text_tokens: int, valid_tokens: int, batch: int = 1) -> dict:
     """diffusers' forward arguments on the meta device for a video size; valid text tokens come first."""
     frames, height, width = size

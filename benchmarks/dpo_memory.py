@@ -21,27 +21,20 @@ from __future__ import annotations
 import argparse
 
 import torch
-from dpo_flops import LORA_TARGETS, SIZES, TEXT_TOKENS
+from dpo_flops import SIZES, TEXT_TOKENS, prepare
 
-from prefopt.lora import add_lora
 from prefopt.memory import forward_state
 from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
 GIB = 2**30
-LORA = {"rank": 64, "alpha": 64, "dropout": 0.0, "target_modules": LORA_TARGETS}
 
 
 def build(**layers):
+    """Real-width HunyuanVideo (``layers`` sets how many blocks), bf16, with prefopt's r=64 LoRA."""
     from diffusers import HunyuanVideoTransformer3DModel
 
-    from prefopt_plugins.backbones.hunyuan_video import install_mask_free_attention
-
     torch.manual_seed(0)
-    model = HunyuanVideoTransformer3DModel(**layers).to(torch.bfloat16)
-    model.requires_grad_(False)
-    add_lora(model, **LORA)
-    install_mask_free_attention(model)
-    return model
+    return prepare(HunyuanVideoTransformer3DModel(**layers).to(torch.bfloat16), lora_rank=64)
 
 
 def state_gib() -> tuple[float, float]:

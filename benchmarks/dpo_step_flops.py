@@ -4,8 +4,9 @@ The issue's floor counts 5 forward-equivalents per sample (reference, forward, r
 What a step really computes differs: the base weights are frozen, so the backward of a frozen linear layer
 computes only the input's gradient (1 forward-equivalent, not 2); a fused attention kernel's backward
 recomputes the scores (2.5×); the `split` schedule adds a policy forward; checkpointing fewer blocks, or
-keeping the attention outputs of checkpointed blocks, recomputes less; trimmed text has fewer tokens. This script counts each variant's step on the real 12.8B
-transformer on the meta device (shapes only: seconds on a CPU), with the step's structure from
+keeping the attention outputs of checkpointed blocks, recomputes less; trimmed text has fewer tokens.
+This script counts each variant's step on the real 12.8B transformer on the meta device (shapes only:
+seconds on a CPU), with the step's structure from
 ``prefopt.schedules`` and prefopt's own LoRA, checkpointing and mask-free attention. Dividing by the floor
 gives the variant's best possible time ÷ floor if every FLOP ran at 790 TFLOP/s, and the throughput the
 step must sustain to meet the goal. Matmuls and attention are counted; elementwise work (norms, RoPE,
@@ -22,12 +23,12 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
-from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, SIZES, TEXT_TOKENS, build, formula, meta_inputs
+from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, SIZES, TEXT_TOKENS, build, formula, meta_inputs, prepare
 from torch.utils.flop_counter import FlopCounterMode
 
-from prefopt.lora import add_lora, reference_mode
+from prefopt.lora import reference_mode
 from prefopt.memory import enable_block_checkpointing, forward_state
-from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK, install_mask_free_attention
+from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
 GOALS = {(33, 320, 512): 1.5, (61, 480, 848): 1.5, (61, 720, 1280): 1.6}
 # (label, schedule, text, checkpoint every n-th block (0 = none), keep attention outputs). The first is the
@@ -103,13 +104,6 @@ def count_step(model, size, schedule: str, text: str, every: int, valid_tokens: 
                 forward(1)
             backward(1)
     return counter.get_total_flops()
-
-
-def prepare(model, lora_rank: int):
-    model.requires_grad_(False)
-    add_lora(model, rank=lora_rank, alpha=lora_rank, dropout=0.0, target_modules=LORA_TARGETS)
-    install_mask_free_attention(model)
-    return model
 
 
 def main() -> None:

@@ -86,8 +86,8 @@ def test_step_flop_count_follows_the_schedules(monkeypatch):
     """dpo_step_flops.py counts what each schedule computes: `split` is `joint` plus one policy forward of one
     sample, and checkpointing fewer blocks recomputes less (meta device, a 2 + 2-block model)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    from dpo_flops import build
-    from dpo_step_flops import count_step, fused_attention_on_meta, model_inputs, prepare
+    from dpo_flops import build, prepare
+    from dpo_step_flops import count_step, fused_attention_on_meta, model_inputs
     from torch.utils.flop_counter import FlopCounterMode
 
     from prefopt.memory import forward_state
