@@ -49,12 +49,13 @@ VARIANTS = [
 def fused_attention_on_meta() -> Iterator[None]:
     """Count attention as a GPU runs it. On meta, SDPA decomposes into two bmm whose backward is 2× the
     forward; a GPU runs a fused kernel whose backward recomputes the scores (2.5×): flash without a mask,
-    memory-efficient with one. Both kernels have meta implementations and torch's FLOP formulas."""
+    memory-efficient with one. Both are the GPU kernels, which have meta implementations and FLOP formulas
+    in every torch release (the CPU flash kernel's formula is missing from some, e.g. 2.14.1)."""
     original = F.scaled_dot_product_attention
 
     def fused(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
         if attn_mask is None:
-            return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            return torch.ops.aten._scaled_dot_product_flash_attention(
                 query, key, value, dropout_p, is_causal, scale=scale)[0]
         batch, heads, queries, keys = *query.shape[:3], key.shape[2]
         bias = attn_mask.expand(batch, heads, queries, keys).to(query.dtype)  # shapes only, on meta
