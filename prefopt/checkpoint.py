@@ -1,25 +1,34 @@
-"""Training checkpoints: LoRA, optimizer, scheduler and RNG state, written atomically.
+"""Training checkpoints: LoRA, optimizer, scheduler and RNG state, written atomically, read without pickles.
 
 A checkpoint is a directory ``checkpoints/step-000120/``; it is written under a temporary name and
-renamed when complete, so a crash mid-write never leaves a checkpoint that looks valid.
+renamed when complete, so a crash mid-write never leaves a checkpoint that looks valid. Nothing in it can
+run code when read back: tensors are safetensors, the RNG state is safetensors + JSON, and the optimizer
+and scheduler state dicts are read with ``torch.load(weights_only=True)``, which refuses any pickle that
+names a callable. A checkpoint that cannot be read (truncated, corrupt, crafted) is named in a warning and
+the next older one is used.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
-from prefopt.data import save_tensors
+from prefopt.data import load_tensors, save_tensors
+from prefopt.errors import PrefoptError
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
+RNG_TENSORS, RNG_JSON = "rng.safetensors", "rng.json"
 
 
 def checkpoint_dir(root: Path, step: int) -> Path:
@@ -38,29 +47,78 @@ def save_checkpoint(
         save_tensors(tmp / f"lora-{adapter}.safetensors", weights)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    tensors, plain = _rng_state()
+    save_tensors(tmp / RNG_TENSORS, tensors)
+    (tmp / RNG_JSON).write_text(json.dumps(plain))
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint (temporary directories are ignored)."""
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary directories are ignored)."""
     if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
                   and (p / STATE_FILE).is_file())
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint."""
+    done = complete_checkpoints(root)
     return done[-1] if done else None
 
 
-def load_checkpoint(path: Path, optimizer: Any, scheduler: Any) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """Restore optimizer, scheduler and RNG state; return the LoRA weights by adapter and the trainer state."""
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    loras = {f.stem.removeprefix("lora-"): load_file(str(f)) for f in sorted(path.glob("lora-*.safetensors"))}
-    return loras, json.loads((path / STATE_FILE).read_text())
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint holds, read and checked before any of it is applied."""
+
+    path: Path
+    loras: dict[str, dict[str, torch.Tensor]]
+    optimizer: dict
+    scheduler: dict
+    rng: tuple[dict[str, torch.Tensor], dict]
+    state: dict
+
+
+def _torch_state(path: Path) -> dict:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # the restricted unpickler fails on torn bytes with any error type (IndexError, …)
+        raise PrefoptError(f"checkpoint file `{path}` cannot be read safely ({type(e).__name__}); it is truncated, "
+                           "corrupt, or holds code.") from e
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read one checkpoint whole; any unreadable file is a PrefoptError naming it."""
+    loras = {f.stem.removeprefix("lora-"): load_tensors(f, "checkpoint file") for f in sorted(path.glob("lora-*.safetensors"))}
+    if not loras:
+        raise PrefoptError(f"checkpoint `{path}` holds no LoRA file.")
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        plain = json.loads((path / RNG_JSON).read_text())
+    except (OSError, ValueError) as e:
+        raise PrefoptError(f"checkpoint `{path}` has an unreadable state file ({e}).") from e
+    return Checkpoint(path, loras, _torch_state(path / "optimizer.pt"), _torch_state(path / "scheduler.pt"),
+                      (load_tensors(path / RNG_TENSORS, "checkpoint file"), plain), state)
+
+
+def newest_readable_checkpoint(root: Path) -> Checkpoint | None:
+    """The newest checkpoint that reads back whole; broken newer ones are named in a warning and skipped."""
+    for path in reversed(complete_checkpoints(root)):
+        try:
+            return read_checkpoint(path)
+        except PrefoptError as e:
+            logger.warning("%s Falling back to the previous checkpoint.", e)
+    return None
+
+
+def apply_checkpoint(checkpoint: Checkpoint, optimizer: Any, scheduler: Any) -> None:
+    """Restore optimizer, scheduler and RNG state from a checkpoint that was read whole."""
+    optimizer.load_state_dict(checkpoint.optimizer)
+    scheduler.load_state_dict(checkpoint.scheduler)
+    _set_rng_state(*checkpoint.rng)
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
@@ -70,16 +128,24 @@ def prune_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """Every generator's state as tensors (torch, CUDA) and JSON (Python, NumPy)."""
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    plain = {"python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)]}
+    return tensors, plain
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
+    version, internal, gauss = plain["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = plain["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from prefopt.errors import PrefoptError
@@ -88,6 +89,24 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     os.replace(tmp, path)
 
 
+def load_tensors(path: str | os.PathLike, what: str = "tensor file") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing, truncated or corrupt file is one sentence naming it."""
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise PrefoptError(f"{what} `{path}` cannot be read ({e}); it is missing, truncated or corrupt.") from e
+
+
+def verify_safetensors(path: str | os.PathLike, what: str) -> None:
+    """Raise a one-sentence error unless ``path`` reads back whole with at least one tensor, all finite."""
+    tensors = load_tensors(path, what)
+    if not tensors:
+        raise PrefoptError(f"{what} `{path}` holds no tensors.")
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise PrefoptError(f"{what} `{path}` holds non-finite values (in `{bad[0]}`).")
+
+
 class EncodedCache:
     """Encodes each distinct media file and prompt once; files are keyed by content identity."""
 
@@ -130,9 +149,9 @@ class EncodedCache:
         return to_pixels(frames)[None]
 
     def load_text(self, prompt: str) -> dict[str, torch.Tensor]:
-        return load_file(str(self.text_path(prompt)))
+        return load_tensors(self.text_path(prompt), "cached text embedding (delete it to re-encode)")
 
     def load_latents(self, media: str) -> torch.Tensor:
-        tensors = load_file(str(self.latent_path(media)))
+        tensors = load_tensors(self.latent_path(media), f"latents of `{media}`")
         latents = tensors["latents"]
         return latents if latents.ndim == 5 else latents[None]
