@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def add_lora(
         init_lora_weights=True,  # task_type stays None: diffusers models are not LLMs
     )
     try:
-        denoiser.add_adapter(config, adapter_name=adapter_name)
+        with expected_peft_warnings():
+            denoiser.add_adapter(config, adapter_name=adapter_name)
     except ValueError as e:
         raise PrefoptError(f"LoRA target modules {list(target_modules)} do not fit this model: {e}") from e
     params = [p for n, p in denoiser.named_parameters() if f".{adapter_name}." in n]
@@ -39,6 +41,17 @@ def add_lora(
         p.data = p.data.float()  # LoRA weights train in float32 even when the base is bf16
         p.requires_grad_(True)
     return params
+
+
+@contextlib.contextmanager
+def expected_peft_warnings() -> Iterator[None]:
+    """peft warns when an adapter joins a model that has a fused one, or a second adapter; prefopt does both on
+    purpose (the fused initial LoRA is the reference; its adapter is deleted, so peft's unmerge changes nothing,
+    which test_trainer.py::test_init_lora_is_fused_into_the_reference checks)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Adapter cannot be set when the model is merged")
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute in the model")
+        yield
 
 
 def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> None:

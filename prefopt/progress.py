@@ -1,8 +1,17 @@
-"""Progress bars (rich) for long work: generation, scoring, encoding, training."""
+"""Progress for long work (generation, scoring, encoding, training) and prefopt's logging.
+
+On a terminal a rich bar shows progress; when stderr is not a terminal (SLURM, nohup, a pipe), a bar would
+write nothing until it ends, so a plain line is logged instead every ``PLAIN_INTERVAL_S`` seconds and at
+the end: ``prefopt: generating V_s (base): 12/100 (12%), 0:03:10 elapsed, ~0:23:14 left``.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import logging
+import sys
+import time
 from collections.abc import Iterator
 
 from rich.progress import (
@@ -14,6 +23,24 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+logger = logging.getLogger("prefopt")
+PLAIN_INTERVAL_S = 30.0
+LOGGERS = ("prefopt", "prefopt_plugins", "prefopt_recipes")
+
+
+def configure_logging(debug: bool = False) -> None:
+    """prefopt's loggers print to stderr as ``prefopt: message`` (the CLI calls this once)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("prefopt: %(message)s"))
+    for name in LOGGERS:
+        log = logging.getLogger(name)
+        log.handlers[:] = [handler]
+        log.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _format_fields(fields: dict[str, object]) -> str:
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+
 
 class _Bar:
     def __init__(self, progress: Progress | None, task: int | None):
@@ -21,15 +48,46 @@ class _Bar:
 
     def advance(self, amount: int = 1, **fields: object) -> None:
         if self._progress is not None:
-            info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-            self._progress.update(self._task, advance=amount, info=info)
+            self._progress.update(self._task, advance=amount, info=_format_fields(fields))
+
+
+class _PlainLines:
+    """Progress as log lines at a steady interval, for logs that are files."""
+
+    def __init__(self, description: str, total: int, completed: int, interval: float):
+        self.description, self.total, self.done, self.interval = description, total, completed, interval
+        self.started = self.last = time.monotonic()
+        self.info = ""
+
+    def advance(self, amount: int = 1, **fields: object) -> None:
+        self.done += amount
+        self.info = _format_fields(fields)
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.emit()
+
+    def emit(self) -> None:
+        elapsed = time.monotonic() - self.started
+        percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        left = (f", ~{datetime.timedelta(seconds=round(elapsed / self.done * (self.total - self.done)))} left"
+                if 0 < self.done < self.total else "")
+        info = f"  {self.info}" if self.info else ""
+        logger.info("%s: %d/%d%s, %s elapsed%s%s", self.description, self.done, self.total, percent,
+                    datetime.timedelta(seconds=round(elapsed)), left, info)
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True, completed: int = 0) -> Iterator[_Bar]:
-    """A progress bar with elapsed and remaining time; ``advance(**metrics)`` shows the latest metrics."""
+def progress_bar(description: str, total: int, enabled: bool = True, completed: int = 0) -> Iterator[_Bar | _PlainLines]:
+    """A progress bar with elapsed and remaining time; ``advance(**metrics)`` shows the latest metrics.
+    Without a terminal: plain log lines every ``PLAIN_INTERVAL_S`` seconds and one at the end."""
     if not enabled:
         yield _Bar(None, None)
+        return
+    if not sys.stderr.isatty():
+        plain = _PlainLines(description, total, completed, PLAIN_INTERVAL_S)
+        yield plain
+        plain.emit()
         return
     columns = [
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -9,6 +9,7 @@ run continues exactly where an uninterrupted one would be.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,14 @@ from typing import Literal
 import numpy as np
 import torch
 
-from prefopt.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from prefopt.data import EncodedCache, PreferenceExample, SFTExample, save_tensors
+from prefopt.checkpoint import (
+    apply_checkpoint,
+    latest_checkpoint,
+    newest_readable_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from prefopt.data import EncodedCache, PreferenceExample, SFTExample, load_tensors, save_tensors
 from prefopt.errors import PrefoptError
 from prefopt.lora import (
     POLICY_ADAPTER,
@@ -36,15 +43,15 @@ from prefopt.progress import progress_bar
 from prefopt.schedules import SCHEDULES
 
 ADAPTER_FILE = "adapter.safetensors"
+# accelerate's trackers (accelerate.utils.LoggerType, less "all": a run names the one it installed).
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
 def _read_adapter(path: str) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     file = Path(path) / ADAPTER_FILE if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise PrefoptError(f"`init_adapter` file `{file}` does not exist; point it at an earlier run's `lora/` folder.")
-    return load_file(str(file))
+    return load_tensors(file, "`init_adapter` file")
 
 
 def cpu_only() -> bool:
@@ -57,6 +64,8 @@ def cpu_only() -> bool:
 class TrainingDivergedError(PrefoptError):
     """The loss became NaN or infinite."""
 
+
+logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainerConfig:
@@ -150,7 +159,12 @@ class TrainerConfig:
     checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
     log_every: int = field(default=1, metadata={"help": "Write metrics every N steps."})
-    report_to: Literal["tensorboard", "none"] = field(default="tensorboard", metadata={"help": "accelerate tracker."})
+    report_to: str = field(
+        default="none",
+        metadata={"help": "accelerate tracker: `tensorboard`, `wandb`, `mlflow`, `comet_ml`, `aim`, `clearml`, "
+                          "`dvclive`, `swanlab`, `trackio`, or `none` (metrics.jsonl is written either way). The "
+                          "tracker's package must be installed (`pip install prefopt[tensorboard]`, `wandb`, …)."},
+    )
     num_frames: int = field(default=33, metadata={"help": "Frames media files are encoded at."})
     height: int = field(default=320, metadata={"help": "Height media files are encoded at."})
     width: int = field(default=512, metadata={"help": "Width media files are encoded at."})
@@ -162,6 +176,8 @@ class TrainerConfig:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.beta <= 0:
             raise ValueError(f"`beta` must be positive, got {self.beta}")
+        if self.report_to not in TRACKERS:
+            raise ValueError(f"`report_to` must be one of {', '.join(TRACKERS)}, got `{self.report_to}`")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError(f"`label_smoothing` must be in [0, 0.5), got {self.label_smoothing}")
         if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
@@ -189,6 +205,7 @@ class DiffusionDPOTrainer:
         self.backbone = backbone
         self.config = config
         self.output_dir = Path(output_dir)
+        _check_tracker_installed(config.report_to)
         self.accelerator = accelerator or Accelerator(
             cpu=cpu_only(),  # several CPU processes (torchrun) need cpu=True to form a gloo group
             mixed_precision=config.mixed_precision,
@@ -282,16 +299,16 @@ class DiffusionDPOTrainer:
         return optimizer, scheduler
 
     def _resume(self, denoiser, optimizer, scheduler) -> None:
-        checkpoint = latest_checkpoint(self.output_dir / "checkpoints")
+        checkpoint = newest_readable_checkpoint(self.output_dir / "checkpoints")
         if checkpoint is None:
             return
-        loras, state = load_checkpoint(checkpoint, optimizer, scheduler)
-        for adapter, weights in loras.items():
+        apply_checkpoint(checkpoint, optimizer, scheduler)
+        for adapter, weights in checkpoint.loras.items():
             load_lora_state(denoiser, weights, adapter)
-        self.step = int(state["step"])
+        self.step = int(checkpoint.state["step"])
         self._truncate_metrics(self.step)
         if self.is_main:
-            print(f"prefopt: resuming training from {checkpoint} (step {self.step}/{self.config.max_steps}).")
+            logger.info("resuming training from %s (step %d/%d)", checkpoint.path, self.step, self.config.max_steps)
 
     def _start_trackers(self) -> None:
         if self.config.report_to != "none":
@@ -453,3 +470,14 @@ class DiffusionDPOTrainer:
             save_tensors(directory / ADAPTER_FILE, state)
         self.accelerator.wait_for_everyone()
         return directory / "pytorch_lora_weights.safetensors"
+
+
+def _check_tracker_installed(tracker: str) -> None:
+    """accelerate skips a tracker whose package is missing with only a log line; say so before training."""
+    if tracker == "none":
+        return
+    import accelerate.utils
+
+    if not getattr(accelerate.utils, f"is_{tracker}_available")():
+        raise PrefoptError(f"`report_to: {tracker}` needs the `{tracker}` package: `pip install {tracker}` "
+                           "(or set `report_to: none`; metrics.jsonl is written either way).")

@@ -1,6 +1,7 @@
 """DiffusionDPOTrainer on tiny random backbones: it optimises, saves, resumes and stops on NaN."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,27 @@ def test_unknown_attention_backend_lists_the_choices(tmp_path, make_backbone):
     trainer = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(attention_backend="fast"), tmp_path)
     with pytest.raises(Exception, match=r"`attention_backend` must be one of .*native.*got `fast`"):
         trainer.train(_pairs(_videos(tmp_path, 2)))
+
+
+def test_report_to_accepts_accelerate_trackers_and_names_a_missing_package(tmp_path, make_backbone, monkeypatch):
+    import accelerate.utils
+
+    from prefopt.errors import PrefoptError
+
+    with pytest.raises(ValueError, match="`report_to` must be one of none, tensorboard, wandb, mlflow"):
+        _config(report_to="wandbb")
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
+    with pytest.raises(PrefoptError, match=r"`report_to: wandb` needs the `wandb` package: `pip install wandb`"):
+        DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(report_to="wandb"), tmp_path / "run")
+
+
+def test_a_corrupt_latent_file_is_named(tmp_path, make_backbone):
+    from prefopt.errors import PrefoptError
+
+    backbone = make_backbone("hunyuan-video")
+    winners = _pattern_latents(tmp_path, backbone, 1, 1, seed=0)
+    losers = _pattern_latents(tmp_path, backbone, -1, 1, seed=1)
+    Path(losers[0]).write_bytes(Path(losers[0]).read_bytes()[:30])
+    trainer = DiffusionDPOTrainer(backbone, _config(max_steps=1), tmp_path / "run")
+    with pytest.raises(PrefoptError, match=rf"latents of `{losers[0]}` `.*` cannot be read .*truncated or corrupt"):
+        trainer.train([PreferenceExample("a man walks", winners[0], losers[0])])

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from prefopt.data import save_tensors
+from prefopt.lora import expected_peft_warnings
 from prefopt.media import write_media
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository
@@ -27,7 +28,8 @@ class AdapterSwitch:
             key = str(Path(path).resolve())
             if key not in self.loaded:
                 name = f"lora_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-                pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
+                with expected_peft_warnings():  # several adapters on one pipeline, on purpose
+                    pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
                 self.loaded[key] = name
             names.append(self.loaded[key])
         if names:
