@@ -1,27 +1,104 @@
 """Where model weights come from: a local directory or the Hugging Face cache, never an implicit download.
 
-A run that needs tens of gigabytes should not start a download as a side effect; every loader checks
-first and, when weights are missing, says in one sentence which model and how to provide it.
+A run that needs tens of gigabytes should not start a download as a side effect. Every loader passes
+:func:`pretrained_kwargs` (``local_files_only=True`` unless the run opted in with ``run.allow_downloads``),
+and checks first, with :func:`missing_weights_message`, that every file the loader will read is there:
+``model_index.json`` and each component's config and weights for a diffusers pipeline, ``config.json`` and
+the weights (every shard an index names) for a transformers model. When something is missing the user
+gets one sentence naming the model, the missing file and how to provide it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+
+_ALLOW_DOWNLOADS = False
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.onnx", "*.gguf")
+INDEX_SUFFIX = ".index.json"
+# Pipeline components that hold no weights (they need some file in their folder, no weights file).
+WEIGHTLESS = ("tokenizer", "scheduler", "processor", "feature_extractor", "image_processor")
 
 
-def weights_available(pretrained: str, marker: str, revision: str | None = None) -> bool:
-    """Whether ``pretrained`` (a directory or a hub id) has ``marker`` locally or in the hub cache."""
+def set_allow_downloads(allowed: bool) -> None:
+    """Let loaders fetch from the hub (``run.allow_downloads: true``); off by default."""
+    global _ALLOW_DOWNLOADS
+    _ALLOW_DOWNLOADS = bool(allowed)
+
+
+def downloads_allowed() -> bool:
+    return _ALLOW_DOWNLOADS
+
+
+def pretrained_kwargs() -> dict:
+    """Keyword arguments every ``from_pretrained`` in prefopt passes: offline unless downloads are allowed."""
+    return {"local_files_only": not _ALLOW_DOWNLOADS}
+
+
+def local_directory(pretrained: str, marker: str, revision: str | None = None) -> Path | None:
+    """``pretrained`` itself when it is a directory, else its snapshot in the hub cache (found by ``marker``)."""
     if not pretrained:
-        return False
+        return None
     if os.path.isdir(pretrained):
-        return os.path.isfile(os.path.join(pretrained, marker))
+        return Path(pretrained)
     from huggingface_hub import try_to_load_from_cache
 
     try:
         cached = try_to_load_from_cache(pretrained, marker, revision=revision)
     except ValueError:  # not a valid repo id
-        return False
-    return isinstance(cached, str)
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def _weights_missing(folder: Path) -> str | None:
+    """The first missing file of a model folder: its weights, or a shard its index names."""
+    if not folder.is_dir():
+        return f"{folder.name}/"
+    for index in sorted(folder.glob(f"*{INDEX_SUFFIX}")):
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError):
+            return index.name
+        absent = sorted(s for s in shards if not (folder / s).is_file())
+        if absent:
+            return absent[0]
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        return f"a weights file ({', '.join(WEIGHT_FILES[:2])})"
+    return None
+
+
+def _pipeline_missing(root: Path) -> str | None:
+    try:
+        components = json.loads((root / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return "model_index.json"
+    for name, spec in components.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[1] is None:
+            continue
+        folder = root / name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            return f"{name}/"
+        if not any(kind in name for kind in WEIGHTLESS):
+            missing = _weights_missing(folder)
+            if missing:
+                return f"{name}/{missing}"
+    return None
+
+
+def missing_file(pretrained: str, marker: str, revision: str | None = None) -> str | None:
+    """The first file a loader will need that is not there (``marker`` itself when nothing is), or None."""
+    root = local_directory(pretrained, marker, revision)
+    if root is None or not (root / marker).is_file():
+        return marker
+    if marker == "model_index.json":
+        return _pipeline_missing(root)
+    return _weights_missing(root)
+
+
+def weights_available(pretrained: str, marker: str, revision: str | None = None) -> bool:
+    """Whether every file ``pretrained`` (a directory or a hub id) needs is local or in the hub cache."""
+    return missing_file(pretrained, marker, revision) is None
 
 
 def missing_weights_message(pretrained: str, label: str, marker: str, option: str, revision: str | None = None) -> str | None:
@@ -29,11 +106,15 @@ def missing_weights_message(pretrained: str, label: str, marker: str, option: st
 
     ``option`` names the setting in prose, e.g. "the reward's `model` option".
     """
-    if weights_available(pretrained, marker, revision):
+    missing = missing_file(pretrained, marker, revision)
+    if missing is None or (_ALLOW_DOWNLOADS and pretrained and not os.path.isdir(pretrained)):
         return None
-    how = (f"Download them with `huggingface-cli download {pretrained} --local-dir DIR` and set {option} to DIR"
+    how = (f"Download them with `hf download {pretrained} --local-dir DIR` and set {option} to DIR, or set "
+           "`run.allow_downloads: true`"
            if pretrained and not os.path.isabs(pretrained) and "/" in pretrained
            else f"Set {option} to a directory holding them")
     where = f"`{pretrained}`" if pretrained else "(none configured)"
-    return (f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face "
-            f"cache. {how}.")
+    if missing == marker:
+        return (f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face "
+                f"cache. {how}.")
+    return f"{label} weights {where} are incomplete: `{missing}` is missing. {how}."

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import gc
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from prefopt.errors import MissingWeightsError
+from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -98,7 +100,7 @@ class DiffusersBackbone(Backbone):
             raise MissingWeightsError(message)
         try:
             return self.pipeline_class().from_pretrained(
-                self.config.pretrained, revision=self.config.revision, dtype=self.dtype
+                self.config.pretrained, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs()
             )
         except OSError as e:
             raise MissingWeightsError(
@@ -204,12 +206,15 @@ class DiffusersBackbone(Backbone):
 
 
 def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:
-    """One sentence saying which weights are missing and how to provide them, or None."""
-    from prefopt.hub import weights_available
+    """One sentence saying which weights (or which of their files) are missing and how to provide them, or None."""
+    from prefopt.hub import downloads_allowed, missing_file
 
-    if weights_available(config.pretrained, "model_index.json", config.revision):
+    missing = missing_file(config.pretrained, "model_index.json", config.revision)
+    if missing is None or (downloads_allowed() and config.pretrained and not os.path.isdir(config.pretrained)):
         return None
     where = f"`{config.pretrained}`" if config.pretrained else "(none configured)"
+    if missing != "model_index.json":
+        return f"{label} weights {where} are incomplete: `{missing}` is missing. {hint}"
     return (f"{label} weights {where} are neither a local diffusers directory (with model_index.json) nor in "
             f"the Hugging Face cache. {hint}")
 

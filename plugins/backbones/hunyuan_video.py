@@ -57,7 +57,7 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
     pipeline_class_name = "HunyuanVideoPipeline"
     model_label = "HunyuanVideo"
     download_hint = (
-        "Download it with `huggingface-cli download hunyuanvideo-community/HunyuanVideo --local-dir DIR` "
+        "Download it with `hf download hunyuanvideo-community/HunyuanVideo --local-dir DIR` "
         "and set `backbone.options.pretrained=DIR`."
     )
     encoder_attributes = ("text_encoder", "text_encoder_2", "vae")

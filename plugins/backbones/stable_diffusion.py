@@ -31,7 +31,7 @@ class StableDiffusionBackbone(DiffusersBackbone):
     denoiser_attribute = "unet"
     model_label = "Stable Diffusion"
     download_hint = (
-        "Download it with `huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 "
+        "Download it with `hf download stable-diffusion-v1-5/stable-diffusion-v1-5 "
         "--local-dir DIR` and set `backbone.options.pretrained=DIR`."
     )
 

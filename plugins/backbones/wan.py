@@ -27,7 +27,7 @@ class WanBackbone(FlowMatchingBackbone):
     pipeline_class_name = "WanPipeline"
     model_label = "Wan 2.1"
     download_hint = (
-        "Download it with `huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir DIR` "
+        "Download it with `hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir DIR` "
         "and set `backbone.options.pretrained=DIR`."
     )
 

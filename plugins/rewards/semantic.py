@@ -35,7 +35,10 @@ def load_clip(model: str, device):
     message = missing_weights_message(model, "CLIP", "config.json", "the reward's `model` option")
     if message:
         raise MissingWeightsError(message)
-    return CLIPModel.from_pretrained(model).to(device).eval(), CLIPProcessor.from_pretrained(model)
+    from prefopt.hub import pretrained_kwargs
+
+    return (CLIPModel.from_pretrained(model, **pretrained_kwargs()).to(device).eval(),
+            CLIPProcessor.from_pretrained(model, **pretrained_kwargs()))
 
 
 class ClipSemanticReward:
@@ -144,8 +147,11 @@ class VLMSemanticReward:
             raise MissingWeightsError(message)
         self.config = config
         self.device = resolve_device(config.device)
-        self.processor = AutoProcessor.from_pretrained(config.model)
-        self.model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=DTYPES[config.dtype]).to(self.device)
+        from prefopt.hub import pretrained_kwargs
+
+        self.processor = AutoProcessor.from_pretrained(config.model, **pretrained_kwargs())
+        self.model = AutoModelForImageTextToText.from_pretrained(config.model, dtype=DTYPES[config.dtype],
+                                                                 **pretrained_kwargs()).to(self.device)
         self.model.eval()
         self._torch = torch
         self._one, self._digits, self._ten = self._rating_tokens()

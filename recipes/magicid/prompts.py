@@ -27,8 +27,10 @@ def write_prompts(model: str, request: str, count: int, max_new_tokens: int = 40
     message = missing_weights_message(model, "prompt-writer", "config.json", "`prompts.writer_model`")
     if message:
         raise MissingWeightsError(message)
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    llm = AutoModelForCausalLM.from_pretrained(model).eval()
+    from prefopt.hub import pretrained_kwargs
+
+    tokenizer = AutoTokenizer.from_pretrained(model, **pretrained_kwargs())
+    llm = AutoModelForCausalLM.from_pretrained(model, **pretrained_kwargs()).eval()
     text = request.format(count=count)
     if tokenizer.chat_template:
         text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
