@@ -1,11 +1,13 @@
 """The ``prefopt`` command line: run, validate, plugins, select.
 
-A user error (:class:`PrefoptError`) prints one message and exits 2; ``--debug`` shows the traceback.
+A user error (:class:`PrefoptError`, or the disk refusing a write: full, read-only, no permission) prints
+one message and exits 2; ``--debug`` (before or after the command) shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from collections.abc import Sequence
@@ -21,33 +23,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
     sub = parser.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)  # `--debug` is also accepted after the command
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="Show full tracebacks on errors.")
 
-    run = sub.add_parser("run", help="Run a recipe from a YAML config.")
+    run = sub.add_parser("run", help="Run a recipe from a YAML config.", parents=[debug])
     _add_config_arguments(run)
-    validate = sub.add_parser("validate", help="Check a config and its plugin names without loading models.")
+    validate = sub.add_parser("validate", help="Check a config and its plugin names without loading models.",
+                              parents=[debug])
     _add_config_arguments(validate)
-    select = sub.add_parser("select", help="Select preference pairs from an existing run's repository.")
+    select = sub.add_parser("select", help="Select preference pairs from an existing run's repository.",
+                            parents=[debug])
     _add_config_arguments(select)
     select.add_argument("--stage", default="all", help="Which selection stage to run (default: all).")
+    clean = sub.add_parser("clean", help="Remove stage folders of earlier configurations from a run directory.",
+                           parents=[debug])
+    _add_config_arguments(clean)
+    clean.add_argument("--dry-run", action="store_true", help="List what would be removed; remove nothing.")
 
-    plugins = sub.add_parser("plugins", help="List every registered component and its package.")
+    plugins = sub.add_parser("plugins", help="List every registered component and its package.", parents=[debug])
     plugins.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     return parser
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="Path to a recipe YAML, e.g. recipes/quickstart.yaml.")
-    parser.add_argument("overrides", nargs="*", help="Overrides like `train.learning_rate=1e-5`.")
+    parser.add_argument("overrides", nargs="*", help="Overrides like `dpo_stage1.learning_rate=1e-5`.")
+
+
+# The disk refusing a write is the user's to fix, not a bug: one sentence, exit 2.
+_DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from prefopt.progress import configure_logging
+
+    configure_logging(debug=args.debug)
     try:
         return _dispatch(args)
     except PrefoptError as e:
         if args.debug:
             raise
         print(f"prefopt: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if args.debug or e.errno not in _DISK_ERRORS:
+            raise
+        where = f" writing `{e.filename}`" if e.filename else ""
+        print(f"prefopt: error: {_DISK_ERRORS[e.errno]}{where}; fix that and re-run: finished work is kept and "
+              "the run resumes.", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("prefopt: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)
@@ -63,6 +88,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.config}: valid (recipe `{recipe.name}`).")
         return 0
+    if args.command == "clean":
+        return _clean(recipe, dry_run=args.dry_run)
     if args.command == "select":
         if not hasattr(recipe, "select_pairs"):
             raise PrefoptError(f"recipe `{recipe.name}` has no pair-selection stage to run on its own.")
@@ -74,6 +101,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     quiet_third_party_progress()
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
+    return 0
+
+
+def _clean(recipe, dry_run: bool) -> int:
+    if not hasattr(recipe, "clean"):
+        raise PrefoptError(f"recipe `{recipe.name}` keeps no stage folders to clean.")
+    removed = recipe.clean(dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for folder in removed:
+        print(f"{verb} {folder}")
+    print(f"prefopt: {verb} {len(removed)} superseded stage folder(s).")
     return 0
 
 

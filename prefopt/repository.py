@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,14 +66,17 @@ class MediaRepository:
             raise PrefoptError(f"repository `{self.root}` already has item `{(clashes or [records[0].id])[0]}`.")
         self._write_part("items", [asdict(r) for r in records])
         existing.update({r.id: r for r in records})  # keep the cache: no re-read of every part per append
+        self._items = dict(sorted(existing.items()))
 
     def refresh(self) -> None:
         """Forget cached items (another process may have appended)."""
         self._items = None
 
     def items_by_id(self) -> dict[str, MediaRecord]:
+        """Every item, in id order: whatever order processes appended them in, the same config gives the same
+        order (and so the same pairs and DPO batches)."""
         if self._items is None:
-            rows = self._read_parts("items")
+            rows = sorted(self._read_parts("items"), key=lambda row: row["id"])
             self._items = {row["id"]: MediaRecord(**row) for row in rows}
         return self._items
 
@@ -127,7 +131,9 @@ class MediaRepository:
         import pyarrow.parquet as pq
 
         directory = self.root / table
-        name = f"part-{uuid.uuid4().hex}.parquet"
+        # Time first, so parts read back in the order they were appended (a later score of an item wins);
+        # the random suffix keeps names of processes appending at once distinct.
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = directory / f".{name}.tmp"
         pq.write_table(pa.Table.from_pylist(rows), tmp)
         os.replace(tmp, directory / name)
@@ -138,7 +144,11 @@ class MediaRepository:
         parts = sorted((self.root / table).glob("part-*.parquet"))
         rows: list[dict] = []
         for part in parts:
-            rows.extend(pq.read_table(part).to_pylist())
+            try:
+                rows.extend(pq.read_table(part).to_pylist())
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+                raise PrefoptError(f"repository part `{part}` cannot be read ({e}); it is corrupt: move it aside "
+                                   "and re-run, which regenerates or rescores what it held.") from e
         return rows
 
 
@@ -149,20 +159,23 @@ def add_static_videos(
     """The paper's V_id: each reference photo as a static video of ``num_frames`` identical frames.
 
     Each photo is scaled so it covers ``height × width`` (aspect ratio kept) and centre-cropped; nothing
-    is padded. Photos already in the repository (same id) are skipped, so the step is re-runnable.
+    is padded. Items are named ``<stage>-<index>``: give a ``stage`` that changes with the photos' content
+    and the video size (the recipe uses its stage hash). Photos already in the repository are skipped, so
+    the step is re-runnable; returns the stage's records, old and new.
     """
     from prefopt.media import inflate_image, read_media, write_media
 
     existing = repository.items_by_id()
-    records = []
+    records, new = [], []
     for index, photo in enumerate(photos):
-        item_id = f"static-{index:03d}-{hashlib.sha256(str(photo).encode()).hexdigest()[:8]}"
+        item_id = f"{stage}-{index:03d}"
         if item_id in existing:
+            records.append(existing[item_id])
             continue
         frames = inflate_image(read_media(photo)[0], num_frames, height, width)
         relative = f"media/{item_id}.mp4"
         write_media(repository.path(relative), frames)
-        records.append(MediaRecord(id=item_id, source="static", prompt=prompt, media_path=relative, stage=stage,
-                                   extra=json.dumps({"photo": str(photo)})))
-    repository.add(records)
-    return records
+        new.append(MediaRecord(id=item_id, source="static", prompt=prompt, media_path=relative, stage=stage,
+                               extra=json.dumps({"photo": str(photo)})))
+    repository.add(new)
+    return records + new

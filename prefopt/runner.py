@@ -34,10 +34,14 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 
 def check_requirements(recipe: Any) -> None:
-    """Raise one clear error listing every missing weight or package, before any work starts."""
+    """Raise one clear error listing every missing weight or package (one per line), then let the recipe check
+    its inputs, before any work starts."""
     missing = recipe.missing_requirements()
     if missing:
-        listing = " ".join(f"({i}) {m}" for i, m in enumerate(missing, 1))
-        raise MissingWeightsError(f"recipe `{recipe.name}` cannot start: {listing}")
+        listing = "".join(f"\n  ({i}) {m}" for i, m in enumerate(missing, 1))
+        raise MissingWeightsError(f"recipe `{recipe.name}` cannot start:{listing}")
+    check_inputs = getattr(recipe, "check_inputs", None)
+    if check_inputs is not None:  # e.g. a reference photo without a face, found before hours of work
+        check_inputs()
 
 

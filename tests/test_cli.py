@@ -1,5 +1,6 @@
 """The command line as a user meets it: exit codes, messages, tracebacks only with --debug."""
 
+import errno
 import json
 import os
 import subprocess
@@ -39,6 +40,8 @@ class EchoRecipe:
         return ["the `echo` weights are absent; put them in ./echo."] if self.config.repeat > 5 else []
 
     def run(self):
+        if self.config.message == "fill the disk":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/lora.safetensors")
         print(self.config.message * self.config.repeat)
         return "nowhere"
 
@@ -65,7 +68,7 @@ def test_missing_requirements_exit_2_before_running(echo_recipe, tmp_path, capsy
     config.write_text("recipe: echo\nrepeat: 9\n")
     assert main(["run", str(config)]) == 2
     captured = capsys.readouterr()
-    assert "cannot start: (1) the `echo` weights are absent" in captured.err
+    assert "cannot start:\n  (1) the `echo` weights are absent" in captured.err  # one missing model per line
     assert "ech" not in captured.out
 
 
@@ -78,6 +81,8 @@ def test_misspelt_key_exits_2_with_key_named_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     debug = _run_cli("--debug", "validate", str(config))
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+    after = _run_cli("validate", str(config), "--debug")  # also accepted after the command
+    assert after.returncode != 0 and "Traceback" in after.stderr
 
 
 def test_missing_config_file_is_a_user_error(capsys):
@@ -98,3 +103,29 @@ def test_plugins_json_lists_components_with_packages(echo_recipe, capsys):
     }
     assert main(["plugins"]) == 0
     assert "echo" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_sentence_and_exit_2(echo_recipe, tmp_path, capsys):
+    config = tmp_path / "echo.yaml"
+    config.write_text("recipe: echo\nmessage: fill the disk\n")
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("prefopt: error: no space left on the device writing `/runs/x/lora.safetensors`; fix that and "
+                   "re-run: finished work is kept and the run resumes.\n")
+    with pytest.raises(OSError):
+        main(["run", str(config), "--debug"])
+
+
+def test_run_help_example_is_a_valid_key(capsys):
+    """The example in `prefopt run --help` names a real MagicID key."""
+    import dataclasses
+
+    from prefopt.trainer import TrainerConfig
+    from prefopt_recipes.magicid.config import MagicIDConfig
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    example = capsys.readouterr().out.split("like `", 1)[1].split("=", 1)[0]
+    section, key = example.split(".")
+    assert section in {f.name for f in dataclasses.fields(MagicIDConfig)}
+    assert key in {f.name for f in dataclasses.fields(TrainerConfig)}

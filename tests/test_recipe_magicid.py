@@ -33,7 +33,7 @@ def _run(tmp_path, *extra):
     result = subprocess.run(_command(tmp_path, *extra), check=False, capture_output=True, text=True, env=_env(),
                             timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def finished_run(tmp_path_factory):
 def test_quickstart_runs_every_stage_and_writes_its_outputs(finished_run):
     tmp_path, out = finished_run
     assert "videos are noise" in out and "✓ stage2" in out and "report:" in out  # one line per stage
+    assert "Adapter cannot be set" not in out and "multiple adapters" not in out  # peft's warnings of what we intend
     run = tmp_path / "quickstart"
     state = json.loads((run / "stages.json").read_text())
     assert list(state) == ["identity_lora", "prompts", "repository", "scoring", "stage1", "regenerate", "stage2",
@@ -74,9 +75,32 @@ def test_rerun_skips_finished_stages_and_a_changed_stage_reruns_from_there(finis
     after = json.loads((tmp_path / "quickstart" / "stages.json").read_text())
     for stage in ("identity_lora", "prompts", "repository", "scoring", "stage1", "regenerate"):
         assert after[stage]["hash"] == before[stage]["hash"] and f"✓ {stage}: done earlier" in changed
-    assert after["stage2"]["hash"] != before["stage2"]["hash"] and "configuration changed" in changed
+    assert after["stage2"]["hash"] != before["stage2"]["hash"] and "configuration or inputs changed" in changed
     assert after["evaluation"]["hash"] != before["evaluation"]["hash"]
-    assert not (tmp_path / "quickstart" / f"stage2-{before['stage2']['hash']}").exists()
+    old_lora = tmp_path / "quickstart" / f"stage2-{before['stage2']['hash']}" / "lora" / "pytorch_lora_weights.safetensors"
+    assert old_lora.is_file()  # the earlier configuration's finished stage is kept: going back is free
+    back = _run(tmp_path)
+    assert back.count("done earlier") == 8
+    clean = subprocess.run([*_command(tmp_path)[:3], "clean", *_command(tmp_path)[4:]], check=False,
+                           capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert clean.returncode == 0, clean.stderr
+    run = tmp_path / "quickstart"
+    for stage in ("stage2", "evaluation"):  # the `max_steps=3` run's folders were superseded by going back
+        assert not (run / f"{stage}-{after[stage]['hash']}").exists() and (run / f"{stage}-{before[stage]['hash']}").is_dir()
+    assert "removed 2 superseded stage folder(s)" in clean.stdout
+
+
+def test_a_failing_config_change_keeps_the_finished_stage(finished_run):
+    tmp_path, _ = finished_run
+    run = tmp_path / "quickstart"
+    state = json.loads((run / "stages.json").read_text())
+    lora = run / f"stage1-{state['stage1']['hash']}" / "lora" / "pytorch_lora_weights.safetensors"
+    before = lora.read_bytes()
+    result = subprocess.run(_command(tmp_path, "dpo_stage1.learning_rate=1e30"), check=False, capture_output=True,
+                            text=True, env=_env(), timeout=600, cwd=tmp_path)
+    assert result.returncode == 2 and "the training loss became nan" in result.stderr
+    assert lora.read_bytes() == before
+    assert _run(tmp_path).count("done earlier") == 8  # the original config still finds every stage finished
 
 
 def test_killed_mid_stage_resumes_without_recomputing(tmp_path):
@@ -118,10 +142,42 @@ def test_prefopt_select_reselects_on_the_existing_repository(finished_run):
     assert (tmp_path / "quickstart" / "stage1-reselect" / "pairs.parquet").is_file()
 
 
+def test_a_reference_photo_without_a_face_stops_the_run_before_any_work(tmp_path):
+    import numpy as np
+
+    from prefopt.media import write_media
+
+    photo = write_media(tmp_path / "wall.png", np.full((1, 160, 160, 3), 128, dtype=np.uint8))
+    result = subprocess.run(_command(tmp_path, f"references.photos=[{photo}]"), check=False, capture_output=True,
+                            text=True, env=_env(), timeout=300, cwd=tmp_path)
+    assert result.returncode == 2 and f"no face was detected in reference `{photo}`" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "quickstart").glob("identity_lora-*"))  # nothing trained
+
+
+def test_the_reference_photos_content_is_part_of_every_stage_hash(tmp_path):
+    import shutil
+
+    from prefopt.runner import load_recipe
+    from prefopt_recipes.magicid.stages import config_hash
+
+    photo = tmp_path / "me.png"
+    shutil.copy(ROOT / "docs" / "examples" / "prefopt-contrast" / "pyproject.toml", photo)  # any bytes will do
+
+    def identity_hash():
+        recipe = load_recipe(QUICKSTART, [f"references.photos=[{photo}]"])
+        return config_hash("", recipe.stage_plan()[0][1])
+
+    first = identity_hash()
+    photo.write_bytes(photo.read_bytes() + b" ")  # same path, other content
+    assert identity_hash() != first
+
+
 def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
     env = {**_env(), "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
-    validate = subprocess.run([sys.executable, "-m", "prefopt", "validate", str(ROOT / "recipes" / "magicid.yaml")],
-                              check=False, capture_output=True, text=True, env=env, timeout=120)
+    validate = subprocess.run([sys.executable, "-m", "prefopt", "validate", str(ROOT / "recipes" / "magicid.yaml"),
+                               "references.photos=[me.jpg]"], check=False, capture_output=True, text=True, env=env,
+                              timeout=120)
     assert validate.returncode == 0, validate.stderr
     start = time.time()
     result = subprocess.run(
@@ -130,7 +186,8 @@ def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
         check=False, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert result.returncode == 2 and time.time() - start < 30
     message = result.stderr
-    assert "Traceback" not in message and message.count("\n") == 1
+    assert "Traceback" not in message and message.startswith("prefopt: error: recipe `magicid` cannot start:")
+    assert message.count("\n") == 7  # the headline, then one line per missing model
     for needle in ("me.jpg` does not exist", "HunyuanVideo weights", "insightface model pack `antelopev2`",
                    "raft_large weights", "VLM weights `Qwen/Qwen2.5-VL-7B-Instruct`", "CLIP (evaluation) weights"):
         assert needle in message, needle
@@ -154,3 +211,35 @@ def test_two_processes_shard_generation_and_scoring_without_loss_or_duplicates(t
     scores = repo.score_rows()
     per_item = {(row["item_id"], row["reward"]) for row in scores}
     assert len(per_item) == len(scores) == 13 * 3  # every item scored once per reward, none twice
+
+
+def _relative_command(*extra):
+    """The quickstart with paths relative to the working directory, so two folders hold identical configs."""
+    return [sys.executable, "-m", "prefopt", "run", QUICKSTART, "run.output_dir=.",
+            "backbone.options.pretrained=tiny-models/hunyuan-video", "rewards.semantic.options.model=tiny-models/clip",
+            *SMALL, *extra]
+
+
+def test_the_same_config_twice_gives_the_same_pairs_loras_and_evaluation(tmp_path):
+    from prefopt.selection import read_pairs_table
+
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        result = subprocess.run(_relative_command(), check=False, capture_output=True, text=True, env=_env(),
+                                timeout=600, cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(tmp_path / name / "quickstart")
+    state = json.loads((runs[0] / "stages.json").read_text())
+    assert state == {k: {**v, "seconds": state[k]["seconds"], "started": state[k]["started"]}
+                     for k, v in json.loads((runs[1] / "stages.json").read_text()).items()}
+    for stage in ("stage1", "stage2"):
+        pairs = [read_pairs_table(run / f"{stage}-{state[stage]['hash']}" / "pairs.parquet") for run in runs]
+        assert pairs[0] and pairs[0] == pairs[1]
+    for stage in ("identity_lora", "stage1", "stage2"):
+        loras = [(run / f"{stage}-{state[stage]['hash']}" / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
+                 for run in runs]
+        assert loras[0] == loras[1], stage
+    tables = [json.loads((run / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text()) for run in runs]
+    assert [{k: v for k, v in row.items() if k != "folder"} for row in tables[0]] == \
+        [{k: v for k, v in row.items() if k != "folder"} for row in tables[1]]

@@ -38,6 +38,15 @@ def test_a_torn_write_leaves_no_visible_part(tmp_path):
     assert [r.id for r in MediaRepository(tmp_path / "repo").items()] == ["v0"]
 
 
+def test_a_corrupt_part_is_named(tmp_path):
+    repo = MediaRepository(tmp_path / "repo")
+    repo.add([MediaRecord(id="v0", source="lora", prompt="p", media_path="media/v0.mp4")])
+    part = next((tmp_path / "repo" / "items").glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:40])
+    with pytest.raises(PrefoptError, match=rf"repository part `{part}` cannot be read .* it is corrupt"):
+        MediaRepository(tmp_path / "repo").items()
+
+
 def test_scores_are_kept_per_reward_configuration(tmp_path):
     repo = MediaRepository(tmp_path / "repo")
     repo.add([_record(i, "base" if i % 2 else "static") for i in range(4)])
@@ -63,5 +72,6 @@ def test_static_videos_inflate_each_photo_once(tmp_path):
     frames = read_media(repo.path(records[0].media_path))
     assert frames.shape == (5, 32, 48, 3)
     assert np.abs(frames.astype(int) - frames[0].astype(int)).max() <= 3  # static (up to codec noise)
-    assert add_static_videos(repo, [str(photo)], num_frames=5, height=32, width=48, prompt="x") == []
+    assert add_static_videos(repo, [str(photo)], num_frames=5, height=32, width=48, prompt="x") == records
+    assert len(repo.items()) == 1
     assert Path(repo.path(records[0].media_path)).is_file()

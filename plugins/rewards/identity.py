@@ -82,6 +82,10 @@ class IdentityReward(abc.ABC):
         self._reference_cache = (key, reference)
         return reference
 
+    def check_references(self, references: Sequence[np.ndarray]) -> None:
+        """Raise one sentence naming a reference photo without a detectable face (run before any training)."""
+        self.reference_embedding(references)
+
     def score(self, videos, prompts, references) -> list[RewardScore]:
         reference = self.reference_embedding(references)
         return [self._score_video(np.asarray(video), reference) for video in videos]

@@ -17,6 +17,7 @@ from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.magicid.generation import AdapterSwitch
+from prefopt_recipes.magicid.stages import config_hash, file_digest
 
 
 def _models(recipe) -> list[tuple[str, list[Path]]]:
@@ -88,7 +89,9 @@ def evaluate_models(recipe, folder: Path) -> list[dict]:
     clip = _metrics_clip(recipe, rewards)
     table = []
     for label, loras in _models(recipe):
-        model_folder = folder / label.split()[0].lower()
+        # Named by the LoRAs' content: a video on disk is reused only for the weights that made it.
+        made_by = config_hash(*(file_digest(path) for path in loras))[:8]
+        model_folder = folder / f"{label.split()[0].lower()}-{made_by}"
         videos = _generate(recipe, backbone, adapters, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
                       **_score(rewards, clip, videos, references)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 from pathlib import Path
@@ -11,20 +12,26 @@ import numpy as np
 from rich.console import Console
 
 from prefopt.config import to_dict
-from prefopt.data import PreferenceExample, SFTExample
+from prefopt.data import PreferenceExample, SFTExample, verify_safetensors
 from prefopt.errors import PrefoptError
+from prefopt.hub import set_allow_downloads
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos, reward_key
 from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
 from prefopt.trainer import DiffusionDPOTrainer
-from prefopt_recipes.magicid.config import MagicIDConfig
+from prefopt_plugins.rewards.common import load_reference_photos
+from prefopt_recipes.magicid.config import ROLES, MagicIDConfig
 from prefopt_recipes.magicid.distributed import main_first
 from prefopt_recipes.magicid.generation import AdapterSwitch, generate_into
 from prefopt_recipes.magicid.prompts import resolve_prompts
 from prefopt_recipes.magicid.scoring import score_items
-from prefopt_recipes.magicid.stages import StageRunner
-
-ROLES = ("identity", "dynamic", "semantic")
+from prefopt_recipes.magicid.stages import (
+    StageRunner,
+    clean_stage_folders,
+    file_digest,
+    run_directory_lock,
+    write_json_atomically,
+)
 
 
 def resolve_path(path: str) -> Path:
@@ -49,6 +56,7 @@ class MagicIDRecipe:
         self.run_dir = Path(config.run.output_dir) / config.run.name
         self.console = Console()
         self.digests: dict[str, str] = {}
+        set_allow_downloads(config.run.allow_downloads)
 
     # --- requirements ------------------------------------------------------------------------------
 
@@ -81,6 +89,16 @@ class MagicIDRecipe:
             if message:
                 missing.append(message)
         return missing
+
+    def check_inputs(self) -> None:
+        """Before the first expensive step: every reference photo reads, and the identity reward finds its face
+        (a reward that can check references offers ``check_references``)."""
+        references = load_reference_photos(self.photos())
+        spec = self.config.rewards.identity
+        reward = get_registry().create("rewards", spec.name, spec.options)
+        check = getattr(reward, "check_references", None)
+        if check is not None:
+            check(references)
 
     def _build_tiny_models(self) -> None:
         from prefopt_plugins.tiny import save_tiny_clip, save_tiny_pipeline
@@ -119,30 +137,50 @@ class MagicIDRecipe:
         """A stage's output folder, `<stage>-<config hash>` (the current hash unless one is given)."""
         return self.run_dir / f"{stage}-{digest or self.digests[stage]}"
 
-    def _lora(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "lora" / "pytorch_lora_weights.safetensors"
+    def _lora(self, stage: str, digest: str | None = None) -> Path:
+        return self.stage_dir(stage, digest) / "lora" / "pytorch_lora_weights.safetensors"
+
+    def _verify_lora(self, stage: str, digest: str) -> None:
+        """A training stage is done only when its final LoRA reads back whole."""
+        verify_safetensors(self._lora(stage, digest), f"the final LoRA of stage `{stage}`")
 
     # --- the pipeline ------------------------------------------------------------------------------
 
+    def photo_digests(self) -> list[str]:
+        """The reference photos' content: a photo replaced at the same path reruns every stage."""
+        return [file_digest(photo) for photo in self.photos()]
+
     def run(self) -> Path:
-        c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_directory_lock(self.run_dir):
+            return self._run_stages()
+
+    def stage_plan(self) -> list[tuple]:
+        """(name, what its hash covers, work, verify) for every stage, in order."""
+        c = self.config
+
+        def trained(stage: str):
+            return functools.partial(self._verify_lora, stage)
+
+        return [
+            ("identity_lora", [c.backbone, c.references, self.photo_digests(), c.video, c.identity_lora],
+             self._identity_lora, trained("identity_lora")),
+            ("prompts", [c.prompts], self._prompts, None),
+            ("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed], self._repo, None),
+            ("scoring", [c.rewards], self._score_repository, None),
+            ("stage1", [c.stage1, c.dpo_stage1], self._stage1, trained("stage1")),
+            ("regenerate", [c.repository.regenerate_videos], self._regenerate, None),
+            ("stage2", [c.stage2, c.dpo_stage2], self._stage2, trained("stage2")),
+            ("evaluation", [c.evaluation], self._evaluate, None),
+        ]
+
+    def _run_stages(self) -> Path:
         with main_first() as main:
             if main:
-                (self.run_dir / "config.json").write_text(json.dumps(to_dict(c), indent=2))
+                write_json_atomically(self.run_dir / "config.json", to_dict(self.config))
         runner = StageRunner(self.run_dir, self.console.print)
-        stages = [
-            ("identity_lora", [c.backbone, c.references, c.video, c.identity_lora], self._identity_lora),
-            ("prompts", [c.prompts], self._prompts),
-            ("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed], self._repo),
-            ("scoring", [c.rewards], self._score_repository),
-            ("stage1", [c.stage1, c.dpo_stage1], self._stage1),
-            ("regenerate", [c.repository.regenerate_videos], self._regenerate),
-            ("stage2", [c.stage2, c.dpo_stage2], self._stage2),
-            ("evaluation", [c.evaluation], self._evaluate),
-        ]
-        for name, stage_config, work in stages:
-            self.digests[name] = runner.run(name, stage_config, work)
+        for name, stage_config, work, verify in self.stage_plan():
+            self.digests[name] = runner.run(name, stage_config, work, verify)
         from prefopt_recipes.magicid.report import write_report
 
         with main_first() as main:
@@ -157,9 +195,9 @@ class MagicIDRecipe:
         with main_first() as main:
             if main:
                 add_static_videos(repo, self.photos(), num_frames=c.video.num_frames, height=c.video.height,
-                                  width=c.video.width, prompt=c.references.subject_prompt)
+                                  width=c.video.width, prompt=c.references.subject_prompt, stage=f"static-{digest}")
         repo.refresh()
-        static = repo.items(["static"])
+        static = [r for r in repo.items(["static"]) if r.stage == f"static-{digest}"]
         examples = [SFTExample(c.references.subject_prompt, str(repo.path(r.media_path))) for r in static]
         trainer = DiffusionDPOTrainer(self.backbone(), self._trainer_config(c.identity_lora),
                                       self.stage_dir("identity_lora", digest))
@@ -170,11 +208,12 @@ class MagicIDRecipe:
         train, evaluation = resolve_prompts(self.config.prompts)
         with main_first() as main:
             if main:
-                (self.run_dir / "prompts.json").write_text(json.dumps({"train": train, "eval": evaluation}, indent=2))
+                write_json_atomically(self.stage_dir("prompts", digest) / "prompts.json",
+                                      {"train": train, "eval": evaluation})
         return f"{len(train)} train and {len(evaluation)} held-out evaluation prompts"
 
     def prompts(self) -> dict[str, list[str]]:
-        return json.loads((self.run_dir / "prompts.json").read_text())
+        return json.loads((self.stage_dir("prompts") / "prompts.json").read_text())
 
     def _jobs(self, prefix: str, count: int, seed_offset: int) -> list[tuple[str, str, int]]:
         prompts = self.prompts()["train"]
@@ -197,7 +236,8 @@ class MagicIDRecipe:
 
     def current_items(self):
         """Items of this configuration: V_id, and V_t/V_s/regenerated videos of the current stage hashes."""
-        stages = {"static", self.digests.get("repository"), f"regen-{self.digests.get('regenerate')}"}
+        stages = {f"static-{self.digests.get('identity_lora')}", self.digests.get("repository"),
+                  f"regen-{self.digests.get('regenerate')}"}
         return [r for r in self.repository().items() if r.stage in stages]
 
     def _score_repository(self, digest: str) -> str:
@@ -280,6 +320,12 @@ class MagicIDRecipe:
         table = json.loads((folder / "table.json").read_text())
         return "; ".join(f"{row['model']}: id {row['identity']:.2f} dyn {row['dynamic']:.2f}" for row in table)
 
+    def clean(self, dry_run: bool = False) -> list[Path]:
+        """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_directory_lock(self.run_dir):
+            return clean_stage_folders(self.run_dir, dry_run=dry_run)
+
     def select_pairs(self, stage: str = "all") -> None:
         """Re-run pair selection on the existing, scored repository (``prefopt select``)."""
         state_file = self.run_dir / "stages.json"
@@ -287,8 +333,9 @@ class MagicIDRecipe:
             raise PrefoptError(f"no run at `{self.run_dir}`: run `prefopt run` first to build and score a repository.")
         state = json.loads(state_file.read_text())
         self.digests = {name: record["hash"] for name, record in state.items()}
-        for name in (("stage1", "stage2") if stage == "all" else (stage,)):
-            if name not in ("stage1", "stage2"):
-                raise PrefoptError(f"`--stage` must be stage1, stage2 or all, got `{name}`.")
-            records = self._select(name, "reselect")
-            self.console.print(f"{name}: {len(records)} pairs → {self.stage_dir(name, 'reselect')}")
+        with run_directory_lock(self.run_dir):
+            for name in (("stage1", "stage2") if stage == "all" else (stage,)):
+                if name not in ("stage1", "stage2"):
+                    raise PrefoptError(f"`--stage` must be stage1, stage2 or all, got `{name}`.")
+                records = self._select(name, "reselect")
+                self.console.print(f"{name}: {len(records)} pairs → {self.stage_dir(name, 'reselect')}")

@@ -1,26 +1,33 @@
 """Staged, resumable execution in a run directory.
 
-Each stage records a hash of its configuration chained with the previous stage's hash, so changing a
-stage's configuration reruns it and every stage after it; a finished stage with an unchanged hash is
-skipped; an interrupted stage runs again and resumes from what it had written (generation and scoring
-skip finished items, training resumes from its last checkpoint).
+Each stage runs in its own folder ``<stage>-<hash>``, where the hash covers the stage's configuration, the
+content of its inputs (e.g. the reference photos' bytes) and the previous stage's hash, so changing
+anything upstream reruns a stage and every stage after it, in new folders. Folders are never deleted by a
+run: a finished stage's folder records its status in a marker file (:data:`MARKER`), so going back to an
+earlier configuration finds its stages finished and skips them. An interrupted stage runs again in the
+same folder and resumes from what it had written (generation and scoring skip finished items, training
+resumes from its last checkpoint). ``prefopt clean`` removes folders of superseded configurations, and
+only folders that carry prefopt's marker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from prefopt.config import to_dict
-from prefopt_recipes.magicid.distributed import barrier, is_main, main_first
+from prefopt.errors import PrefoptError
+from prefopt_recipes.magicid.distributed import barrier, is_main
 
 STATE_FILE = "stages.json"
+MARKER = ".prefopt-stage.json"
 
 
 def config_hash(*parts: Any) -> str:
@@ -28,66 +35,140 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (inputs whose content, not only their path, decides a stage's result)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def read_marker(folder: Path) -> dict:
+    """The stage marker of a folder prefopt made, or {} for any other folder (or a torn marker)."""
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) and folder.name == f"{marker.get('stage')}-{marker.get('hash')}" else {}
+
+
 class StageRunner:
-    """Runs named stages in order, skipping finished ones whose configuration has not changed."""
+    """Runs named stages in order, skipping finished ones whose hash has not changed."""
 
     def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
         self.run_dir = run_dir
         self.log = log if is_main() else (lambda message: None)
         self.previous_hash = ""
-        self.state: dict[str, dict] = self._load()
+        self.previous_state: dict[str, dict] = self._load()
+        self.state: dict[str, dict] = {}
 
     def _load(self) -> dict:
         path = self.run_dir / STATE_FILE
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except ValueError:
+            return {}  # a torn index is rebuilt from the stage markers as the run goes
 
     def _save(self) -> None:
-        if not is_main():
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.run_dir / STATE_FILE)
+        if is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(self.run_dir / STATE_FILE, {**self.previous_state, **self.state})
 
     def stage_hash(self, config: Any) -> str:
         return config_hash(self.previous_hash, config)
 
-    def run(self, name: str, config: Any, work: Callable[[str], str]) -> str:
-        """Run ``work(stage_hash) -> one-line summary`` unless already done with this configuration."""
+    def run(self, name: str, config: Any, work: Callable[[str], str], verify: Callable[[str], None] | None = None) -> str:
+        """Run ``work(stage_hash) -> one-line summary`` unless its folder says it finished; ``verify(hash)``
+        checks what the stage delivered (raises if it is incomplete) before the stage is recorded done."""
         digest = self.stage_hash(config)
         self.previous_hash = digest
-        record = self.state.get(name, {})
-        if record.get("hash") == digest and record.get("status") == "done":
-            self.log(f"[dim]✓ {name}: done earlier ({record['seconds']:.1f} s) — {record['summary']}[/dim]")
+        folder = self.run_dir / f"{name}-{digest}"
+        marker = read_marker(folder)
+        if marker.get("status") == "done":
+            self.state[name] = marker
+            self._save()
+            self.log(f"[dim]✓ {name}: done earlier ({marker['seconds']:.1f} s) — {marker['summary']}[/dim]")
             return digest
-        if record.get("hash") not in (None, digest):
-            self.log(f"[yellow]↻ {name}: configuration changed; rerunning it and every later stage[/yellow]")
-            self._forget_from(name)
-        with main_first() as main:
-            if main:
-                self._remove_stale_outputs(name, digest)
+        earlier = self.previous_state.get(name, {}).get("hash")
+        if earlier not in (None, digest):
+            self.log(f"[yellow]↻ {name}: configuration or inputs changed; running it in {folder.name}/ "
+                     f"({name}-{earlier}/ is kept; `prefopt clean` removes superseded stages)[/yellow]")
         started = time.perf_counter()
-        self.state[name] = {"hash": digest, "status": "running", "started": time.time()}
+        record = {"stage": name, "hash": digest, "status": "running", "started": time.time()}
+        if is_main():
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomically(folder / MARKER, record)
+        self.state[name] = record
         self._save()
-        summary = work(digest)
         barrier()
-        seconds = time.perf_counter() - started
-        self.state[name] = {"hash": digest, "status": "done", "seconds": seconds, "summary": summary}
+        summary = work(digest)
+        if verify is not None:
+            verify(digest)
+        barrier()
+        record = {**record, "status": "done", "seconds": time.perf_counter() - started, "summary": summary}
+        if is_main():
+            write_json_atomically(folder / MARKER, record)
+        self.state[name] = record
         self._save()
-        self.log(f"[green]✓ {name}[/green] ({seconds:.1f} s): {summary}")
+        self.log(f"[green]✓ {name}[/green] ({record['seconds']:.1f} s): {summary}")
         return digest
-
-    def _forget_from(self, name: str) -> None:
-        names = list(self.state)
-        for later in names[names.index(name):]:
-            self.state.pop(later, None)
-        self._save()
-
-    def _remove_stale_outputs(self, name: str, digest: str) -> None:
-        """Stage folders are named `<stage>-<hash>`; folders of an older configuration are deleted."""
-        for folder in self.run_dir.glob(f"{name}-*"):
-            if folder.is_dir() and folder.name != f"{name}-{digest}":
-                shutil.rmtree(folder)
 
     def timings(self) -> dict[str, float]:
         return {name: record.get("seconds", 0.0) for name, record in self.state.items() if record.get("status") == "done"}
+
+
+def superseded_stage_folders(run_dir: Path) -> list[Path]:
+    """Folders prefopt made for stages (they carry its marker) that the run's current index does not name."""
+    index_file = run_dir / STATE_FILE
+    current = json.loads(index_file.read_text()) if index_file.is_file() else {}
+    keep = {f"{name}-{record.get('hash')}" for name, record in current.items()}
+    return sorted(folder for folder in run_dir.iterdir()
+                  if folder.is_dir() and folder.name not in keep and read_marker(folder))
+
+
+def clean_stage_folders(run_dir: Path, dry_run: bool = False) -> list[Path]:
+    """Remove superseded stage folders (only ones with prefopt's marker); returns what was (or would be) removed."""
+    folders = superseded_stage_folders(run_dir) if run_dir.is_dir() else []
+    if not dry_run:
+        for folder in folders:
+            shutil.rmtree(folder)
+    return folders
+
+
+LOCK_FILE = ".prefopt.lock"
+
+
+@contextlib.contextmanager
+def run_directory_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the run directory (main process only); a second run in the same directory
+    stops at once with one sentence naming the process that holds it. The OS drops the lock when the holder
+    dies, so a killed run never leaves the directory locked."""
+    if not is_main():
+        yield
+        return
+    import fcntl
+
+    path = run_dir / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise PrefoptError(f"run directory `{run_dir}` is in use by {holder}; wait for it to finish or choose "
+                               "another `run.name`.") from e
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"prefopt process {os.getpid()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

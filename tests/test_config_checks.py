@@ -1,0 +1,37 @@
+"""`prefopt validate` catches what the config alone decides: one sentence naming the key, exit 2."""
+
+import pytest
+
+from prefopt.cli import main
+
+QUICKSTART = "recipes/quickstart.yaml"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("video.num_frames=0", "`num_frames` must be at least 1, got 0"),
+    ("video.num_frames=-3", "`num_frames` must be at least 1, got -3"),
+    ("video.height=0", "`height` must be at least 1, got 0"),
+    ("video.batch_size=0", "`batch_size` must be at least 1, got 0"),
+    ("references.photos=[]", "`references.photos` is empty"),
+    ("repository.lora_videos=0", "`lora_videos` must be at least 1, got 0"),
+    ("repository.regenerate_videos=-1", "`regenerate_videos` must be at least 0, got -1"),
+    ("prompts.count=0", "`count` must be at least 1, got 0"),
+    ("evaluation.videos_per_prompt=0", "`videos_per_prompt` must be at least 1, got 0"),
+    ("stage1.selectors.0.options.reward=identiy", "`selectors.0.options.reward` names `identiy`"),
+    ("stage1.selectors.0.options.winner_sources=[statik]", "`selectors.0.options.winner_sources` names `statik`"),
+    ("stage2.selectors.0.options.rewards=[identity,motion]", "`selectors.0.options.rewards` names `motion`"),
+    ("stage2.plot_y=motion", "`plot_y` must name a reward (identity, dynamic, semantic), got `motion`"),
+    ("run.name=", "`name` must be a plain folder name"),
+    ("run.name=../../x", "`name` must be a plain folder name"),
+    ("run.name=.hidden", "`name` must be a plain folder name"),
+    ("run.output_dir=", "`output_dir` must not be empty"),
+])
+def test_validate_names_the_key_and_exits_2(override, message, capsys):
+    assert main(["validate", QUICKSTART, override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("prefopt: error: ")
+
+
+def test_the_shipped_recipes_validate(capsys):
+    assert main(["validate", QUICKSTART]) == 0
+    assert main(["validate", "recipes/magicid.yaml", "references.photos=[me.jpg]"]) == 0

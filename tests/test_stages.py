@@ -1,0 +1,80 @@
+"""The recipe's stage runner: finished work is never deleted, a stage is done only when its output checks,
+only folders prefopt made are cleaned, and one run at a time holds a run directory."""
+
+import json
+import logging
+
+import pytest
+
+from prefopt.errors import PrefoptError
+from prefopt_recipes.magicid.stages import MARKER, StageRunner, clean_stage_folders, run_directory_lock
+
+
+def _work(run_dir, text):
+    def work(digest):
+        (run_dir / f"out-{digest}.txt").write_text(text)
+        return f"wrote {text}"
+    return work
+
+
+def test_a_changed_config_runs_in_a_new_folder_and_going_back_reuses_the_old_one(tmp_path):
+    first = StageRunner(tmp_path).run("train", {"lr": 1}, _work(tmp_path, "a"))
+    second = StageRunner(tmp_path).run("train", {"lr": 2}, _work(tmp_path, "b"))
+    assert first != second and (tmp_path / f"train-{first}").is_dir() and (tmp_path / f"train-{second}").is_dir()
+    calls = []
+    back = StageRunner(tmp_path).run("train", {"lr": 1}, lambda digest: calls.append(digest) or "ran")
+    assert back == first and calls == []  # finished earlier: skipped, nothing recomputed
+    assert json.loads((tmp_path / "stages.json").read_text())["train"]["hash"] == first
+
+
+def test_a_stage_is_done_only_when_its_output_checks(tmp_path):
+    def broken(digest):
+        raise PrefoptError("the final LoRA `x` cannot be read")
+
+    with pytest.raises(PrefoptError, match="cannot be read"):
+        StageRunner(tmp_path).run("train", {}, _work(tmp_path, "a"), verify=broken)
+    digest = StageRunner(tmp_path).stage_hash({})
+    assert json.loads((tmp_path / f"train-{digest}" / MARKER).read_text())["status"] == "running"
+    calls = []
+    StageRunner(tmp_path).run("train", {}, lambda d: calls.append(d) or "again", verify=lambda d: None)
+    assert calls == [digest]  # not skipped: it never finished
+
+
+def test_clean_removes_only_superseded_folders_that_prefopt_made(tmp_path):
+    old = StageRunner(tmp_path).run("stage1", {"lr": 1}, _work(tmp_path, "a"))
+    new = StageRunner(tmp_path).run("stage1", {"lr": 2}, _work(tmp_path, "b"))
+    notes = tmp_path / "stage1-my-notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    forged = tmp_path / "stage1-0123456789ab"  # looks like a stage folder, but prefopt did not make it
+    forged.mkdir()
+    assert clean_stage_folders(tmp_path, dry_run=True) == [tmp_path / f"stage1-{old}"]
+    assert (tmp_path / f"stage1-{old}").is_dir()
+    assert clean_stage_folders(tmp_path) == [tmp_path / f"stage1-{old}"]
+    assert not (tmp_path / f"stage1-{old}").exists()
+    assert (tmp_path / f"stage1-{new}").is_dir() and (notes / "notes.txt").is_file() and forged.is_dir()
+
+
+def test_a_second_run_in_the_same_directory_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    holder = rf"is in use by prefopt process {os.getpid()} "
+    with run_directory_lock(tmp_path), pytest.raises(PrefoptError, match=holder), run_directory_lock(tmp_path):
+        pass
+    with run_directory_lock(tmp_path):  # released on exit (and by the OS when the holder dies)
+        pass
+
+
+def test_progress_without_a_terminal_logs_plain_lines(monkeypatch, caplog):
+    import io
+
+    from prefopt import progress
+
+    monkeypatch.setattr(progress.sys, "stderr", io.StringIO())  # not a terminal (a SLURM or nohup log)
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="prefopt"), progress.progress_bar("generating", 4) as bar:
+        for _ in range(4):
+            bar.advance(loss=0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("generating: 1/4 (25%), 0:00:00 elapsed, ~0:00:00 left  loss 0.5")
+    assert lines[-1].startswith("generating: 4/4 (100%)") and len(lines) == 5
