@@ -225,8 +225,9 @@ class Backbone(abc.ABC):
         """Sample media (with their latents) for prompts with the current weights."""
 
     @abc.abstractmethod
-    def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> Path:
-        """Write a LoRA state dict in the pipeline's own format (``pytorch_lora_weights.safetensors``)."""
+    def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor], adapter_config: dict | None = None) -> Path:
+        """Write a LoRA state dict in the pipeline's own format (``pytorch_lora_weights.safetensors``), with the
+        adapter's peft config (``LoraConfig.to_dict()``: rank, α, targets) where the format keeps it."""
 
     @abc.abstractmethod
     def unload_encoders(self) -> None:

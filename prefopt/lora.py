@@ -61,9 +61,27 @@ def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> 
         path = path / "pytorch_lora_weights.safetensors"
     if not path.is_file():
         raise PrefoptError(f"initial LoRA `{path}` does not exist; train it first or fix `init_lora`.")
-    denoiser.load_lora_adapter(str(path), adapter_name="init", prefix=prefix)
+    # diffusers reads the adapter's config (rank, α) from the file's metadata only through a pipeline's
+    # load_lora_weights (a model's load_lora_adapter given a path drops it); passed here with the tensors, a
+    # LoRA with α ≠ r is fused at its trained scale α/r, not at 1.
+    from prefopt.data import load_tensors
+
+    denoiser.load_lora_adapter(load_tensors(path, "initial LoRA"), adapter_name="init", prefix=prefix,
+                               metadata=_adapter_metadata(path))
     denoiser.fuse_lora(adapter_names=["init"])
     denoiser.delete_adapters("init")
+
+
+def _adapter_metadata(path: Path) -> dict | None:
+    """The peft config diffusers stores in a LoRA file's safetensors metadata, or None for older files."""
+    import json
+
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(LORA_ADAPTER_METADATA_KEY)
+    return json.loads(raw) if raw else None
 
 
 def lora_state_dict(denoiser: torch.nn.Module, adapter_name: str = POLICY_ADAPTER) -> dict[str, torch.Tensor]:

@@ -466,7 +466,7 @@ class DiffusionDPOTrainer:
         directory = self.output_dir / "lora"
         if self.is_main:
             state = lora_state_dict(denoiser)
-            self.backbone.save_lora(directory, state)
+            self.backbone.save_lora(directory, state, adapter_config=denoiser.peft_config[POLICY_ADAPTER].to_dict())
             save_tensors(directory / ADAPTER_FILE, state)
         self.accelerator.wait_for_everyone()
         return directory / "pytorch_lora_weights.safetensors"

@@ -166,14 +166,19 @@ def test_other_backbones_train_from_a_pairs_file_and_load_into_the_pipeline(tmp_
     assert not torch.allclose(before, after), "the loaded LoRA changed nothing"
 
 
-def _denoiser_output(backbone):
+def _denoiser_inputs(backbone):
+    """(latents, noise, timesteps, conditioning) for one sample, the same for every call."""
     frames = 1 if backbone.name == "stable-diffusion" else 5
     gen = torch.Generator().manual_seed(0)
     latents = backbone.encode_media(torch.rand(1, 3, frames, 32, 32, generator=gen) * 2 - 1)
     conditioning = backbone.encode_prompts(["a cat"])
     timesteps = backbone.sample_timesteps(1, gen)
+    return latents, torch.randn(latents.shape, generator=gen), timesteps, conditioning
+
+
+def _denoiser_output(backbone):
     with torch.no_grad():
-        return backbone.forward_train(latents, torch.randn(latents.shape, generator=gen), timesteps, conditioning).prediction
+        return backbone.forward_train(*_denoiser_inputs(backbone)).prediction
 
 
 @pytest.mark.parametrize("variant", [
@@ -323,3 +328,33 @@ def test_a_corrupt_latent_file_is_named(tmp_path, make_backbone):
     trainer = DiffusionDPOTrainer(backbone, _config(max_steps=1), tmp_path / "run")
     with pytest.raises(PrefoptError, match=rf"latents of `{losers[0]}` `.*` cannot be read .*truncated or corrupt"):
         trainer.train([PreferenceExample("a man walks", winners[0], losers[0])])
+
+
+@pytest.mark.parametrize("kind", ["hunyuan-video", "wan", "stable-diffusion"])
+def test_a_lora_with_alpha_unlike_rank_loads_back_at_its_trained_strength(tmp_path, make_backbone, kind):
+    """r = 4, α = 1 trains at scale 0.25; the saved file must carry α, or diffusers rebuilds it at scale 1."""
+    frames = 1 if kind == "stable-diffusion" else 5
+    rng = np.random.default_rng(0)
+    suffix = ".png" if frames == 1 else ".mp4"
+    paths = [str(write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8)))
+             for i in range(4)]
+    backbone = make_backbone(kind)
+    config = _config(num_frames=frames, max_steps=3, lora_rank=4, lora_alpha=1, learning_rate=1e-2)
+    lora_file = DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(_pairs(paths))
+    fresh = make_backbone(kind)
+    inputs = _denoiser_inputs(fresh)  # the trained backbone's encoders were unloaded after encoding
+
+    def output(model_backbone):
+        with torch.no_grad():
+            return model_backbone.forward_train(*inputs).prediction
+
+    backbone.denoiser.eval()
+    trained, base = output(backbone), output(fresh)  # in memory, the adapter runs at α/r
+    fresh.pipe.load_lora_weights(str(lora_file.parent))
+    assert (trained - base).abs().max() > 1e-4  # the LoRA does something measurable
+    torch.testing.assert_close(output(fresh), trained, rtol=1e-4, atol=1e-5)
+    from prefopt.lora import fuse_lora_file
+
+    fused = make_backbone(kind)  # as the next DPO stage's reference (`init_lora`) sees it
+    fuse_lora_file(fused.denoiser, lora_file, prefix=fused.denoiser_attribute)
+    torch.testing.assert_close(output(fused), trained, rtol=1e-4, atol=1e-5)

@@ -134,10 +134,13 @@ class DiffusersBackbone(Backbone):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor]) -> Path:
+    def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor], adapter_config: dict | None = None) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        layers = {f"{self.denoiser_attribute}_lora_layers": state_dict}
+        # The adapter's peft config (rank, α, targets) goes into the file's metadata, where diffusers'
+        # load_lora_weights reads it: without it a LoRA with α ≠ r comes back at scale 1 instead of α/r.
+        layers = {f"{self.denoiser_attribute}_lora_layers": state_dict,
+                  f"{self.denoiser_attribute}_lora_adapter_metadata": adapter_config}
         self.pipeline_class().save_lora_weights(directory, **layers, safe_serialization=True)
         return directory / "pytorch_lora_weights.safetensors"
 
