@@ -88,8 +88,9 @@ class TrainerConfig:
     lr_warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
     beta: float = field(
-        default=2500.0,
-        metadata={"help": "DPO β: the KL strength. Diffusion-DPO used 2000–5000 for per-element MSE errors."},
+        default=5000.0,
+        metadata={"help": "DPO β in −log σ(−β/2·Δ) (Salesforce's convention and value; the same strength as "
+                          "diffusers' −log σ(−β·Δ) with β = 2500). See docs/losses.md."},
     )
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = field(
         default="sigmoid", metadata={"help": "DPO loss variant (trl's names)."}

@@ -96,3 +96,16 @@ def test_invalid_arguments():
         diffusion_dpo_loss(*args, beta=0.0)
     with pytest.raises(ValueError, match="loss_type must be one of"):
         diffusion_dpo_loss(*args, beta=1.0, loss_type="kto")
+
+
+def test_default_beta_has_the_reference_implementations_strength():
+    """Diffusion-DPO's references: diffusers' example −logσ(−β·Δ) at β = 2500; Salesforce's train.py
+    −logσ(−0.5·β·Δ) at β = 5000. prefopt's −logσ(−β/2·Δ) at its default β must give the same loss."""
+    from prefopt.trainer import TrainerConfig
+
+    # Δ = (e_w − ref_w) − (e_l − ref_l) = (0.2000 − 0.2002) − (0.3000 − 0.2999) = −0.0003
+    e_w, e_l, r_w, r_l = _errs(0.2000, 0.3000, 0.2002, 0.2999)
+    loss = diffusion_dpo_loss(e_w, e_l, r_w, r_l, beta=TrainerConfig().beta).item()
+    diffusers_example = math.log1p(math.exp(-2500 * 0.0003))   # −logσ(0.75) = 0.3916...
+    salesforce = math.log1p(math.exp(-0.5 * 5000 * 0.0003))
+    assert loss == pytest.approx(diffusers_example, rel=1e-9) and loss == pytest.approx(salesforce, rel=1e-9)
