@@ -75,3 +75,28 @@ def test_left_padded_text_is_refused_with_the_fix(make_backbone):
     conditioning["prompt_attention_mask"] = conditioning["prompt_attention_mask"].flip(1)  # padding first
     with pytest.raises(PrefoptError, match=r"valid text tokens first.*padding_side='right'"):
         backbone.forward_train(latents, noise, timesteps, conditioning)
+
+
+def _shifted(shift: float, num: int = 1000) -> torch.Tensor:
+    sigmas = torch.linspace(1.0, 1.0 / num, num, dtype=torch.float64).flip(0)
+    return (shift * sigmas / (1.0 + (shift - 1.0) * sigmas)).float()
+
+
+def test_wan_trains_on_its_schedulers_flow_shift(make_backbone):
+    """Wan ships UniPC / DPM-Solver schedulers, whose shift is `flow_shift`; it must not train unshifted."""
+    from diffusers import UniPCMultistepScheduler
+
+    backbone = make_backbone("wan")
+    backbone.pipe.scheduler = UniPCMultistepScheduler(flow_shift=5.0, use_flow_sigmas=True,
+                                                      prediction_type="flow_prediction")
+    torch.testing.assert_close(backbone._training_sigmas(), _shifted(5.0))
+    assert backbone._training_sigmas().median() > 0.8  # unshifted, the median would be 0.5
+
+
+def test_the_shift_option_overrides_the_scheduler(make_backbone):
+    backbone = make_backbone("hunyuan-video")  # its scheduler's shift is 7
+    torch.testing.assert_close(backbone._training_sigmas(), _shifted(7.0))
+    lowered = make_backbone("hunyuan-video", shift=3.0)
+    torch.testing.assert_close(lowered._training_sigmas(), _shifted(3.0))
+    draws = lowered.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    assert (draws < 0.5).float().mean() > 2 * (backbone.sample_timesteps(4000, torch.Generator().manual_seed(0)) < 0.5).float().mean()

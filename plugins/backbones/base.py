@@ -47,7 +47,14 @@ class FlowMatchingConfig(DiffusersBackboneConfig):
 
     timestep_sampling: Literal["logit_normal", "uniform", "mode"] = field(
         default="logit_normal",
-        metadata={"help": "Density of training σ, as in diffusers' flow-matching trainers."},
+        metadata={"help": "Density of training σ before the shift, as in diffusers' flow-matching trainers."},
+    )
+    shift: float | None = field(
+        default=None,
+        metadata={"help": "σ shift of the training grid, σ' = sσ/(1+(s−1)σ); empty reads the pipeline's scheduler "
+                          "(`shift`, or `flow_shift` for Wan's schedulers): 7 for HunyuanVideo, 3–5 for Wan. Lower "
+                          "it (e.g. 3, as musubi-tuner advises) to train more at small σ, where fine detail such "
+                          "as a face forms; 1 trains on the unshifted grid (finetrainers)."},
     )
     logit_mean: float = field(default=0.0, metadata={"help": "Mean of the logit-normal σ density."})
     logit_std: float = field(default=1.0, metadata={"help": "Std of the logit-normal σ density."})
@@ -55,6 +62,12 @@ class FlowMatchingConfig(DiffusersBackboneConfig):
     loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] = field(
         default="none", metadata={"help": "Per-sample loss weight as a function of σ (SD3 schemes)."}
     )
+
+    def __post_init__(self) -> None:
+        if self.shift is not None and self.shift <= 0:
+            raise ValueError(f"`shift` must be positive, got {self.shift}")
+        if self.logit_std <= 0:
+            raise ValueError(f"`logit_std` must be positive, got {self.logit_std}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -222,6 +235,17 @@ def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: s
             f"the Hugging Face cache. {hint}")
 
 
+def scheduler_shift(scheduler_config) -> float:
+    """The static σ shift a flow-matching scheduler samples with. diffusers' FlowMatchEulerDiscreteScheduler
+    calls it `shift`; the UniPC and DPM-Solver schedulers Wan ships with call it `flow_shift` (and have no
+    `shift`, so reading only `shift` would silently train Wan on the unshifted grid)."""
+    for key in ("flow_shift", "shift"):
+        value = scheduler_config.get(key)
+        if value is not None:
+            return float(value)
+    return 1.0
+
+
 class FlowMatchingBackbone(DiffusersBackbone):
     """Rectified-flow training inputs: x_σ = (1 − σ)·x₀ + σ·ε, target ε − x₀, model timestep 1000·σ."""
 
@@ -245,7 +269,7 @@ class FlowMatchingBackbone(DiffusersBackbone):
         scheduler, whose ``sigmas`` are overwritten by every sampling call)."""
         scheduler_config = self.pipe.scheduler.config
         num = int(scheduler_config.num_train_timesteps)
-        shift = float(scheduler_config.get("shift", 1.0))
+        shift = self.config.shift if self.config.shift is not None else scheduler_shift(scheduler_config)
         sigmas = torch.linspace(1.0, 1.0 / num, num, dtype=torch.float64).flip(0)
         return (shift * sigmas / (1.0 + (shift - 1.0) * sigmas)).float()
 
