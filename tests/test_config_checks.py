@@ -35,3 +35,13 @@ def test_validate_names_the_key_and_exits_2(override, message, capsys):
 def test_the_shipped_recipes_validate(capsys):
     assert main(["validate", QUICKSTART]) == 0
     assert main(["validate", "recipes/magicid.yaml", "references.photos=[me.jpg]"]) == 0
+
+
+def test_the_paper_recipe_tolerates_only_the_dynamic_reward_in_stage_1():
+    """Sec. 3.4 / Fig. 3: stage 1 holds motion within a tolerance; semantic scores of different prompts are not
+    compared."""
+    from prefopt.runner import load_config
+
+    _, config = load_config("recipes/magicid.yaml", ["references.photos=[me.jpg]"])
+    threshold = config.stage1.selectors[0].options
+    assert threshold.reward == "identity" and threshold.tolerance_rewards == ["dynamic"]
