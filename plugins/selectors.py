@@ -128,7 +128,8 @@ class ParetoConfig:
     depth: int = field(default=1, metadata={"help": "How many fronts form the upper (and the lower) frontier."})
     dominance: Literal["standard", "strict"] = field(
         default="standard",
-        metadata={"help": "`standard`: ≥ on all, > on one; `strict`: > on every reward (the paper's wording)."},
+        metadata={"help": "`standard`: ≥ on all, > on one (pymoo's fronts); `strict`: > on every reward, the paper's "
+                          "definition, whose fronts are the weakly Pareto-optimal sets (larger when scores tie)."},
     )
     rule: Literal["dominates", "primary_gain"] = field(
         default="dominates",
@@ -137,8 +138,9 @@ class ParetoConfig:
     primary: str = field(default="identity", metadata={"help": "Reward for the `primary_gain` rule."})
 
     def __post_init__(self) -> None:
-        if self.depth < 1 or len(self.rewards) < 2:
-            raise ValueError(f"`depth` must be ≥ 1 and `rewards` name at least two rewards, got {self.depth}, {self.rewards}")
+        # One reward is allowed: its fronts are the score levels (the paper's Table 3 "ID only" row).
+        if self.depth < 1 or not self.rewards:
+            raise ValueError(f"`depth` must be ≥ 1 and `rewards` name at least one reward, got {self.depth}, {self.rewards}")
 
 
 class ParetoSelector:
@@ -167,7 +169,8 @@ class ParetoSelector:
         pool = _source_indices(items, self.config.sources)
         if len(pool) < 2:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        upper, lower = upper_and_lower_fronts(self._matrix(items)[pool], self.config.depth)
+        upper, lower = upper_and_lower_fronts(self._matrix(items)[pool], self.config.depth,
+                                              strict=self.config.dominance == "strict")
         return pool[upper], pool[lower]
 
     def select(self, items: ScoredItems, candidates: PairIndices | None = None) -> PairIndices:

@@ -16,6 +16,8 @@ import numpy as np
 from prefopt.errors import PrefoptError
 from prefopt.interfaces import Pair, PairIndices, ScoredItems
 
+STRICT_BLOCK = 512  # rows of the strict-dominance matrix built at once (bounds the N×M temporary)
+
 
 def nondominated_fronts(scores: np.ndarray, maximize: bool = True, n_fronts: int | None = None) -> list[np.ndarray]:
     """Index arrays of the Pareto fronts of ``scores`` (``[N, M]``), best front first.
@@ -35,14 +37,40 @@ def nondominated_fronts(scores: np.ndarray, maximize: bool = True, n_fronts: int
     return [np.sort(np.asarray(f, dtype=np.int64)) for f in fronts]
 
 
-def upper_and_lower_fronts(scores: np.ndarray, depth: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def strict_fronts(scores: np.ndarray, maximize: bool = True, n_fronts: int | None = None) -> list[np.ndarray]:
+    """Fronts under the paper's dominance (MagicID Sec. 3.4: a ≻ b iff R(a) > R(b) for *every* reward).
+
+    The first front is every item that no item beats on all rewards at once: the weakly Pareto-optimal set,
+    a superset of the standard first front whenever scores tie (common on clipped 1–10 scales). Later fronts
+    peel the same way. Vectorised: an N×N "beats on every reward" matrix, built in row blocks.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    s = scores if maximize else -scores
+    n = len(s)
+    beats = np.zeros((n, n), dtype=bool)  # beats[i, j]: i is better than j on every reward
+    for start in range(0, n, STRICT_BLOCK):
+        beats[start : start + STRICT_BLOCK] = np.all(s[start : start + STRICT_BLOCK, None, :] > s[None, :, :], axis=-1)
+    beaten_by = beats.sum(axis=0)
+    remaining = np.ones(n, dtype=bool)
+    fronts: list[np.ndarray] = []
+    while remaining.any() and (n_fronts is None or len(fronts) < n_fronts):
+        front = remaining & (beaten_by == 0)
+        fronts.append(np.flatnonzero(front))
+        remaining &= ~front
+        beaten_by -= beats[front].sum(axis=0)
+    return fronts
+
+
+def upper_and_lower_fronts(scores: np.ndarray, depth: int = 1, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The upper frontier (best ``depth`` fronts when maximising every reward) and the lower frontier.
 
     The lower frontier is the non-dominated set of the *reversed* problem: the items that no other item
     is worse than on every reward (minimising every reward), i.e. the worst-ranked compromise set.
+    ``strict`` uses the paper's dominance (:func:`strict_fronts`), else pymoo's standard fronts.
     """
-    upper = nondominated_fronts(scores, maximize=True, n_fronts=depth)
-    lower = nondominated_fronts(scores, maximize=False, n_fronts=depth)
+    sort = strict_fronts if strict else nondominated_fronts
+    upper = sort(scores, maximize=True, n_fronts=depth)
+    lower = sort(scores, maximize=False, n_fronts=depth)
     return np.concatenate(upper[:depth]), np.concatenate(lower[:depth])
 
 

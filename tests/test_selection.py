@@ -15,6 +15,7 @@ from prefopt.selection import (
     plot_selection,
     read_pairs_table,
     run_chain,
+    strict_fronts,
     to_records,
     unite,
     upper_and_lower_fronts,
@@ -40,6 +41,47 @@ def test_fronts_equal_brute_force_peeling_with_ties(seed):
     for maximize in (True, False):
         got = [f.tolist() for f in nondominated_fronts(points, maximize=maximize)]
         assert got == _brute_force_fronts(points, maximize)
+
+
+def _brute_force_strict_fronts(points, maximize=True):
+    """The paper's definition, written out: j beats i iff R(j) > R(i) on every reward."""
+    points = points if maximize else -points
+    remaining, fronts = list(range(len(points))), []
+    while remaining:
+        front = [i for i in remaining if not any(np.all(points[j] > points[i]) for j in remaining)]
+        fronts.append(sorted(front))
+        remaining = [i for i in remaining if i not in front]
+    return fronts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_strict_fronts_equal_brute_force_peeling_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(1, 5, size=(60, 3)).astype(float)  # few levels: many ties and duplicates
+    for maximize in (True, False):
+        assert [f.tolist() for f in strict_fronts(points, maximize=maximize)] == _brute_force_strict_fronts(points, maximize)
+    standard, strict = nondominated_fronts(points)[0], strict_fronts(points)[0]
+    assert set(standard) < set(strict)  # with ties the paper's first front is strictly larger
+
+
+def test_strict_dominance_uses_the_papers_fronts_in_the_pareto_selector():
+    # (3,3) is better than (3,1) on one reward and tied on the other: standard dominance ranks (3,1) in front 2,
+    # the paper's rule keeps it in the first front.
+    items = ScoredItems(ids=np.array(["a", "b", "c"], dtype=object), sources=np.array(["base"] * 3, dtype=object),
+                        prompts=np.array(["p"] * 3, dtype=object),
+                        scores={"identity": np.array([3.0, 3.0, 1.0]), "dynamic": np.array([3.0, 1.0, 0.5])})
+    standard = _selector("pareto", rewards=["identity", "dynamic"]).frontiers(items)[0]
+    strict = _selector("pareto", rewards=["identity", "dynamic"], dominance="strict").frontiers(items)[0]
+    assert sorted(standard) == [0] and sorted(strict) == [0, 1]
+
+
+def test_pareto_on_one_reward_pairs_its_top_level_with_its_bottom_level():
+    """The paper's Table 3 "ID only" row: a one-reward Pareto selection."""
+    items = _items()
+    pairs = _selector("pareto", rewards=["identity"]).select(items)
+    identity = items.scores["identity"]
+    assert len(pairs.winners) and np.all(identity[pairs.winners] == identity.max())
+    assert np.all(identity[pairs.losers] == identity.min())
 
 
 def test_lower_front_is_the_front_of_the_reversed_problem():
