@@ -69,6 +69,21 @@ def test_raft_missing_weights_is_one_clear_sentence(tmp_path):
         _reward("raft-dynamic", weights=str(tmp_path / "nope.pth"))
 
 
+def test_raft_defaults_to_vbenchs_weights_and_iterations(monkeypatch, tmp_path):
+    """VBench's Dynamic Degree uses the original RAFT's `raft-things` (torchvision's C_T_V1) with 20 iterations."""
+    import torch
+
+    from prefopt.errors import ConfigError
+    from prefopt_plugins.rewards.dynamics import RaftDynamicsConfig, RaftDynamicsReward
+
+    config = RaftDynamicsConfig()
+    assert (config.model, config.torchvision_weights, config.iterations) == ("raft_large", "C_T_V1", 20)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    assert "raft_large_C_T_V1-22a6c225.pth" in RaftDynamicsReward.missing_weights(config)
+    with pytest.raises(ConfigError, match="`torchvision_weights` of raft_small must be one of C_T_V1, C_T_V2"):
+        RaftDynamicsReward.missing_weights(RaftDynamicsConfig(model="raft_small", torchvision_weights="things"))
+
+
 def test_vbench_rules():
     assert top_fraction_mean(np.arange(100.0)) == pytest.approx(97.0)  # top 5: 95..99
     # 16 sampled frames at 256 px: moving when at least 4 pairs exceed 6.

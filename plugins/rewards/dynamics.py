@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from prefopt.errors import MissingWeightsError
+from prefopt.errors import ConfigError, MissingWeightsError
 from prefopt.interfaces import RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.common import fps_indices
@@ -124,11 +124,17 @@ class OpenCVDynamicsReward(DynamicsReward):
 @dataclass
 class RaftDynamicsConfig(DynamicsConfig):
     model: Literal["raft_small", "raft_large"] = field(default="raft_large", metadata={"help": "torchvision RAFT."})
+    torchvision_weights: str = field(
+        default="C_T_V1",
+        metadata={"help": "torchvision weights of `model`: `C_T_V1` (default) is the original RAFT's `raft-things` "
+                          "(FlyingChairs + FlyingThings), which VBench's Dynamic Degree uses; `C_T_SKHT_V2` "
+                          "(torchvision's DEFAULT) is fine-tuned on Sintel, KITTI and HD1K."},
+    )
     weights: str = field(
         default="",
-        metadata={"help": "A RAFT state-dict file; empty uses torchvision's default weights from its cache."},
+        metadata={"help": "A RAFT state-dict file; empty takes `torchvision_weights` from the torch hub cache."},
     )
-    iterations: int = field(default=12, metadata={"help": "RAFT refinement iterations (VBench uses 20)."})
+    iterations: int = field(default=20, metadata={"help": "RAFT refinement iterations (VBench: 20)."})
     batch_size: int = field(default=16, metadata={"help": "Frame pairs per RAFT call."})
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})
 
@@ -158,7 +164,11 @@ class RaftDynamicsReward(DynamicsReward):
                 raise MissingWeightsError(
                     f"RAFT weights file `{config.weights}` does not exist; set `weights` to a state-dict file.")
             return Path(config.weights), None
-        enum = getattr(of, "Raft_Small_Weights" if config.model == "raft_small" else "Raft_Large_Weights").DEFAULT
+        choices = getattr(of, "Raft_Small_Weights" if config.model == "raft_small" else "Raft_Large_Weights")
+        if config.torchvision_weights not in choices.__members__:
+            raise ConfigError(f"`torchvision_weights` of {config.model} must be one of "
+                              f"{', '.join(choices.__members__)}, got `{config.torchvision_weights}`.")
+        enum = choices[config.torchvision_weights]
         cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
         if not cached.is_file():
             raise MissingWeightsError(
@@ -215,4 +225,6 @@ class RaftDynamicsReward(DynamicsReward):
     def provenance(self) -> dict:
         import torchvision
 
-        return {"model": self.config.model, "weights": self._source, "torchvision": torchvision.__version__}
+        return {"model": self.config.model, "weights": self._source, "iterations": self.config.iterations,
+                "torchvision_weights": "" if self.config.weights else self.config.torchvision_weights,
+                "torchvision": torchvision.__version__}
