@@ -141,12 +141,32 @@ def read_pairs_table(path: str | os.PathLike) -> list[Pair]:
             for r in rows]
 
 
+def _focus(ax, xs: np.ndarray, ys: np.ndarray, in_pool: np.ndarray, pairs: PairIndices) -> None:
+    """Limit the view to the pool and the pairs' ends (with a margin); say how many items lie outside."""
+    shown = in_pool.copy()
+    shown[pairs.winners] = shown[pairs.losers] = True
+    if not shown.any() or shown.all():
+        return
+    pad_x = max(0.05, 0.08 * np.ptp(xs[shown]))
+    pad_y = max(0.05, 0.08 * np.ptp(ys[shown]))
+    ax.set_xlim(xs[shown].min() - pad_x, xs[shown].max() + pad_x)
+    ax.set_ylim(ys[shown].min() - pad_y, ys[shown].max() + pad_y)
+    x0, x1, y0, y1 = (*ax.get_xlim(), *ax.get_ylim())
+    outside = int((~((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1))).sum())
+    if outside:
+        ax.annotate(f"{outside} item(s) of other sources outside this view", (0.01, 0.01),
+                    xycoords="axes fraction", fontsize=8, color="0.3")
+
+
 def plot_selection(path: str | os.PathLike, items: ScoredItems, pairs: PairIndices, x: str, y: str,
-                   title: str, fronts: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+                   title: str, fronts: tuple[np.ndarray, np.ndarray] | None = None,
+                   pool: Sequence[str] = (), trained: int | None = None) -> Path:
     """Scatter of the items on two rewards by source, the chosen pairs, and (if given) the frontier items.
 
     Fronts computed on more than two rewards are not curves in this projection, so frontier members are
-    marked rather than joined.
+    marked rather than joined. ``pool`` (sources) sets the view to the items the selection drew from, so one
+    far-away item of another source cannot squeeze them into a corner; ``trained`` is the number of pairs
+    the stage trains on when it adds pairs selected elsewhere (MagicID's P = P_dy ∪ P_id).
     """
     import matplotlib
 
@@ -175,7 +195,9 @@ def plot_selection(path: str | os.PathLike, items: ScoredItems, pairs: PairIndic
         ax.scatter(xs[pairs.losers], ys[pairs.losers], marker="x", s=30, color="tab:red", label="losers", zorder=4)
     ax.set_xlabel(f"{x} reward (1–10)")
     ax.set_ylabel(f"{y} reward (1–10)")
-    ax.set_title(f"{title}: {len(pairs)} pairs from {len(items)} items")
+    _focus(ax, xs, ys, np.isin(items.sources, list(pool)) if pool else np.ones(len(items), bool), pairs)
+    extra = f" ({trained} trained with the earlier stage's)" if trained is not None and trained != len(pairs) else ""
+    ax.set_title(f"{title}: {len(pairs)} pairs{extra} from {len(items)} items")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = Path(path)

@@ -467,7 +467,7 @@ class DiffusionDPOTrainer:
         directory = self.output_dir / "lora"
         if self.is_main:
             state = lora_state_dict(denoiser)
-            self.backbone.save_lora(directory, state, adapter_config=denoiser.peft_config[POLICY_ADAPTER].to_dict())
+            self.backbone.save_lora(directory, state, adapter_config=_adapter_config(denoiser))
             save_tensors(directory / ADAPTER_FILE, state)
         self.accelerator.wait_for_everyone()
         return directory / "pytorch_lora_weights.safetensors"
@@ -482,3 +482,11 @@ def _check_tracker_installed(tracker: str) -> None:
     if not getattr(accelerate.utils, f"is_{tracker}_available")():
         raise PrefoptError(f"`report_to: {tracker}` needs the `{tracker}` package: `pip install {tracker}` "
                            "(or set `report_to: none`; metrics.jsonl is written either way).")
+
+
+def _adapter_config(denoiser) -> dict:
+    """The policy adapter's peft config for the LoRA file's metadata. peft keeps `target_modules` as a set, whose
+    order changes from process to process (string hashing is randomised): sorted, the same run writes the same
+    bytes."""
+    config = denoiser.peft_config[POLICY_ADAPTER].to_dict()
+    return {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in config.items()}

@@ -63,7 +63,15 @@ def test_quickstart_runs_every_stage_and_writes_its_outputs(finished_run):
     items = load_dataset("parquet", data_files=str(run / "repository" / "items" / "*.parquet"), split="train")
     assert sorted(set(items["source"])) == ["base", "lora", "static"] and len(items) == 1 + 4 + 4 + 4
     table = json.loads((run / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text())
-    assert [row["model"] for row in table] == ["base", "identity LoRA", "MagicID (final)"]
+    assert [row["model"] for row in table] == ["base", "identity LoRA", "stage 1 (ID pairs)", "MagicID (final)"]
+    assert all(row["faceless_frames"].endswith("/16") for row in table)  # ConsisID: 16 frames per video
+    ablation = (run / f"evaluation-{state['evaluation']['hash']}" / "table.md").read_text()
+    assert ablation.count("\n") == 6 and "| stage 1 (ID pairs) | ✓ |  |" in ablation  # shaped like Table 2
+    report = (run / "report" / "index.html").read_text()
+    for needle in ("Reference photos", "thumbs/reference-0.png", "As the paper's Table 2", "pytorch_lora_weights",
+                   "Held-out evaluation", "config.json"):
+        assert needle in report, needle
+    assert len(list((run / "report" / "thumbs").glob("*.png"))) > 4  # pair thumbnails
 
 
 def test_rerun_skips_finished_stages_and_a_changed_stage_reruns_from_there(finished_run):
@@ -221,6 +229,7 @@ def _relative_command(*extra):
 
 
 def test_the_same_config_twice_gives_the_same_pairs_loras_and_evaluation(tmp_path):
+    """Two runs in two folders: the same stage hashes, pairs, LoRA tensors (bit for bit) and evaluation table."""
     from prefopt.selection import read_pairs_table
 
     runs = []
@@ -236,10 +245,16 @@ def test_the_same_config_twice_gives_the_same_pairs_loras_and_evaluation(tmp_pat
     for stage in ("stage1", "stage2"):
         pairs = [read_pairs_table(run / f"{stage}-{state[stage]['hash']}" / "pairs.parquet") for run in runs]
         assert pairs[0] and pairs[0] == pairs[1]
+    from safetensors import safe_open
+
     for stage in ("identity_lora", "stage1", "stage2"):
-        loras = [(run / f"{stage}-{state[stage]['hash']}" / "lora" / "pytorch_lora_weights.safetensors").read_bytes()
-                 for run in runs]
-        assert loras[0] == loras[1], stage
+        files = [run / f"{stage}-{state[stage]['hash']}" / "lora" / "pytorch_lora_weights.safetensors" for run in runs]
+        # Tensors bit for bit, and the same metadata; the byte order of safetensors' metadata map is not stable
+        # (it is serialised from a hash map), so the files are compared by content, not as bytes.
+        opened = [safe_open(str(f), framework="pt") for f in files]
+        assert opened[0].metadata() == opened[1].metadata() and opened[0].keys() == opened[1].keys(), stage
+        for key in opened[0].keys():  # noqa: SIM118 (a safetensors file handle is not iterable)
+            assert opened[0].get_tensor(key).equal(opened[1].get_tensor(key)), (stage, key)
     tables = [json.loads((run / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text()) for run in runs]
     assert [{k: v for k, v in row.items() if k != "folder"} for row in tables[0]] == \
         [{k: v for k, v in row.items() if k != "folder"} for row in tables[1]]

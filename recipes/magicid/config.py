@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from prefopt.config import BackboneSpec, RewardSpec, SelectorSpec
 from prefopt.trainer import TrainerConfig
@@ -143,9 +144,19 @@ class EvaluationConfig:
         metadata={"help": "CLIP for CLIP-T, CLIP-I and temporal consistency; empty reuses a `clip-semantic` reward."},
     )
     seed: int = field(default=10_000, metadata={"help": "Seed of evaluation videos (the same for every model)."})
+    face_sim: Literal["consisid", "all_frames_mean_reference"] = field(
+        default="consisid",
+        metadata={"help": "Face Sim protocol: `consisid` (ConsisID's eval: 16 frames, grey-padded retry, face-less "
+                          "frames skipped, first reference) or `all_frames_mean_reference` (8 frames, face-less "
+                          "frames count 0, mean of every reference)."},
+    )
+    face_det_size: int = field(
+        default=320,
+        metadata={"help": "Face detector size for Face Sim when the identity reward has one (ConsisID: 320)."},
+    )
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("videos_per_prompt",))
+        _require_positive(self, ("videos_per_prompt", "face_det_size"))
 
 
 @dataclass

@@ -45,6 +45,15 @@ def resolve_path(path: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / inner
 
 
+def _pool_sources(selection) -> list[str]:
+    """The sources a selection chain draws from (its selectors' `sources`, `winner_sources`, `loser_sources`)."""
+    sources: list[str] = []
+    for spec in selection.selectors:
+        for name in ("sources", "winner_sources", "loser_sources"):
+            sources += [s for s in getattr(spec.options, name, None) or [] if s not in sources]
+    return sources
+
+
 class MagicIDRecipe:
     """MagicID: hybrid preference optimisation for identity-consistent, dynamic video customisation."""
 
@@ -258,9 +267,10 @@ class MagicIDRecipe:
         records = unite([(items, pairs, f"{stage}:" + "→".join(s.name for s in selection.selectors))])
         folder = self.stage_dir(stage, digest)
         fronts = selectors[0].frontiers(items) if hasattr(selectors[0], "frontiers") else None
-        plot_selection(folder / "pairs.png", items, pairs, selection.plot_x, selection.plot_y, stage, fronts)
         records = records + [p for p in (extra_pairs or []) if (p.winner_id, p.loser_id) not in
                              {(r.winner_id, r.loser_id) for r in records}]
+        plot_selection(folder / "pairs.png", items, pairs, selection.plot_x, selection.plot_y, stage, fronts,
+                       pool=_pool_sources(selection), trained=len(records))
         write_pairs(folder / "pairs.parquet", records)
         if not records:
             raise PrefoptError(f"{stage} selected no pairs from {len(items)} scored videos; loosen the selector "

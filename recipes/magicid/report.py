@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from prefopt.config import to_dict
 from prefopt.media import read_media
 
 
@@ -84,13 +86,77 @@ def frame_strip(path: Path, video: np.ndarray, frames: int = 6) -> None:
 
 
 def _eval_table(rows: list[dict]) -> str:
-    columns = ["model", "identity", "dynamic", "semantic", "face_sim", "dynamic_degree", "temporal_consistency",
-               "clip_t", "clip_i", "fvd"]
+    columns = ["model", "identity", "dynamic", "semantic", "face_sim", "faceless_frames", "flow_score",
+               "dynamic_degree", "temporal_consistency", "clip_t", "clip_i", "fvd"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r[c], float) else f"<td>{html.escape(str(r[c]))}</td>"
+        "<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float) else f"<td>{html.escape(str(r.get(c, '')))}</td>"
                          for c in columns) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+THUMB_SIDE = 96
+PAIRS_SHOWN = 24
+
+
+def _thumbnail(out: Path, name: str, frame: np.ndarray) -> str:
+    """A small PNG of one frame under report/thumbs/; returns its path relative to the report."""
+    import imageio.v3 as iio
+
+    from prefopt.media import resize_frames
+
+    height, width = frame.shape[:2]
+    scale = THUMB_SIDE / max(height, width)
+    small = resize_frames(frame[None], max(1, round(height * scale)), max(1, round(width * scale)))[0]
+    (out / "thumbs").mkdir(exist_ok=True)
+    iio.imwrite(out / "thumbs" / f"{name}.png", small)
+    return f"thumbs/{name}.png"
+
+
+def _pairs_table(out: Path, recipe, stage: str) -> str:
+    """The first pairs of a stage: thumbnails of winner and loser (first frame), sources, prompt, reward gaps."""
+    from prefopt.selection import read_pairs_table
+
+    repo = recipe.repository()
+    items = repo.items_by_id()
+    pairs = read_pairs_table(recipe.stage_dir(stage) / "pairs.parquet")
+    rows = []
+    for pair in pairs[:PAIRS_SHOWN]:
+        cells = []
+        for item_id in (pair.winner_id, pair.loser_id):
+            record = items[item_id]
+            thumb = _thumbnail(out, item_id, read_media(repo.path(record.media_path))[0])
+            link = os.path.relpath(repo.path(record.media_path), out)
+            cells.append(f"<a href='{html.escape(link)}'><img src='{thumb}' title='{html.escape(item_id)}'></a>"
+                         f"<br><small>{html.escape(record.source)}</small>")
+        gaps = ", ".join(f"Δ{k} {v:+.2f}" for k, v in pair.deltas.items())
+        rows.append(f"<tr><td>{cells[0]}</td><td>{cells[1]}</td><td>{html.escape(pair.prompt)}</td>"
+                    f"<td>{html.escape(gaps)}</td></tr>")
+    more = f"<p>{len(pairs) - PAIRS_SHOWN} more in <code>pairs.parquet</code>.</p>" if len(pairs) > PAIRS_SHOWN else ""
+    return ("<table><tr><th>winner</th><th>loser</th><th>prompt</th><th>reward gaps (winner − loser)</th></tr>"
+            + "".join(rows) + "</table>" + more)
+
+
+def _references(out: Path, recipe) -> str:
+    images = []
+    for index, photo in enumerate(recipe.photos()):
+        thumb = _thumbnail(out, f"reference-{index}", read_media(photo)[0])
+        images.append(f"<figure style='display:inline-block'><img src='{thumb}'><figcaption><small>"
+                      f"{html.escape(Path(photo).name)}</small></figcaption></figure>")
+    return "".join(images)
+
+
+def _links(out: Path, recipe, rows: list[dict]) -> str:
+    """Links to every LoRA the run trained and every evaluation video."""
+    loras = [(stage, recipe.stage_dir(stage) / "lora" / "pytorch_lora_weights.safetensors")
+             for stage in ("identity_lora", "stage1", "stage2")]
+    items = [f"<li>{html.escape(stage)}: <a href='{html.escape(os.path.relpath(path, out))}'>"
+             f"{html.escape(path.name)}</a></li>" for stage, path in loras]
+    for row in rows:
+        videos = sorted(Path(row["folder"]).glob("*.mp4"))
+        links = " ".join(f"<a href='{html.escape(os.path.relpath(v, out))}'>{html.escape(v.stem)}</a>" for v in videos)
+        items.append(f"<li>{html.escape(row['model'])} videos: {links}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
 
 
 def write_report(recipe, timings: dict[str, float]) -> Path:
@@ -109,29 +175,55 @@ def write_report(recipe, timings: dict[str, float]) -> Path:
         name = f"strip_{Path(row['folder']).name}.png"
         frame_strip(out / name, read_media(Path(row["folder"]) / "000.mp4"))
         strips.append((row["model"], name))
-    (out / "index.html").write_text(_html(recipe, rows, strips, timings))
+    sections = {"references": _references(out, recipe), "links": _links(out, recipe, rows),
+                "pairs": {stage: _pairs_table(out, recipe, stage) for stage in ("stage1", "stage2")}}
+    (out / "index.html").write_text(_html(recipe, rows, strips, timings, sections))
     return out / "index.html"
 
 
-def _html(recipe, rows, strips, timings) -> str:
+def _no_face_note(rows: list[dict]) -> str:
+    """Say why Face Sim is 0 when the detector found no face, instead of showing a bare 0.000."""
+    faceless = [r["model"] for r in rows if isinstance(r.get("faceless_frames"), str)
+                and r["faceless_frames"].split("/")[0] == r["faceless_frames"].split("/")[1]]
+    if not faceless:
+        return ""
+    return (f"<p class=warn>No face was detected in any sampled frame of {html.escape(', '.join(faceless))}: their "
+            "Face Sim of 0 means “no face”, not “a different person”.</p>")
+
+
+def _html(recipe, rows, strips, timings, sections) -> str:
     banner = ("<p class=warn>This run used tiny randomly initialised models (the quickstart): its videos are "
               "noise, and it shows the mechanics of every stage, not results.</p>"
               if recipe.config.run.build_tiny_models else "")
     strip_html = "".join(f"<h3>{html.escape(m)}</h3><img src='{n}'>" for m, n in strips)
     total = sum(timings.values())
+    prompts = recipe.prompts()
+    prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["train"])
+    eval_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["eval"])
+    ablation = (recipe.stage_dir("evaluation") / "table.md").read_text()
+    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
     return f"""<!doctype html><html><head><meta charset=utf-8><title>prefopt · {html.escape(recipe.config.run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.warn{{background:#fff3cd;padding:8px}}</style>
 </head><body><h1>MagicID run: {html.escape(recipe.config.run.name)}</h1>{banner}
 <p>Backbone <code>{html.escape(recipe.config.backbone.name)}</code>; {total:.0f} s in all.</p>
-<h2>Evaluation on held-out prompts</h2>{_eval_table(rows)}
+<h2>Reference photos</h2>{sections["references"]}
+<h2>Evaluation on held-out prompts</h2>{_no_face_note(rows)}
+<h3>As the paper's Table 2</h3><pre>{html.escape(ablation)}</pre>
+<h3>Every metric</h3>{_eval_table(rows)}
 <p><code>identity</code>, <code>dynamic</code>, <code>semantic</code>: the rewards' 1–10 values. The others are the
-paper's metrics: Face Sim (max(0, cos) of the largest face), Dynamic Degree (fraction VBench calls dynamic),
+paper's metrics: Face Sim (ConsisID's protocol unless configured otherwise; face-less frames beside it), Dynamic
+(VBench's mean flow score, the scale of the paper's values) and Dynamic Degree (the fraction VBench calls dynamic),
 temporal consistency and CLIP-T/CLIP-I (CLIP features), FVD (needs I3D weights).</p>
+<h2>Prompts</h2><h3>Train</h3><ol>{prompt_list}</ol><h3>Held-out evaluation</h3><ol>{eval_list}</ol>
 <h2>Pair selection</h2><h3>Stage 1: identity-preferred (V_id ∪ V_s)</h3><img src='stage1_pairs.png'>
-<h3>Stage 2: dynamic-preferred (V_s ∪ V_t)</h3><img src='stage2_pairs.png'>
+{sections["pairs"]["stage1"]}
+<h3>Stage 2: dynamic-preferred (V_s ∪ V_t), trained with the stage-1 pairs</h3><img src='stage2_pairs.png'>
+{sections["pairs"]["stage2"]}
 <h2>Rewards in the repository</h2><img src='rewards.png'>
 <h2>Training</h2><img src='training.png'>
 <h2>Evaluation videos (first prompt, sampled frames)</h2>{strip_html}
+<h2>Files</h2>{sections["links"]}
 <h2>Stage timings</h2><img src='timings.png'>
+<h2>Configuration</h2><details><summary>the run's configuration (config.json)</summary><pre>{config}</pre></details>
 </body></html>"""
