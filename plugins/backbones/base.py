@@ -90,6 +90,11 @@ class DiffusersBackbone(Backbone):
         self.device = resolve_device(config.device)
         self.dtype = DTYPES[config.dtype]
         self.pipe = pipeline if pipeline is not None else self._load_pipeline()
+        # A pipeline saved without a VAE (`vae: [null, null]` in model_index.json) denoises pixels: media are
+        # their own latents, scaled to [-1, 1] (the miniature world's model is such a pixel-space model).
+        self.pixel_space = getattr(self.pipe, "vae", ...) is None
+        if self.pixel_space:
+            self.pipe.vae_scale_factor_spatial = self.pipe.vae_scale_factor_temporal = 1
         self.pipe.to(self.device)
         self.pipe.set_progress_bar_config(disable=True)  # prefopt shows one bar per generation job instead
         self.denoiser.requires_grad_(False)
@@ -113,7 +118,8 @@ class DiffusersBackbone(Backbone):
             raise MissingWeightsError(message)
         try:
             return self.pipeline_class().from_pretrained(
-                self.config.pretrained, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs()
+                self.config.pretrained, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs(),
+                **_saved_without(self.config),
             )
         except OSError as e:
             raise MissingWeightsError(
@@ -134,6 +140,8 @@ class DiffusersBackbone(Backbone):
 
     @torch.no_grad()
     def encode_media(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.pixel_space:
+            return pixels.to(self.device).float()
         vae = self._require("vae")
         pixels = pixels.to(self.device, vae.dtype)
         latents = vae.encode(self._vae_input(pixels)).latent_dist.mode()
@@ -183,9 +191,12 @@ class DiffusersBackbone(Backbone):
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
         """uint8 frames ``[B, F, H, W, 3]`` from pipeline latents."""
-        vae = self._require("vae")
-        video = vae.decode(self._denormalize_latents(latents.to(self.device, vae.dtype)), return_dict=False)[0]
-        video = self._vae_output(video)  # [B, C, F, H, W] in [-1, 1]
+        if self.pixel_space:
+            video = latents.to(self.device)
+        else:
+            vae = self._require("vae")
+            video = vae.decode(self._denormalize_latents(latents.to(self.device, vae.dtype)), return_dict=False)[0]
+            video = self._vae_output(video)  # [B, C, F, H, W] in [-1, 1]
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return video.permute(0, 2, 3, 4, 1).cpu().numpy()
 
@@ -219,6 +230,21 @@ class DiffusersBackbone(Backbone):
                 "prompts before training starts, or build a new backbone."
             )
         return module
+
+
+def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
+    """Components the saved pipeline has as `[null, null]` (e.g. no VAE: a pixel-space model). diffusers'
+    from_pretrained refuses to leave out a component its pipeline class declares unless it is passed as None."""
+    import json
+
+    from prefopt.hub import local_directory
+
+    root = local_directory(config.pretrained, "model_index.json", config.revision)
+    if root is None:
+        return {}
+    index = json.loads((root / "model_index.json").read_text())
+    return {name: None for name, spec in index.items()
+            if not name.startswith("_") and isinstance(spec, list) and spec[0] is None}
 
 
 def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:

@@ -1,0 +1,148 @@
+"""Pretrain the miniature video model on the miniature world (CPU, about an hour on 2 cores).
+
+    python -m prefopt_recipes.miniature.pretrain --out recipes/miniature/weights/model --minutes 60
+
+Each step draws a batch of clips of *training* identities (never the held-out ones) doing random actions
+over random backgrounds, with the action's prompt (the identity is never named), and trains the pixel-space
+transformer with the flow-matching objective prefopt's backbone defines (target ε − x₀ at σ drawn by the
+backbone). Deterministic from ``--seed`` and resumable: a checkpoint every ``--checkpoint-minutes`` under
+``<out>.work/``, and a re-run continues from the newest readable one. At the end the pipeline is saved with
+``save_pretrained`` (loaded back by ``from_pretrained``) beside ``pretraining.json`` (settings, steps, time,
+the loss curve), and a frame strip of one generated clip per action is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefopt.checkpoint import apply_checkpoint, newest_readable_checkpoint, prune_checkpoints, save_checkpoint
+from prefopt.progress import configure_logging, progress_bar
+from prefopt_recipes.miniature.model import MiniatureModelConfig, miniature_pipeline
+from prefopt_recipes.miniature.world import ACTIONS, World
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="Folder the trained pipeline is saved to.")
+    parser.add_argument("--minutes", type=float, default=60.0, help="Training time budget (wall clock).")
+    parser.add_argument("--max-steps", type=int, default=100_000, help="Stop after this many steps at the latest.")
+    parser.add_argument("--batch", type=int, default=16, help="Clips per step.")
+    parser.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (after a 200-step warmup).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the model's initialisation and the data order.")
+    parser.add_argument("--world-seed", type=int, default=0, help="Seed of the world (its identities).")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="Checkpoint interval.")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
+    parser.add_argument("--small", action="store_true", help="A tiny model (tests).")
+    return parser.parse_args(argv)
+
+
+def model_config(args) -> MiniatureModelConfig:
+    if args.small:
+        return MiniatureModelConfig(heads=2, head_dim=16, double_blocks=1, single_blocks=1, text_dim=16, seed=args.seed)
+    return MiniatureModelConfig(seed=args.seed)
+
+
+def backbone_for(pipe):
+    """prefopt's HunyuanVideo backbone around the in-memory pipeline (its training forward and σ sampling)."""
+    from prefopt.config import parse
+    from prefopt.registry import get_registry
+
+    entry = get_registry().get("backbones", "hunyuan-video")
+    options = parse(entry.config_class, {"pretrained": "in-memory", "dtype": "float32", "device": "cpu",
+                                         "use_prompt_template": False, "max_sequence_length": 16})
+    return entry.cls(options, pipeline=pipe)
+
+
+def batch(world: World, step: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Clips of training identities doing random actions: ``[B, 3, F, H, W]`` in [-1, 1], and the actions."""
+    rng = np.random.default_rng([seed, step])
+    identities = rng.choice(world.train_identities, size)
+    actions = [list(ACTIONS)[i] for i in rng.integers(0, len(ACTIONS), size)]
+    clips = np.stack([world.clip(int(i), a, int(rng.integers(1 << 30))) for i, a in zip(identities, actions)])
+    pixels = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+    return pixels, actions
+
+
+def train(args) -> dict:
+    torch.set_num_threads(args.threads)
+    out, work = Path(args.out), Path(f"{args.out}.work")
+    world = World(seed=args.world_seed)
+    pipe = miniature_pipeline(model_config(args))
+    backbone = backbone_for(pipe)
+    prompts = {a: backbone.encode_prompts([world.prompt(a)]) for a in ACTIONS}  # 7 fixed sentences
+    transformer = backbone.denoiser.train().requires_grad_(True)  # the backbone loads it frozen, for LoRA
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 200))
+    step, losses, seconds = _resume(work, transformer, optimizer, scheduler)
+    started, last_checkpoint = time.monotonic() - seconds, time.monotonic()
+    generator = torch.Generator().manual_seed(args.seed)
+    budget = args.minutes * 60
+    with progress_bar("pretraining the miniature model", args.max_steps, completed=step) as bar:
+        while step < args.max_steps and time.monotonic() - started < budget:
+            generator.manual_seed(args.seed * 1_000_003 + step)  # noise and σ from (seed, step): resumable
+            pixels, actions = batch(world, step, args.batch, args.seed)
+            conditioning = {k: torch.cat([prompts[a][k] for a in actions]) for k in prompts[actions[0]]}
+            sigmas = backbone.sample_timesteps(len(actions), generator)
+            noise = torch.randn(pixels.shape, generator=generator)
+            output = backbone.forward_train(pixels, noise, sigmas, conditioning)
+            loss = torch.nn.functional.mse_loss(output.prediction.float(), output.target.float())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(float(loss))
+            bar.advance(loss=float(np.mean(losses[-50:])))
+            if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
+                _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started)
+                last_checkpoint = time.monotonic()
+    seconds = time.monotonic() - started
+    _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds)
+    transformer.eval()
+    pipe.save_pretrained(out)
+    record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
+              "world_seed": args.world_seed, "model": dataclasses.asdict(model_config(args)),
+              "parameters": sum(p.numel() for p in transformer.parameters()),
+              "loss_every_50_steps": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
+              "command": f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes {args.minutes} "
+                         f"--seed {args.seed} --world-seed {args.world_seed}" + (" --small" if args.small else "")}
+    (out / "pretraining.json").write_text(json.dumps(record, indent=2))
+    logger.info("saved the miniature model to %s after %d steps (%.0f s)", out, step, seconds)
+    return record
+
+
+def _checkpoint(work: Path, step, transformer, optimizer, scheduler, losses, seconds) -> None:
+    state = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
+    save_checkpoint(work, step, {"transformer": state}, optimizer, scheduler,
+                    {"losses": losses, "seconds": seconds})
+    prune_checkpoints(work, 2)
+
+
+def _resume(work: Path, transformer, optimizer, scheduler) -> tuple[int, list[float], float]:
+    checkpoint = newest_readable_checkpoint(work)
+    if checkpoint is None:
+        return 0, [], 0.0
+    transformer.load_state_dict(checkpoint.loras["transformer"])
+    apply_checkpoint(checkpoint, optimizer, scheduler)
+    logger.info("resuming pretraining from %s (step %d)", checkpoint.path, checkpoint.state["step"])
+    return int(checkpoint.state["step"]), list(checkpoint.state["losses"]), float(checkpoint.state["seconds"])
+
+
+def main(argv=None) -> None:
+    configure_logging()
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
