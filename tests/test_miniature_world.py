@@ -1,5 +1,7 @@
 """The miniature world: deterministic, hundreds of distinct identities with a held-out set, actions that move."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -38,11 +40,11 @@ def test_actions_move_as_their_prompts_say():
     rng = np.random.default_rng(0)
     start = np.zeros(2)
     xs = [p.x for p in _poses("walk_left", 8, start, rng)]
-    assert all(b < a for a, b in zip(xs, xs[1:]))
+    assert all(b < a for a, b in itertools.pairwise(xs))
     xs = [p.x for p in _poses("walk_right", 8, start, rng)]
-    assert all(b > a for a, b in zip(xs, xs[1:]))
+    assert all(b > a for a, b in itertools.pairwise(xs))
     scales = [p.scale for p in _poses("zoom", 8, start, rng)]
-    assert all(b > a for a, b in zip(scales, scales[1:]))
+    assert all(b > a for a, b in itertools.pairwise(scales))
     assert min(p.squash for p in _poses("spin", 8, start, rng)) < 0.5
     assert np.ptp([p.y for p in _poses("jump", 8, start, rng)]) > 0.1
     assert np.ptp([p.tilt for p in _poses("nod", 8, start, rng)]) > 0.1

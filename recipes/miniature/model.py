@@ -42,7 +42,11 @@ class MiniatureModelConfig:
 
 def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
     """A HunyuanVideoPipeline without a VAE: a pixel-space transformer (3 channels in and out)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
     from transformers import LlamaConfig, LlamaModel
 
     from prefopt_plugins.tiny import _clip_text_model, _clip_tokenizer, _llama_tokenizer

@@ -23,7 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from prefopt.checkpoint import apply_checkpoint, newest_readable_checkpoint, prune_checkpoints, save_checkpoint
+from prefopt.checkpoint import (
+    apply_checkpoint,
+    newest_readable_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from prefopt.progress import configure_logging, progress_bar
 from prefopt_recipes.miniature.model import MiniatureModelConfig, miniature_pipeline
 from prefopt_recipes.miniature.world import ACTIONS, World
