@@ -144,7 +144,7 @@ class ParetoConfig:
 
 
 class ParetoSelector:
-    """Winners from the upper Pareto frontier, losers from the lower frontier (pymoo non-dominated sorting)."""
+    """Winners from the upper Pareto frontier, losers from the lower one (pymoo's fronts, or the paper's strict ones)."""
 
     name = "pareto"
     Config = ParetoConfig

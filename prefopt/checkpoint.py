@@ -60,7 +60,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints, oldest first (temporary directories are ignored)."""
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and p.name[len("step-"):].isdigit()
                   and (p / STATE_FILE).is_file())
 
 
@@ -104,13 +104,20 @@ def read_checkpoint(path: Path) -> Checkpoint:
                       (load_tensors(path / RNG_TENSORS, "checkpoint file"), plain), state)
 
 
-def newest_readable_checkpoint(root: Path) -> Checkpoint | None:
-    """The newest checkpoint that reads back whole; broken newer ones are named in a warning and skipped."""
+def newest_readable_checkpoint(root: Path, set_aside: bool = False) -> Checkpoint | None:
+    """The newest checkpoint that reads back whole; broken newer ones are named in a warning and skipped, and with
+    ``set_aside`` (the main process) renamed to ``step-N.broken``, so that pruning never counts them as kept
+    checkpoints and no later message calls them good."""
     for path in reversed(complete_checkpoints(root)):
         try:
             return read_checkpoint(path)
         except PrefoptError as e:
-            logger.warning("%s Falling back to the previous checkpoint.", e)
+            aside = path.with_name(path.name + ".broken")
+            logger.warning("%s Falling back to the previous checkpoint%s.", e,
+                           f"; it is kept as `{aside}`" if set_aside else "")
+            if set_aside:
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(path, aside)
     return None
 
 
@@ -123,7 +130,7 @@ def apply_checkpoint(checkpoint: Checkpoint, optimizer: Any, scheduler: Any) -> 
 
 def prune_checkpoints(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints."""
-    done = sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    done = complete_checkpoints(root)
     for old in done[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 

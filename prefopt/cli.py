@@ -52,7 +52,8 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 # The disk refusing a write is the user's to fix, not a bug: one sentence, exit 2.
 _DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+                errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                errno.ENOLCK: "the file system cannot lock files (e.g. some NFS mounts)"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         if args.debug or e.errno not in _DISK_ERRORS:
             raise
-        where = f" writing `{e.filename}`" if e.filename else ""
-        print(f"prefopt: error: {_DISK_ERRORS[e.errno]}{where}; fix that and re-run: finished work is kept and "
-              "the run resumes.", file=sys.stderr)
+        where = f" (`{e.filename}`)" if e.filename else ""
+        print(f"prefopt: error: {_DISK_ERRORS[e.errno]}{where}; fix that and run the command again: finished "
+              "work is kept.", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("prefopt: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)

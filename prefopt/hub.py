@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 _ALLOW_DOWNLOADS = False
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.onnx", "*.gguf")
 INDEX_SUFFIX = ".index.json"
 # Pipeline components that hold no weights (they need some file in their folder, no weights file).
@@ -55,14 +57,22 @@ def _weights_missing(folder: Path) -> str | None:
     """The first missing file of a model folder: its weights, or a shard its index names."""
     if not folder.is_dir():
         return f"{folder.name}/"
-    for index in sorted(folder.glob(f"*{INDEX_SUFFIX}")):
+    # Several indexes (safetensors and bin, or variants) may sit side by side with only one format
+    # downloaded: one complete index is enough; safetensors' is checked first.
+    indexes = sorted(folder.glob(f"*{INDEX_SUFFIX}"), key=lambda p: (".safetensors." not in p.name, p.name))
+    first_missing = None
+    for index in indexes:
         try:
             shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
         except (OSError, ValueError):
-            return index.name
+            first_missing = first_missing or index.name
+            continue
         absent = sorted(s for s in shards if not (folder / s).is_file())
-        if absent:
-            return absent[0]
+        if not absent:
+            return None
+        first_missing = first_missing or absent[0]
+    if first_missing:
+        return first_missing
     if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
         return f"a weights file ({', '.join(WEIGHT_FILES[:2])})"
     return None
@@ -96,25 +106,28 @@ def missing_file(pretrained: str, marker: str, revision: str | None = None) -> s
     return _weights_missing(root)
 
 
-def weights_available(pretrained: str, marker: str, revision: str | None = None) -> bool:
-    """Whether every file ``pretrained`` (a directory or a hub id) needs is local or in the hub cache."""
-    return missing_file(pretrained, marker, revision) is None
+def looks_like_hub_id(pretrained: str) -> bool:
+    """`org/name` and not a path on this machine (a relative path like `runs/x/model` is not a hub id)."""
+    return bool(HUB_ID.fullmatch(pretrained or "")) and not os.path.exists(pretrained) and \
+        not pretrained.startswith(".")
 
 
-def missing_weights_message(pretrained: str, label: str, marker: str, option: str, revision: str | None = None) -> str | None:
-    """One sentence naming the missing weights and how to provide them, or None when they are there.
+def missing_weights_message(pretrained: str, label: str, marker: str, option: str, revision: str | None = None,
+                            how: str | None = None) -> str | None:
+    """One sentence naming the missing weights (or the first missing file) and how to provide them, or None
+    when they are there.
 
-    ``option`` names the setting in prose, e.g. "the reward's `model` option".
+    ``option`` names the setting in prose, e.g. "the reward's `model` option"; ``how`` replaces the generic
+    advice (a backbone names its model's download command).
     """
     missing = missing_file(pretrained, marker, revision)
     if missing is None or (_ALLOW_DOWNLOADS and pretrained and not os.path.isdir(pretrained)):
         return None
-    how = (f"Download them with `hf download {pretrained} --local-dir DIR` and set {option} to DIR, or set "
-           "`run.allow_downloads: true`"
-           if pretrained and not os.path.isabs(pretrained) and "/" in pretrained
-           else f"Set {option} to a directory holding them")
+    if how is None:
+        how = (f"Download them with `hf download {pretrained} --local-dir DIR` and set {option} to DIR, or set "
+               "`run.allow_downloads: true`."
+               if looks_like_hub_id(pretrained) else f"Set {option} to a directory holding them.")
     where = f"`{pretrained}`" if pretrained else "(none configured)"
     if missing == marker:
-        return (f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face "
-                f"cache. {how}.")
-    return f"{label} weights {where} are incomplete: `{missing}` is missing. {how}."
+        return f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face cache. {how}"
+    return f"{label} weights {where} are incomplete: `{missing}` is missing. {how}"

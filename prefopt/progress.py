@@ -56,6 +56,7 @@ class _PlainLines:
 
     def __init__(self, description: str, total: int, completed: int, interval: float):
         self.description, self.total, self.done, self.interval = description, total, completed, interval
+        self.initial = completed  # work done before this process (a resume): not part of its rate
         self.started = self.last = time.monotonic()
         self.info = ""
 
@@ -70,8 +71,9 @@ class _PlainLines:
     def emit(self) -> None:
         elapsed = time.monotonic() - self.started
         percent = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
-        left = (f", ~{datetime.timedelta(seconds=round(elapsed / self.done * (self.total - self.done)))} left"
-                if 0 < self.done < self.total else "")
+        rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
+        left = (f", ~{datetime.timedelta(seconds=round((self.total - self.done) / rate))} left"
+                if rate > 0 and self.done < self.total else "")
         info = f"  {self.info}" if self.info else ""
         logger.info("%s: %d/%d%s, %s elapsed%s%s", self.description, self.done, self.total, percent,
                     datetime.timedelta(seconds=round(elapsed)), left, info)

@@ -300,7 +300,7 @@ class DiffusionDPOTrainer:
         return optimizer, scheduler
 
     def _resume(self, denoiser, optimizer, scheduler) -> None:
-        checkpoint = newest_readable_checkpoint(self.output_dir / "checkpoints")
+        checkpoint = newest_readable_checkpoint(self.output_dir / "checkpoints", set_aside=self.is_main)
         if checkpoint is None:
             return
         apply_checkpoint(checkpoint, optimizer, scheduler)
@@ -308,8 +308,8 @@ class DiffusionDPOTrainer:
             load_lora_state(denoiser, weights, adapter)
         self.step = int(checkpoint.state["step"])
         self._truncate_metrics(self.step)
-        if self.is_main:
-            logger.info("resuming training from %s (step %d/%d)", checkpoint.path, self.step, self.config.max_steps)
+        if self.is_main:  # printed, not only logged: library users who never configure logging see it too
+            print(f"prefopt: resuming training from {checkpoint.path} (step {self.step}/{self.config.max_steps}).")
 
     def _start_trackers(self) -> None:
         if self.config.report_to != "none":

@@ -90,3 +90,6 @@ def test_resume_after_a_torn_checkpoint_continues_exactly_from_the_previous_one(
     got = load_file(str(resumed.train(examples)))
     for key, value in expected.items():
         torch.testing.assert_close(got[key], value, rtol=0, atol=0)
+    # The torn one was set aside, not counted among the kept checkpoints, and replaced by a good step 4.
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "step-000004.broken" in names and {"step-000004", "step-000006"} <= set(names)

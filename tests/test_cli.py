@@ -110,8 +110,8 @@ def test_a_full_disk_is_one_sentence_and_exit_2(echo_recipe, tmp_path, capsys):
     config.write_text("recipe: echo\nmessage: fill the disk\n")
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err
-    assert err == ("prefopt: error: no space left on the device writing `/runs/x/lora.safetensors`; fix that and "
-                   "re-run: finished work is kept and the run resumes.\n")
+    assert err == ("prefopt: error: no space left on the device (`/runs/x/lora.safetensors`); fix that and run the "
+                   "command again: finished work is kept.\n")
     with pytest.raises(OSError):
         main(["run", str(config), "--debug"])
 

@@ -92,3 +92,13 @@ def test_evaluate_videos_reports_every_metric_and_fvd_as_unavailable(clip):
     assert table["fvd"] == UNAVAILABLE and table["face_sim"] == UNAVAILABLE
     assert 0.0 <= table["dynamic_degree"] <= 1.0 and table["temporal_consistency"] <= 1.0
     assert isinstance(table["clip_t"], float) and isinstance(table["clip_i"], float)
+
+
+def test_the_reports_no_face_note_reads_counts_and_ignores_other_protocols():
+    from prefopt_recipes.magicid.report import _no_face_note
+
+    rows = [{"model": "base", "faceless_frames": "16/16"}, {"model": "final", "faceless_frames": "3/16"},
+            {"model": "identity LoRA", "faceless_frames": UNAVAILABLE}]  # all_frames_mean_reference: no count
+    note = _no_face_note(rows)
+    assert "base" in note and "final" not in note and "identity" not in note
+    assert _no_face_note(rows[1:]) == ""

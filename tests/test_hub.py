@@ -82,3 +82,18 @@ def test_every_from_pretrained_in_prefopt_passes_the_offline_switch():
             calls.append((f"{path.name}:{text.count(chr(10), 0, match.start()) + 1}",
                           "**pretrained_kwargs()" in _call_text(text, match.end() - 1)))
     assert len(calls) >= 5 and all(ok for _, ok in calls), [where for where, ok in calls if not ok]
+
+
+def test_one_complete_index_is_enough_when_two_formats_sit_side_by_side(tmp_path):
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "config.json").write_text("{}")
+    (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-1.safetensors"}}))
+    (root / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"a": "pytorch_model-1.bin"}}))
+    (root / "model-1.safetensors").write_bytes(b"x")  # only the safetensors shards were downloaded
+    assert hub.missing_file(str(root), "config.json") is None
+
+
+def test_a_missing_relative_path_is_not_mistaken_for_a_hub_id():
+    message = hub.missing_weights_message("runs/x/model", "CLIP", "config.json", "the reward's `model` option")
+    assert "hf download" not in message and "Set the reward's `model` option to a directory" in message

@@ -48,9 +48,9 @@ def test_clean_removes_only_superseded_folders_that_prefopt_made(tmp_path):
     (notes / "notes.txt").write_text("mine")
     forged = tmp_path / "stage1-0123456789ab"  # looks like a stage folder, but prefopt did not make it
     forged.mkdir()
-    assert clean_stage_folders(tmp_path, dry_run=True) == [tmp_path / f"stage1-{old}"]
+    assert clean_stage_folders(tmp_path, {}, dry_run=True) == [tmp_path / f"stage1-{old}"]
     assert (tmp_path / f"stage1-{old}").is_dir()
-    assert clean_stage_folders(tmp_path) == [tmp_path / f"stage1-{old}"]
+    assert clean_stage_folders(tmp_path, {"stage1": new}) == [tmp_path / f"stage1-{old}"]
     assert not (tmp_path / f"stage1-{old}").exists()
     assert (tmp_path / f"stage1-{new}").is_dir() and (notes / "notes.txt").is_file() and forged.is_dir()
 
@@ -78,3 +78,43 @@ def test_progress_without_a_terminal_logs_plain_lines(monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0].startswith("generating: 1/4 (25%), 0:00:00 elapsed, ~0:00:00 left  loss 0.5")
     assert lines[-1].startswith("generating: 4/4 (100%)") and len(lines) == 5
+
+
+def test_clean_keeps_the_current_configs_folders_and_refuses_before_a_run_finished(tmp_path):
+    with pytest.raises(PrefoptError, match="missing or unreadable"):
+        clean_stage_folders(tmp_path, {})
+    first = StageRunner(tmp_path).run("stage1", {"lr": 1}, _work(tmp_path, "a"))
+    second = StageRunner(tmp_path).run("stage1", {"lr": 2}, _work(tmp_path, "b"))
+    assert clean_stage_folders(tmp_path, {"stage1": first}, dry_run=True) == []  # the config asked for: kept
+
+    def interrupted(digest):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StageRunner(tmp_path).run("stage1", {"lr": 3}, interrupted)
+    with pytest.raises(PrefoptError, match="stage `stage1` of the run .* has not finished"):
+        clean_stage_folders(tmp_path, {})
+    assert (tmp_path / f"stage1-{first}").is_dir() and (tmp_path / f"stage1-{second}").is_dir()
+
+
+def test_a_changed_stage_drops_the_later_stages_of_the_old_chain_from_the_index(tmp_path):
+    runner = StageRunner(tmp_path)
+    runner.run("a", {"x": 1}, _work(tmp_path, "a"))
+    runner.run("b", {}, _work(tmp_path, "b"))
+    changed = StageRunner(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        changed.run("a", {"x": 2}, lambda digest: (_ for _ in ()).throw(KeyboardInterrupt))
+    index = json.loads((tmp_path / "stages.json").read_text())
+    assert list(index) == ["a"] and index["a"]["status"] == "running"  # no mix of the old b with the new a
+
+
+def test_plain_progress_after_a_resume_estimates_from_this_processs_rate(monkeypatch):
+    from prefopt import progress
+
+    clock = iter([0.0, 10.0, 10.0])  # the start; one advance 10 s later, and its line
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    lines = []
+    monkeypatch.setattr(progress.logger, "info", lambda *args: lines.append(args[0] % args[1:]))
+    plain = progress._PlainLines("training", total=100, completed=90, interval=5.0)
+    plain.advance(1)  # 1 step in 10 s: 9 steps left ≈ 90 s (the 90 earlier steps must not count)
+    assert lines == ["training: 91/100 (91%), 0:00:10 elapsed, ~0:01:30 left"]

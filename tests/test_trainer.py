@@ -296,7 +296,7 @@ def test_missing_backbone_weights_name_the_model_and_the_fix(tmp_path):
     from prefopt.registry import get_registry
 
     entry = get_registry().get("backbones", "wan")
-    with pytest.raises(MissingWeightsError, match=r"Wan 2\.1 weights `.*nowhere` are neither a local diffusers directory"):
+    with pytest.raises(MissingWeightsError, match=r"Wan 2\.1 weights `.*nowhere` are neither a local directory with model_index\.json"):
         entry.cls(parse(entry.config_class, {"pretrained": str(tmp_path / "nowhere")}))
 
 

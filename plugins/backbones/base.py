@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import gc
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,16 +248,10 @@ def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
 
 def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:
     """One sentence saying which weights (or which of their files) are missing and how to provide them, or None."""
-    from prefopt.hub import downloads_allowed, missing_file
+    from prefopt.hub import missing_weights_message as message
 
-    missing = missing_file(config.pretrained, "model_index.json", config.revision)
-    if missing is None or (downloads_allowed() and config.pretrained and not os.path.isdir(config.pretrained)):
-        return None
-    where = f"`{config.pretrained}`" if config.pretrained else "(none configured)"
-    if missing != "model_index.json":
-        return f"{label} weights {where} are incomplete: `{missing}` is missing. {hint}"
-    return (f"{label} weights {where} are neither a local diffusers directory (with model_index.json) nor in "
-            f"the Hugging Face cache. {hint}")
+    return message(config.pretrained, label, "model_index.json", "`backbone.options.pretrained`", config.revision,
+                   how=hint)
 
 
 def scheduler_shift(scheduler_config) -> float:

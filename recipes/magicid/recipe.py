@@ -29,6 +29,7 @@ from prefopt_recipes.magicid.stages import (
     StageRunner,
     clean_stage_folders,
     file_digest,
+    planned_hashes,
     run_directory_lock,
     write_json_atomically,
 )
@@ -76,8 +77,6 @@ class MagicIDRecipe:
                     self._build_tiny_models()
         missing = [f"reference photo `{p}` does not exist." for p in self.config.references.photos
                    if not resolve_path(p).is_file()]
-        if not self.config.references.photos:
-            missing.append("no reference photos: set `references.photos` to photos of the person.")
         registry = get_registry()
         specs = [("backbones", self.config.backbone)] + [("rewards", getattr(self.config.rewards, r)) for r in ROLES]
         for kind, spec in specs:
@@ -332,18 +331,28 @@ class MagicIDRecipe:
 
     def clean(self, dry_run: bool = False) -> list[Path]:
         """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.run_dir.is_dir():
+            raise PrefoptError(f"no run at `{self.run_dir}`: nothing to clean.")
+        current = planned_hashes([(name, covered) for name, covered, _, _ in self.stage_plan()])
         with run_directory_lock(self.run_dir):
-            return clean_stage_folders(self.run_dir, dry_run=dry_run)
+            return clean_stage_folders(self.run_dir, current, dry_run=dry_run)
 
     def select_pairs(self, stage: str = "all") -> None:
         """Re-run pair selection on the existing, scored repository (``prefopt select``)."""
         state_file = self.run_dir / "stages.json"
         if not state_file.is_file():
             raise PrefoptError(f"no run at `{self.run_dir}`: run `prefopt run` first to build and score a repository.")
-        state = json.loads(state_file.read_text())
-        self.digests = {name: record["hash"] for name, record in state.items()}
         with run_directory_lock(self.run_dir):
+            try:
+                state = json.loads(state_file.read_text())
+            except ValueError as e:
+                raise PrefoptError(f"`{state_file}` is unreadable ({e}); re-run `prefopt run` to rebuild it.") from e
+            needed = ("scoring",) if stage == "stage1" else ("scoring", "regenerate")  # stage 2 pools V_t too
+            missing = [n for n in needed if state.get(n, {}).get("status") != "done"]
+            if missing:
+                raise PrefoptError(f"stage `{missing[0]}` of `{self.run_dir}` has not finished; `prefopt select` "
+                                   "needs the scored repository of a finished run.")
+            self.digests = {name: record["hash"] for name, record in state.items()}
             for name in (("stage1", "stage2") if stage == "all" else (stage,)):
                 if name not in ("stage1", "stage2"):
                     raise PrefoptError(f"`--stage` must be stage1, stage2 or all, got `{name}`.")

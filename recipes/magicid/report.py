@@ -181,10 +181,17 @@ def write_report(recipe, timings: dict[str, float]) -> Path:
     return out / "index.html"
 
 
+def _every_frame_faceless(count) -> bool:
+    """``"16/16"``-style counts; anything else (``"unavailable"`` under the other protocol) is not a count."""
+    if not isinstance(count, str) or "/" not in count:
+        return False
+    faceless, sampled = count.split("/", 1)
+    return faceless == sampled
+
+
 def _no_face_note(rows: list[dict]) -> str:
     """Say why Face Sim is 0 when the detector found no face, instead of showing a bare 0.000."""
-    faceless = [r["model"] for r in rows if isinstance(r.get("faceless_frames"), str)
-                and r["faceless_frames"].split("/")[0] == r["faceless_frames"].split("/")[1]]
+    faceless = [r["model"] for r in rows if _every_frame_faceless(r.get("faceless_frames"))]
     if not faceless:
         return ""
     return (f"<p class=warn>No face was detected in any sampled frame of {html.escape(', '.join(faceless))}: their "

@@ -100,6 +100,7 @@ class StageRunner:
         if earlier not in (None, digest):
             self.log(f"[yellow]↻ {name}: configuration or inputs changed; running it in {folder.name}/ "
                      f"({name}-{earlier}/ is kept; `prefopt clean` removes superseded stages)[/yellow]")
+            self._forget_from(name)  # the index names one chain of stages, never a mix of two configs
         started = time.perf_counter()
         record = {"stage": name, "hash": digest, "status": "running", "started": time.time()}
         if is_main():
@@ -120,22 +121,46 @@ class StageRunner:
         self.log(f"[green]✓ {name}[/green] ({record['seconds']:.1f} s): {summary}")
         return digest
 
+    def _forget_from(self, name: str) -> None:
+        names = list(self.previous_state)
+        for later in names[names.index(name):]:
+            self.previous_state.pop(later)
+
     def timings(self) -> dict[str, float]:
         return {name: record.get("seconds", 0.0) for name, record in self.state.items() if record.get("status") == "done"}
 
 
-def superseded_stage_folders(run_dir: Path) -> list[Path]:
-    """Folders prefopt made for stages (they carry its marker) that the run's current index does not name."""
+def planned_hashes(plan: list[tuple[str, Any]]) -> dict[str, str]:
+    """The stage hashes a configuration gives, ``(name, what its hash covers)`` in order (as StageRunner chains them)."""
+    hashes, previous = {}, ""
+    for name, covered in plan:
+        previous = hashes[name] = config_hash(previous, covered)
+    return hashes
+
+
+def superseded_stage_folders(run_dir: Path, keep: dict[str, str]) -> list[Path]:
+    """Folders prefopt made for stages (they carry its marker) that neither the run's index nor ``keep``
+    (stage → hash, e.g. the current configuration's) names. Refuses while the index is missing, unreadable or
+    names a stage that has not finished: a replacement is removed only after it has finished."""
     index_file = run_dir / STATE_FILE
-    current = json.loads(index_file.read_text()) if index_file.is_file() else {}
-    keep = {f"{name}-{record.get('hash')}" for name, record in current.items()}
+    try:
+        index = json.loads(index_file.read_text())
+    except (OSError, ValueError) as e:
+        raise PrefoptError(f"`{index_file}` is missing or unreadable, so prefopt cannot tell finished stages from "
+                           "superseded ones; run `prefopt run` first.") from e
+    unfinished = [name for name, record in index.items() if record.get("status") != "done"]
+    if unfinished:
+        raise PrefoptError(f"stage `{unfinished[0]}` of the run in `{run_dir}` has not finished; finish the run "
+                           "(re-run `prefopt run`) before cleaning, so nothing it replaces is removed too early.")
+    names = {f"{name}-{record.get('hash')}" for name, record in index.items()}
+    names |= {f"{name}-{digest}" for name, digest in keep.items()}
     return sorted(folder for folder in run_dir.iterdir()
-                  if folder.is_dir() and folder.name not in keep and read_marker(folder))
+                  if folder.is_dir() and folder.name not in names and read_marker(folder))
 
 
-def clean_stage_folders(run_dir: Path, dry_run: bool = False) -> list[Path]:
+def clean_stage_folders(run_dir: Path, keep: dict[str, str], dry_run: bool = False) -> list[Path]:
     """Remove superseded stage folders (only ones with prefopt's marker); returns what was (or would be) removed."""
-    folders = superseded_stage_folders(run_dir) if run_dir.is_dir() else []
+    folders = superseded_stage_folders(run_dir, keep)
     if not dry_run:
         for folder in folders:
             shutil.rmtree(folder)
