@@ -60,3 +60,18 @@ def test_stills_of_one_identity_look_alike_and_unlike_another():
     # The face (the centre of the photo): the background shade and a small shift vary from photo to photo.
     a1, a2, b = (world.still(i, s, 64)[22:42, 22:42].astype(float) for i, s in ((450, 0), (450, 1), (451, 0)))
     assert np.abs(a1 - a2).mean() < np.abs(a1 - b).mean()
+
+
+def test_the_shipped_reference_photos_are_the_worlds_stills():
+    from pathlib import Path
+
+    from prefopt.media import read_media
+
+    folder = Path(__file__).resolve().parents[1] / "recipes" / "miniature" / "references"
+    photos = sorted(folder.glob("avatar-*.png"))
+    assert len(photos) == 6
+    world = World()
+    for photo in photos:
+        _, identity, seed = photo.stem.split("-")
+        assert int(identity) in world.held_out_identities  # never seen in pretraining
+        assert np.array_equal(read_media(photo)[0], world.still(int(identity), int(seed), 64))

@@ -253,3 +253,19 @@ def _downsample(canvas: np.ndarray) -> np.ndarray:
     side = canvas.shape[0] // SUPERSAMPLE
     box = canvas.reshape(side, SUPERSAMPLE, side, SUPERSAMPLE, 3).mean(axis=(1, 3))
     return np.clip(box + 0.5, 0, 255).astype(np.uint8)
+
+
+def save_stills(world: World, identity: int, seeds, folder, size: int = 64) -> list:
+    """Write reference photos ``avatar-<identity>-<seed>.png`` (the recipe's `references.photos`)."""
+    from pathlib import Path
+
+    import imageio.v3 as iio
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed in seeds:
+        path = folder / f"avatar-{identity}-{seed}.png"
+        iio.imwrite(path, world.still(identity, seed, size))
+        paths.append(path)
+    return paths
