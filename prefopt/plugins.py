@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "prefopt_plugins.rewards",
     "prefopt_plugins.selectors",
     "prefopt_recipes.plugin",
+    "prefopt_recipes.miniature.plugin",
 )
 
 pm = pluggy.PluginManager("prefopt")

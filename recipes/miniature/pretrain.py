@@ -33,7 +33,7 @@ from prefopt.progress import configure_logging, progress_bar
 from prefopt_recipes.miniature.model import MiniatureModelConfig, miniature_pipeline
 from prefopt_recipes.miniature.world import ACTIONS, World
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("prefopt_recipes.miniature.pretrain")  # also when run as __main__
 
 
 def parse_args(argv=None) -> argparse.Namespace:

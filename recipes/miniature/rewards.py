@@ -1,0 +1,338 @@
+"""The miniature world's reward models, trained here, and the reward plugins that use them.
+
+* ``miniature-id``: an identity embedding network trained with an additive angular margin (ArcFace) loss
+  on frames and stills of the world's *training* identities: the analogue of insightface's ArcFace. As
+  with ArcFace, the reward is the cosine similarity of each sampled frame's embedding to the mean
+  embedding of the reference stills. The world has exactly one avatar per frame, so there is no detector.
+* ``miniature-action``: a small 3D CNN that classifies a clip's action, its probabilities calibrated by
+  temperature scaling on clips of held-out identities; the rating is 1 + 9 × P(the prompt's action).
+
+Both train in minutes on 2 CPU cores (``python -m prefopt_recipes.miniature.rewards --out DIR``); the
+shipped weights, with their accuracy on held-out identities, are in ``recipes/miniature/weights/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from prefopt.errors import MissingWeightsError, PrefoptError
+from prefopt.interfaces import RewardScore
+from prefopt.scale import to_scale
+from prefopt_plugins.rewards.identity import IdentityConfig, IdentityReward
+from prefopt_recipes.miniature.world import ACTIONS, World
+
+logger = logging.getLogger("prefopt_recipes.miniature.rewards")  # also when run as __main__
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+EMBEDDING = 64
+
+
+class IdentityNet(nn.Module):
+    """32 × 32 RGB frame → unit-norm 64-d identity embedding."""
+
+    def __init__(self):
+        super().__init__()
+        layers, channels = [], 3
+        for width, stride in ((32, 1), (32, 2), (64, 2), (64, 2), (128, 2)):
+            layers += [nn.Conv2d(channels, width, 3, stride, 1), nn.BatchNorm2d(width), nn.ReLU()]
+            channels = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(channels, EMBEDDING)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:  # [N, 3, 32, 32] in [-1, 1]
+        return nn.functional.normalize(self.head(self.features(frames)), dim=-1)
+
+
+class ActionNet(nn.Module):
+    """[N, 3, 8, 32, 32] clip → logits over the world's actions."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv3d(3, 32, 3, 1, 1), nn.BatchNorm3d(32), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
+            nn.Conv3d(32, 64, 3, (1, 2, 2), 1), nn.BatchNorm3d(64), nn.ReLU(),
+            nn.Conv3d(64, 64, 3, (2, 2, 2), 1), nn.BatchNorm3d(64), nn.ReLU(),
+            nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(64, len(ACTIONS)),
+        )
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.net(clips)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``[..., H, W, 3]`` → float ``[..., 3, H, W]`` in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
+
+
+def resize_to_world(frames: np.ndarray, size: int = 32) -> np.ndarray:
+    from prefopt.media import resize_frames
+
+    frames = np.asarray(frames)
+    single = frames.ndim == 3
+    frames = frames[None] if single else frames
+    if frames.shape[1:3] != (size, size):
+        frames = resize_frames(frames, size, size)
+    return frames[0] if single else frames
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+
+def _identity_batch(world: World, rng: np.random.Generator, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every frame of ``clips`` random clips, plus one still per clip, of training identities."""
+    ids = rng.choice(world.train_identities, clips)
+    actions = rng.choice(list(ACTIONS), clips)
+    frames = [world.clip(int(i), str(a), int(rng.integers(1 << 30))) for i, a in zip(ids, actions)]
+    stills = [world.still(int(i), int(rng.integers(1 << 30))) for i in ids]
+    images = np.concatenate([np.concatenate(frames), np.stack(stills)])
+    labels = np.concatenate([np.repeat(ids, world.frames), ids])
+    return to_tensor(images), torch.from_numpy(labels).long()
+
+
+def arcface_logits(embeddings, weight, labels, scale: float = 16.0, margin: float = 0.3) -> torch.Tensor:
+    """s·cos(θ + m) for the true class, s·cos θ for the others (Deng et al., 2019). Past θ = π − m, cos(θ + m)
+    would rise again and reward pushing an embedding *away* from its class (a first version collapsed so:
+    every cosine −1); there ArcFace's linear continuation cos θ − m·sin m is used instead."""
+    cosine = embeddings @ nn.functional.normalize(weight, dim=-1).T
+    theta = torch.acos(cosine.clamp(-1 + 1e-6, 1 - 1e-6))
+    target = torch.where(theta < np.pi - margin, torch.cos(theta + margin), cosine - margin * np.sin(margin))
+    one_hot = nn.functional.one_hot(labels, cosine.shape[1]).bool()
+    return scale * torch.where(one_hot, target, cosine)
+
+
+def train_identity(world: World, minutes: float, seed: int) -> tuple[IdentityNet, dict]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    net, classes = IdentityNet(), torch.nn.Parameter(torch.randn(world.num_identities, EMBEDDING) * 0.01)
+    optimizer = torch.optim.AdamW([*net.parameters(), classes], lr=2e-3, weight_decay=5e-4)
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < minutes * 60:
+        images, labels = _identity_batch(world, rng, 12)
+        loss = nn.functional.cross_entropy(arcface_logits(net(images), classes, labels), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            logger.info("identity net: step %d, loss %.3f", step, loss.item())
+    net.eval()
+    return net, {"steps": step, "seconds": round(time.monotonic() - started, 1), **evaluate_identity(net, world)}
+
+
+@torch.no_grad()
+def evaluate_identity(net: IdentityNet, world: World, clips_per_identity: int = 2) -> dict:
+    """On the held-out identities: the reference is the mean embedding of two stills; every frame of unseen
+    clips is matched against all held-out references (rank-1 accuracy), and same-vs-other cosines."""
+    held = list(world.held_out_identities)
+    references = torch.stack([net(to_tensor(np.stack([world.still(i, s) for s in (0, 1)]))).mean(0) for i in held])
+    references = nn.functional.normalize(references, dim=-1)
+    correct = total = 0
+    same, other = [], []
+    for row, identity in enumerate(held):
+        for k in range(clips_per_identity):
+            action = list(ACTIONS)[(row + k) % len(ACTIONS)]
+            sims = net(to_tensor(world.clip(identity, action, 10_000 + k))) @ references.T
+            correct += int((sims.argmax(1) == row).sum())
+            total += sims.shape[0]
+            same.append(sims[:, row].mean().item())
+            other.append(torch.cat([sims[:, :row], sims[:, row + 1:]], 1).mean().item())
+    return {"held_out_identities": len(held), "rank1_accuracy": round(correct / total, 4),
+            "mean_cosine_same": round(float(np.mean(same)), 4), "mean_cosine_other": round(float(np.mean(other)), 4)}
+
+
+def _action_batch(world: World, rng: np.random.Generator, size: int, identities) -> tuple[torch.Tensor, torch.Tensor]:
+    labels = rng.integers(0, len(ACTIONS), size)
+    ids = rng.choice(identities, size)
+    clips = np.stack([world.clip(int(i), list(ACTIONS)[a], int(rng.integers(1 << 30))) for i, a in zip(ids, labels)])
+    return to_tensor(clips).movedim(1, 2), torch.from_numpy(labels).long()  # [N, 3, F, H, W]
+
+
+def train_action(world: World, minutes: float, seed: int) -> tuple[ActionNet, float, dict]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 2])
+    net = ActionNet()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    started, step = time.monotonic(), 0
+    while time.monotonic() - started < minutes * 60:
+        clips, labels = _action_batch(world, rng, 24, world.train_identities)
+        loss = nn.functional.cross_entropy(net(clips), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if step % 50 == 0:
+            logger.info("action net: step %d, loss %.3f", step, loss.item())
+    net.eval()
+    temperature, metrics = calibrate_action(net, world, seed)
+    return net, temperature, {"steps": step, "seconds": round(time.monotonic() - started, 1), **metrics}
+
+
+@torch.no_grad()
+def calibrate_action(net: ActionNet, world: World, seed: int) -> tuple[float, dict]:
+    """Temperature fitted on one half of held-out-identity clips (negative log-likelihood, grid search);
+    accuracy and calibration reported on the other half."""
+    rng = np.random.default_rng([seed, 3])
+    fit_clips, fit_labels = _action_batch(world, rng, 140, world.held_out_identities)
+    test_clips, test_labels = _action_batch(world, rng, 140, world.held_out_identities)
+    fit_logits, test_logits = net(fit_clips), net(test_clips)
+    grid = np.exp(np.linspace(np.log(0.2), np.log(5.0), 61))
+    nll = [float(nn.functional.cross_entropy(fit_logits / t, fit_labels)) for t in grid]
+    temperature = float(grid[int(np.argmin(nll))])
+    probs = torch.softmax(test_logits / temperature, dim=-1)
+    confidence, predicted = probs.max(1)
+    return temperature, {"held_out_clips": len(test_labels), "accuracy": round(float((predicted == test_labels).float().mean()), 4),
+                         "temperature": round(temperature, 3),
+                         "mean_confidence": round(float(confidence.mean()), 4),
+                         "test_nll": round(float(nn.functional.cross_entropy(test_logits / temperature, test_labels)), 4)}
+
+
+def save_net(net: nn.Module, path: Path, record: dict) -> None:
+    from prefopt.data import save_tensors
+
+    save_tensors(path.with_suffix(".safetensors"), net.state_dict())
+    path.with_suffix(".json").write_text(json.dumps(record, indent=2))
+
+
+def load_net(cls, path: Path, what: str) -> tuple[nn.Module, dict]:
+    from prefopt.data import load_tensors
+
+    weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not weights.is_file() or not info.is_file():
+        raise MissingWeightsError(f"the miniature {what} model `{weights}` is missing; train it with "
+                                  "`python -m prefopt_recipes.miniature.rewards --out DIR` or use the shipped one.")
+    net = cls()
+    net.load_state_dict(load_tensors(weights, f"miniature {what} model"))
+    return net.eval(), json.loads(info.read_text())
+
+
+# --- reward plugins --------------------------------------------------------------------------------------
+
+
+@dataclass
+class MiniatureIdentityConfig(IdentityConfig):
+    weights: str = field(default=str(WEIGHTS / "identity"), metadata={"help": "The identity net (without suffix)."})
+
+
+class MiniatureIdentityReward(IdentityReward):
+    """Identity in the miniature world: cosine of the identity net's frame embeddings to the reference stills'."""
+
+    name = "miniature-id"
+    Config = MiniatureIdentityConfig
+
+    @classmethod
+    def missing_weights(cls, config: MiniatureIdentityConfig) -> str | None:
+        path = Path(config.weights)
+        return None if path.with_suffix(".safetensors").is_file() else (
+            f"the miniature identity model `{path.with_suffix('.safetensors')}` is missing.")
+
+    def __init__(self, config: MiniatureIdentityConfig):
+        super().__init__(config)
+        self.net, self.info = load_net(IdentityNet, Path(config.weights), "identity")
+
+    @torch.no_grad()
+    def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
+        return self.net(to_tensor(resize_to_world(image[..., :3]))[None])[0].double().numpy()
+
+    def aggregate_references(self, embeddings: np.ndarray) -> np.ndarray:
+        mean = embeddings.mean(axis=0)
+        return mean / np.linalg.norm(mean)
+
+    def similarity(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        return embeddings @ reference
+
+    def provenance(self) -> dict:
+        return {"model": "miniature identity net", "weights": self.config.weights,
+                "rank1_accuracy_held_out": self.info.get("rank1_accuracy")}
+
+
+def action_of(prompt: str) -> str:
+    """The world's action a prompt asks for (its sentence, or a keyword of it)."""
+    text = prompt.lower()
+    for action, sentence in ACTIONS.items():
+        if sentence in text:
+            return action
+    keywords = {"left": "walk_left", "right": "walk_right", "jump": "jump", "nod": "nod", "spin": "spin",
+                "closer": "zoom", "still": "still"}
+    found = [action for word, action in keywords.items() if word in text]
+    if len(found) != 1:
+        raise PrefoptError(f"prompt `{prompt}` names {'no' if not found else 'more than one'} action of the "
+                           f"miniature world; use one of: {'; '.join(ACTIONS.values())}.")
+    return found[0]
+
+
+@dataclass
+class MiniatureActionConfig:
+    weights: str = field(default=str(WEIGHTS / "action"), metadata={"help": "The action classifier (without suffix)."})
+
+
+class MiniatureActionReward:
+    """Prompt following in the miniature world: 1 + 9 × the calibrated probability of the prompt's action."""
+
+    name = "miniature-action"
+    Config = MiniatureActionConfig
+    raw_range = (0.0, 1.0)
+
+    @classmethod
+    def missing_weights(cls, config: MiniatureActionConfig) -> str | None:
+        path = Path(config.weights)
+        return None if path.with_suffix(".safetensors").is_file() else (
+            f"the miniature action model `{path.with_suffix('.safetensors')}` is missing.")
+
+    def __init__(self, config: MiniatureActionConfig):
+        self.config = config
+        self.net, self.info = load_net(ActionNet, Path(config.weights), "action")
+        self.temperature = float(self.info["temperature"])
+
+    @torch.no_grad()
+    def score(self, videos, prompts, references) -> list[RewardScore]:
+        results = []
+        for video, prompt in zip(videos, prompts):
+            clip = resize_to_world(np.asarray(video)[..., :3])
+            clip = clip[np.linspace(0, len(clip) - 1, 8).round().astype(int)]  # the classifier's 8 frames
+            probs = torch.softmax(self.net(to_tensor(clip).movedim(0, 1)[None]) / self.temperature, -1)[0]
+            p = float(probs[list(ACTIONS).index(action_of(prompt))])
+            results.append(RewardScore(value=to_scale(p, self.raw_range), raw=p,
+                                       metadata={"predicted": list(ACTIONS)[int(probs.argmax())]}))
+        return results
+
+    def provenance(self) -> dict:
+        return {"model": "miniature action classifier", "weights": self.config.weights,
+                "accuracy_held_out": self.info.get("accuracy"), "temperature": self.temperature}
+
+
+def main(argv=None) -> None:
+    from prefopt.progress import configure_logging
+
+    parser = argparse.ArgumentParser(description="Train the miniature world's identity and action models.")
+    parser.add_argument("--out", default=str(WEIGHTS), help="Folder for identity.* and action.*.")
+    parser.add_argument("--minutes", type=float, default=4.0, help="Training time per model.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--world-seed", type=int, default=0)
+    parser.add_argument("--only", choices=["identity", "action"], help="Train one of the two models.")
+    args = parser.parse_args(argv)
+    configure_logging()
+    torch.set_num_threads(2)
+    out, world = Path(args.out), World(seed=args.world_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    command = {"command": f"python -m prefopt_recipes.miniature.rewards --out {args.out} --minutes {args.minutes} "
+                          f"--seed {args.seed} --world-seed {args.world_seed}"}
+    if args.only in (None, "identity"):
+        net, record = train_identity(world, args.minutes, args.seed)
+        save_net(net, out / "identity", {**record, **command})
+        logger.info("identity net: %s", record)
+    if args.only in (None, "action"):
+        net, temperature, record = train_action(world, args.minutes, args.seed)
+        save_net(net, out / "action", {**record, **command, "temperature": temperature})
+        logger.info("action net: %s", record)
+
+
+if __name__ == "__main__":
+    main()
