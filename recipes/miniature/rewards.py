@@ -108,23 +108,33 @@ def arcface_logits(embeddings, weight, labels, scale: float = 16.0, margin: floa
     return scale * torch.where(one_hot, target, cosine)
 
 
-def train_identity(world: World, minutes: float, seed: int) -> tuple[IdentityNet, dict]:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])
-    net, classes = IdentityNet(), torch.nn.Parameter(torch.randn(world.num_identities, EMBEDDING) * 0.01)
-    optimizer = torch.optim.AdamW([*net.parameters(), classes], lr=2e-3, weight_decay=5e-4)
+def _train_for(minutes: float, loss_fn, optimizer, label: str) -> dict:
+    """Optimizer steps on fresh batches until the time budget is spent; returns steps and seconds."""
     started, step = time.monotonic(), 0
     while time.monotonic() - started < minutes * 60:
-        images, labels = _identity_batch(world, rng, 12)
-        loss = nn.functional.cross_entropy(arcface_logits(net(images), classes, labels), labels)
+        loss = loss_fn()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         step += 1
         if step % 50 == 0:
-            logger.info("identity net: step %d, loss %.3f", step, loss.item())
+            logger.info("%s: step %d, loss %.3f", label, step, loss.item())
+    return {"steps": step, "seconds": round(time.monotonic() - started, 1)}
+
+
+def train_identity(world: World, minutes: float, seed: int) -> tuple[IdentityNet, dict]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    net, classes = IdentityNet(), torch.nn.Parameter(torch.randn(world.num_identities, EMBEDDING) * 0.01)
+    optimizer = torch.optim.AdamW([*net.parameters(), classes], lr=2e-3, weight_decay=5e-4)
+
+    def loss() -> torch.Tensor:
+        images, labels = _identity_batch(world, rng, 12)
+        return nn.functional.cross_entropy(arcface_logits(net(images), classes, labels), labels)
+
+    record = _train_for(minutes, loss, optimizer, "identity net")
     net.eval()
-    return net, {"steps": step, "seconds": round(time.monotonic() - started, 1), **evaluate_identity(net, world)}
+    return net, {**record, **evaluate_identity(net, world)}
 
 
 @torch.no_grad()
@@ -160,19 +170,15 @@ def train_action(world: World, minutes: float, seed: int) -> tuple[ActionNet, fl
     rng = np.random.default_rng([seed, 2])
     net = ActionNet()
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    started, step = time.monotonic(), 0
-    while time.monotonic() - started < minutes * 60:
+
+    def loss() -> torch.Tensor:
         clips, labels = _action_batch(world, rng, 24, world.train_identities)
-        loss = nn.functional.cross_entropy(net(clips), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        step += 1
-        if step % 50 == 0:
-            logger.info("action net: step %d, loss %.3f", step, loss.item())
+        return nn.functional.cross_entropy(net(clips), labels)
+
+    record = _train_for(minutes, loss, optimizer, "action net")
     net.eval()
     temperature, metrics = calibrate_action(net, world, seed)
-    return net, temperature, {"steps": step, "seconds": round(time.monotonic() - started, 1), **metrics}
+    return net, temperature, {**record, **metrics}
 
 
 @torch.no_grad()
