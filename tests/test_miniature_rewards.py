@@ -15,11 +15,27 @@ def _reward(name, **options):
     return entry.cls(parse(entry.config_class, options))
 
 
-def test_the_identity_reward_says_its_model_is_missing():
-    """The identity net is not shipped yet (its first training collapsed, docs/miniature.md)."""
+def test_the_identity_reward_names_a_missing_model():
     from prefopt_recipes.miniature.rewards import MiniatureIdentityConfig, MiniatureIdentityReward
 
     assert "miniature identity model" in MiniatureIdentityReward.missing_weights(MiniatureIdentityConfig(weights="/nowhere/identity"))
+    assert MiniatureIdentityReward.missing_weights(MiniatureIdentityConfig()) is None  # the shipped one
+
+
+def test_the_identity_reward_separates_held_out_identities():
+    """16 held-out identities (never seen in training): a clip of each, scored against every identity's three
+    64-pixel reference stills, as the recipe scores generated videos against the user's photos."""
+    world, reward = World(), _reward("miniature-id")
+    identities = list(range(448, 464))
+    references = np.stack([reward.reference_embedding([world.still(i, seed, 64) for seed in (0, 1, 2)])
+                           for i in identities])
+    clips = [world.clip(i, list(ACTIONS)[row % len(ACTIONS)], 7) for row, i in enumerate(identities)]
+    frames = np.stack([np.stack([reward.embed_largest_face(frame) for frame in clip]) for clip in clips])
+    similarity = (frames @ references.T).mean(axis=1)  # [clip, identity]: the reward's raw value
+    assert np.allclose(similarity[3, 5], reward.score([clips[3]], [""], [world.still(453, s, 64) for s in (0, 1, 2)])[0].raw)
+    rank1 = float((similarity.argmax(1) == np.arange(len(identities))).mean())
+    same, other = np.diag(similarity).mean(), similarity[~np.eye(len(identities), dtype=bool)].mean()
+    assert rank1 >= 0.9 and same - other > 0.5, (rank1, same, other)  # measured: 1.0, 0.90 vs 0.05
 
 
 def test_the_action_reward_prefers_the_prompt_a_clip_follows():

@@ -119,3 +119,27 @@ def test_insightface_reward_through_insightfaces_loading_path(fake_pack):
     assert reward.provenance()["files"] == ["det_fake.onnx", "w600k_fake.onnx"]
     with pytest.raises(PrefoptError, match="no face was detected in reference `black.png`"):
         reward.score([np.stack([me])], [""], [ReferencePhoto(np.zeros((160, 160, 3), np.uint8), "black.png")])
+
+
+def test_reference_embeddings_are_cached_by_content_not_by_object():
+    """The cache once keyed on id(): a freed photo's address reused by another photo would return the first
+    photo's embedding."""
+    from prefopt_plugins.rewards.identity import IdentityConfig, IdentityReward
+
+    class MeanColour(IdentityReward):
+        name, calls = "mean-colour", 0
+
+        def embed_largest_face(self, image):
+            MeanColour.calls += 1
+            return image.reshape(-1, 3).mean(axis=0)
+
+        def similarity(self, embeddings, reference):
+            return embeddings @ reference
+
+    reward = MeanColour(IdentityConfig())
+    red, green = np.zeros((4, 4, 3)), np.zeros((4, 4, 3))
+    red[..., 0], green[..., 1] = 1.0, 1.0
+    assert reward.reference_embedding([red]).tolist() == [1.0, 0.0, 0.0]
+    assert reward.reference_embedding([red.copy()]).tolist() == [1.0, 0.0, 0.0] and MeanColour.calls == 1
+    red[...] = green  # the same object, new content
+    assert reward.reference_embedding([red]).tolist() == [0.0, 1.0, 0.0] and MeanColour.calls == 2

@@ -13,6 +13,7 @@ frames, mapped linearly from ``raw_range`` to 1–10. Two backends share this lo
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib.util
 import os
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ class IdentityReward(abc.ABC):
     def __init__(self, config: IdentityConfig):
         self.config = config
         self.raw_range = (config.raw_min, config.raw_max)
-        self._reference_cache: tuple[tuple[int, ...], np.ndarray] | None = None
+        self._reference_cache: tuple[tuple[str, ...], np.ndarray] | None = None
 
     @abc.abstractmethod
     def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
@@ -66,7 +67,8 @@ class IdentityReward(abc.ABC):
         """Mean embedding of the reference photos (computed once per reference set)."""
         if not references:
             raise PrefoptError(f"reward `{self.name}` needs at least one reference photo.")
-        key = tuple(id(r) for r in references)
+        # Keyed by content, not id(): a photo freed and another allocated at its address would share an id.
+        key = tuple(hashlib.sha1(np.ascontiguousarray(np.asarray(r)).tobytes()).hexdigest() for r in references)
         if self._reference_cache and self._reference_cache[0] == key:
             return self._reference_cache[1]
         embeddings = []

@@ -13,6 +13,7 @@ at ``SUPERSAMPLE``× the size and box-filtered down, so small features (eyes, a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,14 +83,17 @@ class World:
 
     def identity(self, index: int) -> Identity:
         """Identity ``index``: a distinct attribute combination, shuffled by the world seed."""
+        return Identity(*(options[pick] for options, pick in zip(_ATTRIBUTES, self.attribute_codes(index))))
+
+    def attribute_codes(self, index: int) -> tuple[int, ...]:
+        """Identity ``index`` as one choice per attribute (face, skin, hair, hair colour, eyes, mouth, accessory)."""
         if not 0 <= index < self.num_identities:
             raise ValueError(f"identity {index} is not in this world (0–{self.num_identities - 1})")
-        code = int(_combination_order(self.seed)[index])
-        choices = []
+        code, picks = int(_combination_order(self.seed)[index]), []
         for options in _ATTRIBUTES:
             code, pick = divmod(code, len(options))
-            choices.append(options[pick])
-        return Identity(*choices)
+            picks.append(pick)
+        return tuple(picks)
 
     def clip(self, identity: int, action: str, seed: int) -> np.ndarray:
         """``[frames, size, size, 3]`` uint8: ``identity`` performing ``action`` over a background from ``seed``."""
@@ -116,9 +120,11 @@ class World:
 
 
 _ATTRIBUTES = (FACE_SHAPES, SKIN, HAIR_STYLES, HAIR_COLOURS, EYES, MOUTHS, ACCESSORIES)
+ATTRIBUTE_SIZES = tuple(len(options) for options in _ATTRIBUTES)
 _ATTRIBUTE_COMBINATIONS = int(np.prod([len(a) for a in _ATTRIBUTES]))
 
 
+@functools.lru_cache(maxsize=8)
 def _combination_order(seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 7]).permutation(_ATTRIBUTE_COMBINATIONS)
 
