@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prefopt_recipes.miniature.model import PROMPT_TOKENS
 from prefopt_recipes.miniature.world import ACTIONS
 
 
@@ -22,7 +23,7 @@ def load_backbone(model: str):
 
     entry = get_registry().get("backbones", "hunyuan-video")
     return entry.cls(parse(entry.config_class, {"pretrained": model, "dtype": "float32", "device": "cpu",
-                                                "use_prompt_template": False, "max_sequence_length": 16}))
+                                                "use_prompt_template": False, "max_sequence_length": PROMPT_TOKENS}))
 
 
 def action_strips(model: str, seeds=(0, 1), steps: int = 20) -> np.ndarray:

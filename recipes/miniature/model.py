@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
+# Prompt tokens the model reads. The tokenizer spells (one token per character) and the world's longest prompt,
+# "a person comes closer to the camera", is 36 tokens; the shipped model's first 60 minutes read only 16,
+# which cut both walking prompts to "a person walks " (docs/miniature.md).
+PROMPT_TOKENS = 40
+
 
 @dataclass(frozen=True)
 class MiniatureModelConfig:

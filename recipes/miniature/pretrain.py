@@ -1,6 +1,6 @@
-"""Pretrain the miniature video model on the miniature world (CPU, about an hour on 2 cores).
+"""Pretrain the miniature video model on the miniature world (CPU, 90 minutes on 2 cores).
 
-    python -m prefopt_recipes.miniature.pretrain --out recipes/miniature/weights/model --minutes 60
+    python -m prefopt_recipes.miniature.pretrain --out recipes/miniature/weights/model --minutes 90
 
 Each step draws a batch of clips of *training* identities (never the held-out ones) doing random actions
 over random backgrounds, with the action's prompt (the identity is never named), and trains the pixel-space
@@ -8,7 +8,10 @@ transformer with the flow-matching objective prefopt's backbone defines (target 
 backbone). Deterministic from ``--seed`` and resumable: a checkpoint every ``--checkpoint-minutes`` under
 ``<out>.work/``, and a re-run continues from the newest readable one. At the end the pipeline is saved with
 ``save_pretrained`` (loaded back by ``from_pretrained``) beside ``pretraining.json`` (settings, steps, time,
-the loss curve), and a frame strip of one generated clip per action is written.
+the loss curve, and the commands that retrain the same model step for step).
+
+The shipped model was trained in two phases: 60 minutes reading 16 prompt tokens (which cut both walking
+prompts to the same text), then 30 more minutes reading 40 (`prompt_phases` in its ``pretraining.json``).
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from prefopt.checkpoint import (
     save_checkpoint,
 )
 from prefopt.progress import configure_logging, progress_bar
-from prefopt_recipes.miniature.model import MiniatureModelConfig, miniature_pipeline
+from prefopt_recipes.miniature.model import PROMPT_TOKENS, MiniatureModelConfig, miniature_pipeline
 from prefopt_recipes.miniature.world import ACTIONS, World
 
 logger = logging.getLogger("prefopt_recipes.miniature.pretrain")  # also when run as __main__
+# Checkpoints from before phases were recorded: the shipped model's first 60 minutes, at 16 prompt tokens.
+LEGACY_PHASE = {"from_step": 0, "max_sequence_length": 16}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--world-seed", type=int, default=0, help="Seed of the world (its identities).")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0, help="Checkpoint interval.")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
+    parser.add_argument("--max-sequence-length", type=int, default=PROMPT_TOKENS,
+                        help="Prompt tokens the model sees (characters: the tokenizer spells its input).")
     parser.add_argument("--small", action="store_true", help="A tiny model (tests).")
     return parser.parse_args(argv)
 
@@ -57,14 +64,14 @@ def model_config(args) -> MiniatureModelConfig:
     return MiniatureModelConfig(seed=args.seed)
 
 
-def backbone_for(pipe):
+def backbone_for(pipe, max_sequence_length: int = PROMPT_TOKENS):
     """prefopt's HunyuanVideo backbone around the in-memory pipeline (its training forward and σ sampling)."""
     from prefopt.config import parse
     from prefopt.registry import get_registry
 
     entry = get_registry().get("backbones", "hunyuan-video")
     options = parse(entry.config_class, {"pretrained": "in-memory", "dtype": "float32", "device": "cpu",
-                                         "use_prompt_template": False, "max_sequence_length": 16})
+                                         "use_prompt_template": False, "max_sequence_length": max_sequence_length})
     return entry.cls(options, pipeline=pipe)
 
 
@@ -83,65 +90,105 @@ def train(args) -> dict:
     out, work = Path(args.out), Path(f"{args.out}.work")
     world = World(seed=args.world_seed)
     pipe = miniature_pipeline(model_config(args))
-    backbone = backbone_for(pipe)
+    backbone = backbone_for(pipe, args.max_sequence_length)
     prompts = {a: backbone.encode_prompts([world.prompt(a)]) for a in ACTIONS}  # 7 fixed sentences
     transformer = backbone.denoiser.train().requires_grad_(True)  # the backbone loads it frozen, for LoRA
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 200))
-    step, losses, seconds = _resume(work, transformer, optimizer, scheduler)
+    step, losses, seconds, phases = _resume(work, transformer, optimizer, scheduler)
+    phases, first_step = _with_phase(phases, step, args.max_sequence_length), step
     started, last_checkpoint = time.monotonic() - seconds, time.monotonic()
     generator = torch.Generator().manual_seed(args.seed)
     budget = args.minutes * 60
-    with progress_bar("pretraining the miniature model", args.max_steps, completed=step) as bar:
+    shown = int(seconds)  # the bar counts seconds of the budget: its ETA is when the run stops
+    with progress_bar("pretraining the miniature model (seconds)", int(budget), completed=shown) as bar:
         while step < args.max_steps and time.monotonic() - started < budget:
-            generator.manual_seed(args.seed * 1_000_003 + step)  # noise and σ from (seed, step): resumable
-            pixels, actions = batch(world, step, args.batch, args.seed)
-            conditioning = {k: torch.cat([prompts[a][k] for a in actions]) for k in prompts[actions[0]]}
-            sigmas = backbone.sample_timesteps(len(actions), generator)
-            noise = torch.randn(pixels.shape, generator=generator)
-            output = backbone.forward_train(pixels, noise, sigmas, conditioning)
-            loss = torch.nn.functional.mse_loss(output.prediction.float(), output.target.float())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
+            losses.append(_train_step(backbone, world, step, args, prompts, generator, optimizer, scheduler))
             step += 1
-            losses.append(float(loss))
-            bar.advance(loss=float(np.mean(losses[-50:])))
+            elapsed = int(time.monotonic() - started)
+            bar.advance(elapsed - shown, step=step, loss=float(np.mean(losses[-50:])))
+            shown = elapsed
             if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
-                _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started)
+                _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started, phases)
                 last_checkpoint = time.monotonic()
     seconds = time.monotonic() - started
-    _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds)
+    if step > first_step:  # a re-run of a finished budget only saves the pipeline and the record again
+        _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds, phases)
     transformer.eval()
     pipe.save_pretrained(out)
     record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "world_seed": args.world_seed, "model": dataclasses.asdict(model_config(args)),
+              "world_seed": args.world_seed, "prompt_phases": phases, "model": dataclasses.asdict(model_config(args)),
               "parameters": sum(p.numel() for p in transformer.parameters()),
               "loss_every_50_steps": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
-              "command": f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes {args.minutes} "
-                         f"--seed {args.seed} --world-seed {args.world_seed}" + (" --small" if args.small else "")}
+              "command": _command(args), "reproduce": _reproduce(args, phases, step)}
     (out / "pretraining.json").write_text(json.dumps(record, indent=2))
     logger.info("saved the miniature model to %s after %d steps (%.0f s)", out, step, seconds)
     return record
 
 
-def _checkpoint(work: Path, step, transformer, optimizer, scheduler, losses, seconds) -> None:
+def _command(args) -> str:
+    return (f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes {args.minutes:g} "
+            f"--seed {args.seed} --world-seed {args.world_seed} --max-sequence-length {args.max_sequence_length}"
+            + (" --small" if args.small else ""))
+
+
+def _reproduce(args, phases: list[dict], step: int) -> list[str]:
+    """Commands that retrain this model step for step, one per phase, run in turn: the time budget is what
+    stopped each phase here, and another machine would take a different number of steps in the same time."""
+    ends = [phase["from_step"] for phase in phases[1:]] + [step]
+    return [f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes 100000 --max-steps {end} "
+            f"--batch {args.batch} --lr {args.lr:g} --seed {args.seed} --world-seed {args.world_seed} "
+            f"--max-sequence-length {phase['max_sequence_length']}" + (" --small" if args.small else "")
+            for phase, end in zip(phases, ends)]
+
+
+def _with_phase(phases: list[dict], step: int, max_sequence_length: int) -> list[dict]:
+    """The prompt-length phases, with a new one from ``step`` if this invocation changes the length."""
+    phase = {"from_step": step, "max_sequence_length": max_sequence_length}
+    if not phases:
+        return [phase]
+    if phases[-1]["max_sequence_length"] == max_sequence_length:
+        return phases
+    if phases[-1]["from_step"] == step:  # the previous length never trained a step: replace it
+        return [*phases[:-1], phase]
+    return [*phases, phase]
+
+
+def _train_step(backbone, world, step, args, prompts, generator, optimizer, scheduler) -> float:
+    """One flow-matching step on a fresh batch (noise and σ seeded by (seed, step), so a resume is exact)."""
+    generator.manual_seed(args.seed * 1_000_003 + step)
+    pixels, actions = batch(world, step, args.batch, args.seed)
+    conditioning = {k: torch.cat([prompts[a][k] for a in actions]) for k in prompts[actions[0]]}
+    sigmas = backbone.sample_timesteps(len(actions), generator)
+    noise = torch.randn(pixels.shape, generator=generator)
+    output = backbone.forward_train(pixels, noise, sigmas, conditioning)
+    loss = torch.nn.functional.mse_loss(output.prediction.float(), output.target.float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(backbone.denoiser.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
+def _checkpoint(work: Path, step, transformer, optimizer, scheduler, losses, seconds, phases) -> None:
     state = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     save_checkpoint(work, step, {"transformer": state}, optimizer, scheduler,
-                    {"losses": losses, "seconds": seconds})
+                    {"losses": losses, "seconds": seconds, "prompt_phases": phases})
     prune_checkpoints(work, 2)
 
 
-def _resume(work: Path, transformer, optimizer, scheduler) -> tuple[int, list[float], float]:
+def _resume(work: Path, transformer, optimizer, scheduler) -> tuple[int, list[float], float, list[dict]]:
+    """Step, losses, seconds so far and the prompt-length phases."""
     checkpoint = newest_readable_checkpoint(work)
     if checkpoint is None:
-        return 0, [], 0.0
+        return 0, [], 0.0, []
     transformer.load_state_dict(checkpoint.loras["transformer"])
     apply_checkpoint(checkpoint, optimizer, scheduler)
     logger.info("resuming pretraining from %s (step %d)", checkpoint.path, checkpoint.state["step"])
-    return int(checkpoint.state["step"]), list(checkpoint.state["losses"]), float(checkpoint.state["seconds"])
+    state = checkpoint.state
+    phases = state.get("prompt_phases", [LEGACY_PHASE])
+    return int(state["step"]), list(state["losses"]), float(state["seconds"]), list(phases)
 
 
 def main(argv=None) -> None:
