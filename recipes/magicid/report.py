@@ -77,9 +77,13 @@ def plot_training(path: Path, runs: dict[str, Path]) -> None:
     plt.close(fig)
 
 
-def frame_strip(path: Path, video: np.ndarray, frames: int = 6) -> None:
+def frame_strip(path: Path, video: np.ndarray, frames: int = 6, min_height: int = 96) -> None:
+    """Evenly spaced frames side by side; small videos enlarged by whole pixels (nearest) to ``min_height``."""
     indices = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
     strip = np.concatenate([video[i] for i in indices], axis=1)
+    factor = -(-min_height // strip.shape[0])
+    if factor > 1:
+        strip = strip.repeat(factor, axis=0).repeat(factor, axis=1)
     import imageio.v3 as iio
 
     iio.imwrite(path, strip)
@@ -97,24 +101,32 @@ def _eval_table(rows: list[dict]) -> str:
 
 THUMB_SIDE = 96
 PAIRS_SHOWN = 24
+PAIR_FRAMES = 3  # first, middle and last frame: enough to see which of a pair moves
 
 
-def _thumbnail(out: Path, name: str, frame: np.ndarray) -> str:
-    """A small PNG of one frame under report/thumbs/; returns its path relative to the report."""
+def _thumbnail(out: Path, name: str, video: np.ndarray, frames: int = 1) -> str:
+    """A PNG under report/thumbs/ of ``frames`` evenly spaced frames side by side (the first frame when 1),
+    each scaled to ``THUMB_SIDE`` on its longer side (small videos by whole pixels, so they stay sharp);
+    returns its path relative to the report."""
     import imageio.v3 as iio
 
     from prefopt.media import resize_frames
 
-    height, width = frame.shape[:2]
-    scale = THUMB_SIDE / max(height, width)
-    small = resize_frames(frame[None], max(1, round(height * scale)), max(1, round(width * scale)))[0]
+    indices = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
+    picked, (height, width) = video[indices], video.shape[1:3]
+    if max(height, width) * 2 <= THUMB_SIDE:
+        factor = THUMB_SIDE // max(height, width)
+        small = picked.repeat(factor, axis=1).repeat(factor, axis=2)
+    else:
+        scale = THUMB_SIDE / max(height, width)
+        small = resize_frames(picked, max(1, round(height * scale)), max(1, round(width * scale)))
     (out / "thumbs").mkdir(exist_ok=True)
-    iio.imwrite(out / "thumbs" / f"{name}.png", small)
+    iio.imwrite(out / "thumbs" / f"{name}.png", np.concatenate(list(small), axis=1))
     return f"thumbs/{name}.png"
 
 
 def _pairs_table(out: Path, recipe, stage: str) -> str:
-    """The first pairs of a stage: thumbnails of winner and loser (first frame), sources, prompt, reward gaps."""
+    """The first pairs of a stage: thumbnails of winner and loser (``PAIR_FRAMES`` frames), sources, prompt, reward gaps."""
     from prefopt.selection import read_pairs_table
 
     repo = recipe.repository()
@@ -125,7 +137,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
         cells = []
         for item_id in (pair.winner_id, pair.loser_id):
             record = items[item_id]
-            thumb = _thumbnail(out, item_id, read_media(repo.path(record.media_path))[0])
+            thumb = _thumbnail(out, item_id, read_media(repo.path(record.media_path)), frames=PAIR_FRAMES)
             link = os.path.relpath(repo.path(record.media_path), out)
             cells.append(f"<a href='{html.escape(link)}'><img src='{thumb}' title='{html.escape(item_id)}'></a>"
                          f"<br><small>{html.escape(record.source)}</small>")
@@ -140,7 +152,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
 def _references(out: Path, recipe) -> str:
     images = []
     for index, photo in enumerate(recipe.photos()):
-        thumb = _thumbnail(out, f"reference-{index}", read_media(photo)[0])
+        thumb = _thumbnail(out, f"reference-{index}", read_media(photo)[:1])
         images.append(f"<figure style='display:inline-block'><img src='{thumb}'><figcaption><small>"
                       f"{html.escape(Path(photo).name)}</small></figcaption></figure>")
     return "".join(images)
