@@ -13,6 +13,7 @@ run's numbers), ``study.md`` (mean ± 95 % t-interval over identities × seeds) 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -24,17 +25,19 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "miniature.yaml"
+EVALUATOR = ROOT / "recipes" / "miniature" / "weights" / "evaluator" / "identity"  # seed 1; the reward's is seed 0
 TABLE2 = ("base", "identity LoRA", "stage 1 (ID pairs)", "MagicID (final)")
 REWARD_ABLATION = {"ID only": "[identity]", "ID + dynamic": "[identity,dynamic]", "ID + dynamic + semantic": None}
-METRICS = {"face_sim": "Face Sim ↑", "flow_score": "Dynamic (flow) ↑", "dynamic_degree": "Dynamic Degree ↑",
+METRICS = {"face_sim": "Face Sim ↑", "face_sim_eval": "Face Sim (evaluator net) ↑", "flow_score": "Dynamic (flow) ↑", "dynamic_degree": "Dynamic Degree ↑",
            "semantic_raw": "prompt following ↑", "temporal": "temporal consistency ↑"}
 
 
 def run_recipe(out: Path, identity: int, seed: int, rewards: str | None) -> dict:
     """One recipe run (resumable); returns its evaluation table by model."""
     name = f"id{identity}-seed{seed}"
-    photos = ",".join(str(ROOT / "recipes" / "miniature" / "references" / f"avatar-{identity}-{s}.png") for s in range(3))
-    overrides = [f"run.output_dir={out}", f"run.name={name}", f"run.seed={seed}", f"references.photos=[{photos}]",
+    photos = [ROOT / "recipes" / "miniature" / "references" / f"avatar-{identity}-{s}.png" for s in range(3)]
+    overrides = [f"run.output_dir={out}", f"run.name={name}", f"run.seed={seed}",
+                 f"references.photos=[{','.join(map(str, photos))}]",
                  *(f"{stage}.seed={seed}" for stage in ("identity_lora", "dpo_stage1", "dpo_stage2"))]
     if rewards is not None:
         overrides.append(f"stage2.selectors.0.options.rewards={rewards}")
@@ -45,19 +48,40 @@ def run_recipe(out: Path, identity: int, seed: int, rewards: str | None) -> dict
         raise SystemExit(f"run {name} ({rewards or 'all rewards'}) failed:\n{result.stderr[-3000:]}")
     state = json.loads((out / name / "stages.json").read_text())
     table = json.loads((out / name / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text())
-    print(f"{name} ({rewards or 'all rewards'}): {time.monotonic() - started:.0f} s", flush=True)
-    return {row["model"]: {**row, "temporal": temporal_consistency(Path(row["folder"]))} for row in table}
+    seconds = time.monotonic() - started
+    print(f"{name} ({rewards or 'all rewards'}): {seconds:.0f} s", flush=True)
+    return {row["model"]: {**row, **independent_metrics(Path(row["folder"]), photos), "run_seconds": seconds}
+            for row in table}
 
 
-def temporal_consistency(folder: Path) -> float:
-    """1 − the mean absolute difference of consecutive frames (0–1), over a model's evaluation videos."""
+def independent_metrics(folder: Path, photos: list[Path]) -> dict[str, float]:
+    """Two metrics from the *evaluator*, an identity net trained like the reward's but from another seed, so
+    that a model cannot score well on them by exploiting the reward net's particular weights:
+
+    * ``face_sim_eval``: mean cosine of every frame's embedding to the reference stills' mean embedding;
+    * ``temporal``: mean cosine between consecutive frames' embeddings. The paper's temporal consistency is
+      this quantity on CLIP image features; here the evaluator plays CLIP's part: an avatar that keeps its
+      look while it moves scores near 1, one that flickers or morphs lower (a pixel difference would instead
+      punish motion itself)."""
     from prefopt.media import read_media
 
-    values = []
+    evaluator = _evaluator()
+    reference = evaluator.reference_embedding([read_media(p)[0] for p in photos])
+    face, temporal = [], []
     for video in sorted(folder.glob("*.mp4")):
-        frames = read_media(video).astype(np.float32) / 255.0
-        values.append(1.0 - float(np.abs(np.diff(frames, axis=0)).mean()))
-    return float(np.mean(values))
+        embeddings = np.stack([evaluator.embed_largest_face(frame) for frame in read_media(video)])
+        face.append(float((embeddings @ reference).mean()))
+        temporal.append(float((embeddings[:-1] * embeddings[1:]).sum(axis=1).mean()))
+    return {"face_sim_eval": float(np.mean(face)), "temporal": float(np.mean(temporal))}
+
+
+@functools.cache
+def _evaluator():
+    from prefopt.config import parse
+    from prefopt.registry import get_registry
+
+    entry = get_registry().get("rewards", "miniature-id")
+    return entry.cls(parse(entry.config_class, {"weights": str(EVALUATOR)}))
 
 
 def interval(values: list[float]) -> tuple[float, float]:
@@ -115,7 +139,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs, started = [], time.monotonic()
     for identity in args.identities:
         for seed in args.seeds:
             full = run_recipe(out, identity, seed, None)
@@ -124,7 +148,9 @@ def main(argv=None) -> None:
             runs.append({"identity": identity, "seed": seed, "table2": {m: full[m] for m in TABLE2}, "table3": table3})
             (out / "study.json").write_text(json.dumps(runs, indent=2))
     rows = summarise(runs)
-    (out / "study.md").write_text(markdown(rows, len(runs)))
+    wall = (f"Wall time of this invocation: {(time.monotonic() - started) / 60:.1f} min (a re-run skips every "
+            "finished stage).\n\n")
+    (out / "study.md").write_text(wall + markdown(rows, len(runs)))
     plot(out / "study.png", rows)
     print((out / "study.md").read_text())
 

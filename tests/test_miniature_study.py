@@ -26,3 +26,21 @@ def test_summary_has_table_2_and_3_rows_and_every_metric():
     assert rows["base"]["face_sim"][0] == pytest.approx(0.5)
     text = markdown(rows, 2)
     assert "over 2 runs" in text and text.count("\n| ") == len(rows) + 1  # the header, then one line per row
+
+
+def test_the_evaluator_sees_a_still_avatar_as_itself_and_consistent(tmp_path):
+    """The study's independent metrics on a video of the reference avatar standing still: near-perfect
+    temporal consistency, and a face similarity far above another avatar's."""
+    from miniature_study import independent_metrics
+
+    from prefopt.media import write_media
+    from prefopt_recipes.miniature.world import World
+
+    world = World()
+    photos = [Path(__file__).resolve().parents[1] / "recipes" / "miniature" / "references" / f"avatar-448-{s}.png"
+              for s in range(3)]
+    write_media(tmp_path / "000.mp4", world.clip(448, "still", 3), fps=8)
+    (tmp_path / "other").mkdir()
+    write_media(tmp_path / "other" / "000.mp4", world.clip(459, "still", 3), fps=8)
+    same, other = independent_metrics(tmp_path, photos), independent_metrics(tmp_path / "other", photos)
+    assert same["temporal"] > 0.95 and same["face_sim_eval"] > other["face_sim_eval"] + 0.3, (same, other)
