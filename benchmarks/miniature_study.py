@@ -104,6 +104,59 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
     return rows
 
 
+# The paper's claims as paired differences (row − baseline row, per identity and seed): the claim, the two
+# rows, the metric, and the direction the paper reports (+1 higher, −1 lower, 0 "not lower").
+CLAIMS = [
+    ("identity LoRA alone loses motion (Tab. 2, self-reconstruction)", "identity LoRA", "base", "flow_score", -1),
+    ("ID pairs raise identity (Tab. 2)", "stage 1 (ID pairs)", "identity LoRA", "face_sim", +1),
+    ("ID pairs raise identity, evaluator net", "stage 1 (ID pairs)", "identity LoRA", "face_sim_eval", +1),
+    ("dynamic pairs restore motion (Tab. 2)", "MagicID (final)", "stage 1 (ID pairs)", "flow_score", +1),
+    ("… without losing identity (Tab. 2)", "MagicID (final)", "stage 1 (ID pairs)", "face_sim", 0),
+    ("… without losing identity, evaluator net", "MagicID (final)", "stage 1 (ID pairs)", "face_sim_eval", 0),
+    ("the dynamic reward adds motion (Tab. 3)", "rewards: ID + dynamic", "rewards: ID only", "flow_score", +1),
+    ("the semantic reward adds motion (Tab. 3)", "rewards: ID + dynamic + semantic", "rewards: ID + dynamic",
+     "flow_score", +1),
+    ("the semantic reward improves prompt following (Tab. 3)", "rewards: ID + dynamic + semantic",
+     "rewards: ID + dynamic", "semantic_raw", +1),
+]
+
+
+def _row_values(run: dict, label: str, metric: str) -> float:
+    if label.startswith("rewards: "):
+        return run["table3"][label[len("rewards: "):]][metric]
+    return run["table2"][label][metric]
+
+
+def verdict(mean: float, half: float, direction: int) -> str:
+    """Whether a paired difference's 95 % interval supports the paper's direction."""
+    low, high = mean - half, mean + half
+    if direction == 0:
+        return "reproduced (no significant loss)" if high >= 0 else "not reproduced: significantly lower"
+    if (low > 0 if direction > 0 else high < 0):
+        return "reproduced"
+    if (high < 0 if direction > 0 else low > 0):
+        return "not reproduced: the opposite, significantly"
+    return "not resolved: the interval contains 0"
+
+
+def claims(runs: list[dict]) -> list[dict]:
+    """Each claim's paired difference (mean, 95 % half-width), how many runs went the paper's way, the verdict."""
+    results = []
+    for text, row, baseline, metric, direction in CLAIMS:
+        differences = [_row_values(r, row, metric) - _row_values(r, baseline, metric) for r in runs]
+        mean, half = interval(differences)
+        agree = sum((d >= 0) if direction == 0 else (np.sign(d) == direction) for d in differences)
+        results.append({"claim": text, "rows": f"{row} − {baseline}", "metric": metric, "mean": mean, "half": half,
+                        "runs_agreeing": int(agree), "runs": len(runs), "verdict": verdict(mean, half, direction)})
+    return results
+
+
+def claims_markdown(results: list[dict]) -> str:
+    head = "| the paper's claim | difference | metric | mean ± 95 % | runs agreeing | verdict |\n|---|---|---|---|---|---|\n"
+    return head + "".join(f"| {c['claim']} | {c['rows']} | {c['metric']} | {c['mean']:+.3f} ± {c['half']:.3f} | "
+                          f"{c['runs_agreeing']}/{c['runs']} | {c['verdict']} |\n" for c in results)
+
+
 def markdown(rows: dict, runs: int) -> str:
     head = "| row | " + " | ".join(METRICS.values()) + " |\n|---|" + "---|" * len(METRICS) + "\n"
     body = "".join(f"| {label} | " + " | ".join(f"{m:.3f} ± {h:.3f}" for m, h in cells.values()) + " |\n"
@@ -150,7 +203,7 @@ def main(argv=None) -> None:
     rows = summarise(runs)
     wall = (f"Wall time of this invocation: {(time.monotonic() - started) / 60:.1f} min (a re-run skips every "
             "finished stage).\n\n")
-    (out / "study.md").write_text(wall + markdown(rows, len(runs)))
+    (out / "study.md").write_text(wall + markdown(rows, len(runs)) + "\n" + claims_markdown(claims(runs)))
     plot(out / "study.png", rows)
     print((out / "study.md").read_text())
 

@@ -44,3 +44,20 @@ def test_the_evaluator_sees_a_still_avatar_as_itself_and_consistent(tmp_path):
     write_media(tmp_path / "other" / "000.mp4", world.clip(459, "still", 3), fps=8)
     same, other = independent_metrics(tmp_path, photos), independent_metrics(tmp_path / "other", photos)
     assert same["temporal"] > 0.95 and same["face_sim_eval"] > other["face_sim_eval"] + 0.3, (same, other)
+
+
+def test_claims_are_paired_differences_with_a_verdict():
+    from miniature_study import CLAIMS, claims, verdict
+
+    def run(lora_flow, base_flow):
+        table2 = {label: {m: 0.5 for m in METRICS} for label in TABLE2}
+        table2["identity LoRA"]["flow_score"], table2["base"]["flow_score"] = lora_flow, base_flow
+        return {"table2": table2, "table3": {label: {m: 0.5 for m in METRICS} for label in REWARD_ABLATION}}
+
+    first = claims([run(0.5, 0.7), run(0.6, 0.7), run(0.55, 0.7)])[0]  # LoRA lower than base in every run
+    assert first["claim"] == CLAIMS[0][0] and first["mean"] == pytest.approx(-0.15)
+    assert first["runs_agreeing"] == 3 and first["verdict"] == "reproduced"
+    assert verdict(0.1, 0.05, -1).startswith("not reproduced: the opposite")
+    assert verdict(0.01, 0.05, +1).startswith("not resolved")
+    assert verdict(-0.01, 0.05, 0).startswith("reproduced (no significant loss)")
+    assert verdict(-0.1, 0.05, 0) == "not reproduced: significantly lower"
