@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from prefopt.config import parse
 from prefopt.data import PreferenceExample
 from prefopt.media import write_media
-from prefopt.registry import get_registry
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
-from prefopt_recipes.miniature.model import PROMPT_TOKENS, MiniatureModelConfig, miniature_pipeline
+from prefopt_recipes.miniature.model import (
+    PROMPT_TOKENS,
+    MiniatureModelConfig,
+    miniature_backbone,
+    miniature_pipeline,
+)
 from prefopt_recipes.miniature.world import ACTIONS, World
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +29,7 @@ def saved(tmp_path_factory):
 
 
 def _backbone(folder):
-    entry = get_registry().get("backbones", "hunyuan-video")
-    return entry.cls(parse(entry.config_class, {"pretrained": str(folder), "dtype": "float32", "device": "cpu",
-                                                "use_prompt_template": False, "max_sequence_length": PROMPT_TOKENS}))
+    return miniature_backbone(folder)
 
 
 def test_a_pipeline_saved_without_a_vae_loads_as_pixel_space(saved):

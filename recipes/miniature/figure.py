@@ -13,22 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from prefopt_recipes.miniature.model import PROMPT_TOKENS
+from prefopt_recipes.miniature.model import miniature_backbone
 from prefopt_recipes.miniature.world import ACTIONS
-
-
-def load_backbone(model: str):
-    from prefopt.config import parse
-    from prefopt.registry import get_registry
-
-    entry = get_registry().get("backbones", "hunyuan-video")
-    return entry.cls(parse(entry.config_class, {"pretrained": model, "dtype": "float32", "device": "cpu",
-                                                "use_prompt_template": False, "max_sequence_length": PROMPT_TOKENS}))
 
 
 def action_strips(model: str, seeds=(0, 1), steps: int = 20) -> np.ndarray:
     """``[rows·32, 8·32, 3]``: per action and seed, the generated clip's frames side by side."""
-    backbone = load_backbone(model)
+    backbone = miniature_backbone(model)
     rows = []
     for prompt in ACTIONS.values():
         made = backbone.generate([prompt] * len(seeds), list(seeds), num_frames=8, height=32, width=32,

@@ -75,3 +75,15 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
         text_encoder_2=_clip_text_model(len(tokenizer_2)), tokenizer_2=tokenizer_2,
     )
+
+
+def miniature_backbone(pretrained: str = "in-memory", pipeline=None, max_sequence_length: int = PROMPT_TOKENS):
+    """prefopt's HunyuanVideo backbone on the miniature model (a saved folder, or an in-memory ``pipeline``),
+    with the settings recipes/miniature.yaml uses: float32 on the CPU, no chat template, whole prompts."""
+    from prefopt.config import parse
+    from prefopt.registry import get_registry
+
+    entry = get_registry().get("backbones", "hunyuan-video")
+    options = parse(entry.config_class, {"pretrained": str(pretrained), "dtype": "float32", "device": "cpu",
+                                         "use_prompt_template": False, "max_sequence_length": max_sequence_length})
+    return entry.cls(options, pipeline=pipeline) if pipeline is not None else entry.cls(options)

@@ -33,7 +33,12 @@ from prefopt.checkpoint import (
     save_checkpoint,
 )
 from prefopt.progress import configure_logging, progress_bar
-from prefopt_recipes.miniature.model import PROMPT_TOKENS, MiniatureModelConfig, miniature_pipeline
+from prefopt_recipes.miniature.model import (
+    PROMPT_TOKENS,
+    MiniatureModelConfig,
+    miniature_backbone,
+    miniature_pipeline,
+)
 from prefopt_recipes.miniature.world import ACTIONS, World
 
 logger = logging.getLogger("prefopt_recipes.miniature.pretrain")  # also when run as __main__
@@ -64,17 +69,6 @@ def model_config(args) -> MiniatureModelConfig:
     return MiniatureModelConfig(seed=args.seed)
 
 
-def backbone_for(pipe, max_sequence_length: int = PROMPT_TOKENS):
-    """prefopt's HunyuanVideo backbone around the in-memory pipeline (its training forward and σ sampling)."""
-    from prefopt.config import parse
-    from prefopt.registry import get_registry
-
-    entry = get_registry().get("backbones", "hunyuan-video")
-    options = parse(entry.config_class, {"pretrained": "in-memory", "dtype": "float32", "device": "cpu",
-                                         "use_prompt_template": False, "max_sequence_length": max_sequence_length})
-    return entry.cls(options, pipeline=pipe)
-
-
 def batch(world: World, step: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """Clips of training identities doing random actions: ``[B, 3, F, H, W]`` in [-1, 1], and the actions."""
     rng = np.random.default_rng([seed, step])
@@ -90,7 +84,7 @@ def train(args) -> dict:
     out, work = Path(args.out), Path(f"{args.out}.work")
     world = World(seed=args.world_seed)
     pipe = miniature_pipeline(model_config(args))
-    backbone = backbone_for(pipe, args.max_sequence_length)
+    backbone = miniature_backbone(pipeline=pipe, max_sequence_length=args.max_sequence_length)
     prompts = {a: backbone.encode_prompts([world.prompt(a)]) for a in ACTIONS}  # 7 fixed sentences
     transformer = backbone.denoiser.train().requires_grad_(True)  # the backbone loads it frozen, for LoRA
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)

@@ -232,13 +232,22 @@ def save_net(net: nn.Module, path: Path, record: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps(record, indent=2))
 
 
+def missing_net(path: Path, what: str) -> str | None:
+    """One sentence naming a missing miniature reward model (its weights or their record), or None."""
+    weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if weights.is_file() and info.is_file():
+        return None
+    return (f"the miniature {what} model `{weights}` is missing; train it with "
+            "`python -m prefopt_recipes.miniature.rewards --out DIR` or use the shipped one.")
+
+
 def load_net(cls, path: Path, what: str) -> tuple[nn.Module, dict]:
     from prefopt.data import load_tensors
 
+    missing = missing_net(path, what)
+    if missing:
+        raise MissingWeightsError(missing)
     weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    if not weights.is_file() or not info.is_file():
-        raise MissingWeightsError(f"the miniature {what} model `{weights}` is missing; train it with "
-                                  "`python -m prefopt_recipes.miniature.rewards --out DIR` or use the shipped one.")
     net = cls()
     net.load_state_dict(load_tensors(weights, f"miniature {what} model"))
     return net.eval(), json.loads(info.read_text())
@@ -260,9 +269,7 @@ class MiniatureIdentityReward(IdentityReward):
 
     @classmethod
     def missing_weights(cls, config: MiniatureIdentityConfig) -> str | None:
-        path = Path(config.weights)
-        return None if path.with_suffix(".safetensors").is_file() else (
-            f"the miniature identity model `{path.with_suffix('.safetensors')}` is missing.")
+        return missing_net(Path(config.weights), "identity")
 
     def __init__(self, config: MiniatureIdentityConfig):
         super().__init__(config)
@@ -313,9 +320,7 @@ class MiniatureActionReward:
 
     @classmethod
     def missing_weights(cls, config: MiniatureActionConfig) -> str | None:
-        path = Path(config.weights)
-        return None if path.with_suffix(".safetensors").is_file() else (
-            f"the miniature action model `{path.with_suffix('.safetensors')}` is missing.")
+        return missing_net(Path(config.weights), "action")
 
     def __init__(self, config: MiniatureActionConfig):
         self.config = config
