@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from prefopt.errors import PrefoptError
 from prefopt.media import fit_frames, read_media, resize_frames, to_pixels
 
 LATENT_SUFFIX = ".safetensors"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ class EncodedCache:
         self.directory = Path(directory)
         self.backbone = backbone
         self.size = (num_frames, height, width)
-        self.model_key = _digest(backbone.name, getattr(backbone.config, "pretrained", ""), *self.size)
+        self._warned_sizes: set[tuple[int, int]] = set()
+        self.model_key = _digest(backbone.cache_key(), *self.size)
 
     def text_path(self, prompt: str) -> Path:
         return self.directory / "text" / f"{_digest(self.model_key, prompt)}{LATENT_SUFFIX}"
@@ -145,8 +149,18 @@ class EncodedCache:
 
     def _pixels(self, media: str) -> torch.Tensor:
         num_frames, height, width = self.size
-        frames = fit_frames(resize_frames(read_media(media), height, width), num_frames)
+        frames = read_media(media)
+        self._warn_on_resize(media, frames.shape[1:3])
+        frames = fit_frames(resize_frames(frames, height, width), num_frames)
         return to_pixels(frames)[None]
+
+    def _warn_on_resize(self, media: str, size: tuple[int, int]) -> None:
+        """One warning per distinct source size: training on resized media is a choice the user should see."""
+        target = self.size[1:]
+        if tuple(size) != tuple(target) and tuple(size) not in self._warned_sizes:
+            self._warned_sizes.add(tuple(size))
+            logger.warning("media of size %d×%d (e.g. `%s`) are resized to %d×%d for training; set the trainer's "
+                           "`height`/`width` to train at another size.", size[0], size[1], media, *target)
 
     def load_text(self, prompt: str) -> dict[str, torch.Tensor]:
         return load_tensors(self.text_path(prompt), "cached text embedding (delete it to re-encode)")

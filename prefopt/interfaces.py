@@ -11,7 +11,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -171,18 +171,44 @@ class Backbone(abc.ABC):
 
     The backbone turns media and prompts into training inputs and returns what the loss needs; the
     trainer owns the objective, so one trainer serves flow-matching and ε/v-prediction models alike.
+    Everything the core reads from a backbone is declared here; the registry checks that a registered
+    class has every abstract member and a dataclass ``Config``.
     """
 
     name: ClassVar[str]
+    #: The options dataclass; the backbone is built as ``cls(Config(...))`` and keeps it as ``self.config``.
+    Config: ClassVar[type]
+    config: Any
     #: "flow" (velocity target ε − x₀), "epsilon" or "v_prediction".
     prediction_type: str
     #: Module names that LoRA adapts by default.
     default_lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0")
+    #: The prefix of the denoiser's keys in a diffusers LoRA file (``transformer`` or ``unet``).
+    denoiser_attribute: ClassVar[str] = "transformer"
+    #: "image" backbones take one frame; "video" backbones take ``frame_multiple·k + 1`` frames.
+    media: ClassVar[Literal["image", "video"]] = "video"
+    frame_multiple: ClassVar[int | None] = None
+    #: Media size when a config leaves it unset: (frames, height, width).
+    default_num_frames: ClassVar[int] = 33
+    default_resolution: ClassVar[tuple[int, int]] = (320, 512)
+
+    def check_media_size(self, num_frames: int, height: int, width: int) -> None:
+        """Raise one sentence when media of this size cannot go through the model."""
+        if self.media == "image" and num_frames != 1:
+            raise ValueError(f"backbone `{self.name}` makes images: `num_frames` must be 1, got {num_frames}.")
+        multiple = self.frame_multiple
+        if self.media == "video" and multiple and (num_frames - 1) % multiple:
+            raise ValueError(f"backbone `{self.name}` takes {multiple}·k + 1 frames (e.g. {multiple * 4 + 1}), "
+                             f"got {num_frames}.")
+
+    @abc.abstractmethod
+    def to(self, device: torch.device | str) -> Backbone:
+        """Move every module to ``device`` (the trainer calls it with the accelerator's device); return self."""
 
     @property
     @abc.abstractmethod
     def denoiser(self) -> torch.nn.Module:
-        """The network that LoRA adapts (a transformer or UNet)."""
+        """The network that LoRA adapts: a diffusers ModelMixin (peft adapters, gradient checkpointing)."""
 
     @abc.abstractmethod
     def encode_prompts(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -193,8 +219,10 @@ class Backbone(abc.ABC):
         """Latents for media in [-1, 1], shape ``[B, C, F, H, W]`` (images have F = 1)."""
 
     @abc.abstractmethod
-    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Training timesteps for a batch (σ in (0, 1) for flow models, integer steps otherwise)."""
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, *,
+                         latent_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """Training timesteps for a batch (σ in (0, 1) for flow models, integer steps otherwise); the trainer
+        passes the batch's ``latent_shape`` for models whose schedule depends on the media size."""
 
     @abc.abstractmethod
     def forward_train(
@@ -228,6 +256,23 @@ class Backbone(abc.ABC):
     def save_lora(self, directory: Path, state_dict: dict[str, torch.Tensor], adapter_config: dict | None = None) -> Path:
         """Write a LoRA state dict in the pipeline's own format (``pytorch_lora_weights.safetensors``), with the
         adapter's peft config (``LoraConfig.to_dict()``: rank, α, targets) where the format keeps it."""
+
+    @abc.abstractmethod
+    def use_loras(self, paths: Sequence[Path]) -> None:
+        """Sample with exactly these LoRA files (diffusers format) active; an empty list means the base model."""
+
+    @classmethod
+    def missing_weights(cls, config: Any) -> str | None:
+        """A sentence naming the weights ``config`` points to that are missing and how to get them, or None;
+        checked before a run starts, without loading anything."""
+        return None
+
+    def cache_key(self) -> str:
+        """What cached text embeddings and latents depend on besides the input: the model and its options."""
+        from prefopt.config import to_dict
+
+        options = {k: v for k, v in to_dict(self.config).items() if k != "device"}
+        return f"{self.name}:{sorted(options.items())}"
 
     @abc.abstractmethod
     def unload_encoders(self) -> None:

@@ -11,6 +11,8 @@ import torch
 
 from prefopt.errors import PrefoptError
 
+#: The file name diffusers' save_lora_weights writes and load_lora_weights reads in a LoRA directory.
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 POLICY_ADAPTER = "dpo"
 REFERENCE_ADAPTER = "ref"
 
@@ -58,7 +60,7 @@ def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> 
     """Merge an earlier LoRA (diffusers format) into the base weights, so base + LoRA is the reference."""
     path = Path(path)
     if path.is_dir():
-        path = path / "pytorch_lora_weights.safetensors"
+        path = path / LORA_WEIGHTS_NAME
     if not path.is_file():
         raise PrefoptError(f"initial LoRA `{path}` does not exist; train it first or fix `init_lora`.")
     # diffusers reads the adapter's config (rank, α) from the file's metadata only through a pipeline's

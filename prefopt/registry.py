@@ -94,6 +94,33 @@ def _check_component_class(kind: str, cls: type, plugin: str) -> None:
             f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}` needs a dataclass attribute `Config` "
             "describing its options."
         )
+    missing = [member for member in _required_members(kind) if not _implements(cls, member)]
+    if missing:
+        listing = ", ".join(f"`{m}`" for m in missing)
+        raise PluginError(
+            f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}` does not implement {listing}, which prefopt "
+            f"calls; see docs/plugin-hooks.md for what a {KIND_LABELS[kind]} must provide."
+        )
+
+
+# Members of the Protocols in prefopt.interfaces; a backbone must implement every abstract member of Backbone.
+_PROTOCOL_MEMBERS = {"rewards": ("score", "provenance"), "pair_selectors": ("select",),
+                     "recipes": ("run", "missing_requirements")}
+
+
+def _required_members(kind: str) -> tuple[str, ...]:
+    if kind == "backbones":
+        from prefopt.interfaces import Backbone
+
+        return tuple(sorted(Backbone.__abstractmethods__))
+    return _PROTOCOL_MEMBERS[kind]
+
+
+def _implements(cls: type, member: str) -> bool:
+    value = getattr(cls, member, None)
+    if value is None or getattr(value, "__isabstractmethod__", False):
+        return False
+    return callable(value) or isinstance(value, property)
 
 
 @functools.lru_cache(maxsize=1)

@@ -29,6 +29,7 @@ from prefopt.checkpoint import (
 from prefopt.data import EncodedCache, PreferenceExample, SFTExample, load_tensors, save_tensors
 from prefopt.errors import PrefoptError
 from prefopt.lora import (
+    LORA_WEIGHTS_NAME,
     POLICY_ADAPTER,
     REFERENCE_ADAPTER,
     adapter_parameters,
@@ -166,9 +167,14 @@ class TrainerConfig:
                           "`dvclive`, `swanlab`, `trackio`, or `none` (metrics.jsonl is written either way). The "
                           "tracker's package must be installed (`pip install prefopt[tensorboard]`, `wandb`, …)."},
     )
-    num_frames: int = field(default=33, metadata={"help": "Frames media files are encoded at."})
-    height: int = field(default=320, metadata={"help": "Height media files are encoded at."})
-    width: int = field(default=512, metadata={"help": "Width media files are encoded at."})
+    num_frames: int | None = field(
+        default=None, metadata={"help": "Frames media files are encoded at; empty: the backbone's default (1 for "
+                                        "image backbones)."})
+    height: int | None = field(
+        default=None, metadata={"help": "Height media files are encoded at; empty: the backbone's default (an "
+                                        "image backbone's native resolution)."})
+    width: int | None = field(default=None, metadata={"help": "Width media files are encoded at; empty: the "
+                                                                "backbone's default."})
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank", "checkpoint_every",
@@ -183,6 +189,9 @@ class TrainerConfig:
             raise ValueError(f"`label_smoothing` must be in [0, 0.5), got {self.label_smoothing}")
         if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
             raise ValueError(f"`ref_model_mixup_alpha` must be in (0, 1], got {self.ref_model_mixup_alpha}")
+        for name in ("num_frames", "height", "width"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.checkpoint_save_attention and not self.gradient_checkpointing:
             raise ValueError("`checkpoint_save_attention` keeps attention outputs in checkpointed blocks: it needs "
                              "`gradient_checkpointing: true`.")
@@ -214,9 +223,10 @@ class DiffusionDPOTrainer:
             log_with=None if config.report_to == "none" else config.report_to,
             project_dir=str(self.output_dir),
         )
-        self.cache = EncodedCache(
-            self.output_dir / "cache", backbone, num_frames=config.num_frames, height=config.height, width=config.width
-        )
+        num_frames, height, width = media_size(backbone, config)
+        backbone.check_media_size(num_frames, height, width)
+        self.cache = EncodedCache(self.output_dir / "cache", backbone, num_frames=num_frames, height=height,
+                                  width=width)
         self.step = 0
 
     # --- public ------------------------------------------------------------------------------------
@@ -349,7 +359,8 @@ class DiffusionDPOTrainer:
         latents = batch.latents
         pairs = latents.shape[0] // 2 if self.config.mode == "dpo" else latents.shape[0]
         noise = torch.randn(latents[:pairs].shape, generator=generator).to(latents.device, latents.dtype)
-        timesteps = self.backbone.sample_timesteps(pairs, generator).to(latents.device)
+        timesteps = self.backbone.sample_timesteps(pairs, generator, latent_shape=tuple(latents.shape))
+        timesteps = timesteps.to(latents.device)
         if self.config.mode == "sft":
             out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
             loss = denoising_loss(out.prediction, out.target, out.weights)
@@ -470,7 +481,14 @@ class DiffusionDPOTrainer:
             self.backbone.save_lora(directory, state, adapter_config=_adapter_config(denoiser))
             save_tensors(directory / ADAPTER_FILE, state)
         self.accelerator.wait_for_everyone()
-        return directory / "pytorch_lora_weights.safetensors"
+        return directory / LORA_WEIGHTS_NAME
+
+
+def media_size(backbone, config) -> tuple[int, int, int]:
+    """(frames, height, width) media are encoded at: the config's, else the backbone's defaults."""
+    height, width = backbone.default_resolution
+    frames = 1 if backbone.media == "image" else backbone.default_num_frames
+    return (config.num_frames or frames, config.height or height, config.width or width)
 
 
 def _check_tracker_installed(tracker: str) -> None:

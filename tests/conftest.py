@@ -52,11 +52,9 @@ def make_backbone(tiny_model_dir):
 
     def _make(kind: str, **options):
         entry = get_registry().get("backbones", kind)
-        defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu"}
-        if kind == "hunyuan-video":
-            defaults.update(use_prompt_template=False, max_sequence_length=16)
-        if kind == "wan":
-            defaults.update(max_sequence_length=16)
+        from prefopt_plugins.tiny import TINY_OPTIONS
+
+        defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu", **TINY_OPTIONS.get(kind, {})}
         return entry.cls(parse(entry.config_class, {**defaults, **options}))
 
     return _make

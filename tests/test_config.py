@@ -86,6 +86,13 @@ class ToyReward:
 
     name = "toy"
     Config = ToyRewardConfig
+    raw_range = (0.0, 1.0)
+
+    def score(self, videos, prompts, references):
+        return []
+
+    def provenance(self):
+        return {}
 
 
 def test_component_options_parse_against_the_component_config():

@@ -114,9 +114,9 @@ def test_the_recipe_reads_every_action_prompt_whole():
     """The miniature recipe's token budget covers the world's longest prompt (the tokenizer spells)."""
     import yaml
 
-    from prefopt_plugins.tiny import _llama_tokenizer
+    from prefopt_plugins.tiny import llama_tokenizer
 
     recipe = yaml.safe_load((ROOT / "recipes" / "miniature.yaml").read_text())
-    longest = max(len(_llama_tokenizer()(prompt).input_ids) for prompt in ACTIONS.values())
+    longest = max(len(llama_tokenizer()(prompt).input_ids) for prompt in ACTIONS.values())
     assert recipe["backbone"]["options"]["max_sequence_length"] >= longest == 36
     assert PROMPT_TOKENS >= longest

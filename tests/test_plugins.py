@@ -21,8 +21,12 @@ class EmptyConfig:
     scale: float = field(default=1.0, metadata={"help": "Scale."})
 
 
-def _component(name, doc="A test component."):
-    return type(name.title().replace("-", ""), (), {"name": name, "Config": EmptyConfig, "__doc__": doc})
+def _component(name, doc="A test component.", without=()):
+    """A class with every member any kind of component must implement (stubs), less ``without``."""
+    from prefopt.registry import KINDS, _required_members
+
+    members = {m: (lambda self, *a, **k: None) for kind in KINDS for m in _required_members(kind) if m not in without}
+    return type(name.title().replace("-", ""), (), {"name": name, "Config": EmptyConfig, "__doc__": doc, **members})
 
 
 def _plugin_module(hook_name, *classes):
@@ -70,6 +74,15 @@ def test_component_without_config_dataclass_is_rejected(plugin):
     bad = type("Bad", (), {"name": "bad"})
     plugin(_plugin_module("register_rewards", bad), name="bad-plugin")
     with pytest.raises(PluginError, match="`bad` from plugin `bad-plugin` needs a dataclass attribute `Config`"):
+        get_registry()
+
+
+@pytest.mark.parametrize("kind, member", [("register_rewards", "score"), ("register_pair_selectors", "select"),
+                                          ("register_backbones", "to"), ("register_backbones", "use_loras"),
+                                          ("register_recipes", "missing_requirements")])
+def test_a_component_missing_a_member_the_core_calls_is_rejected_at_registration(plugin, kind, member):
+    plugin(_plugin_module(kind, _component("partial", without=(member,))), name="partial-plugin")
+    with pytest.raises(PluginError, match=f"`partial` from plugin `partial-plugin` does not implement `{member}`"):
         get_registry()
 
 

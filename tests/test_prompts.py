@@ -24,10 +24,10 @@ def tiny_writer(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from prefopt_plugins.tiny import _llama_tokenizer
+    from prefopt_plugins.tiny import llama_tokenizer
 
     torch.manual_seed(0)
-    tokenizer = _llama_tokenizer()
+    tokenizer = llama_tokenizer()
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
     folder = tmp_path_factory.mktemp("writer") / "tiny-llama"

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from prefopt.data import PreferenceExample, SFTExample, read_pairs, save_tensors
 from prefopt.media import write_media
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig, TrainingDivergedError
+from prefopt_plugins.tiny import TINY_MEDIA_SIZES
 
 SIZE = {"num_frames": 5, "height": 32, "width": 32}
 
@@ -145,11 +146,12 @@ def test_mode_and_example_type_must_match(tmp_path, make_backbone):
         trainer.train([PreferenceExample("p", "a.mp4", "b.mp4")])
 
 
-@pytest.mark.parametrize("kind, frames", [("hunyuan-video", 5), ("wan", 5), ("stable-diffusion", 1)])
-def test_other_backbones_train_from_a_pairs_file_and_load_into_the_pipeline(tmp_path, make_backbone, kind, frames):
+@pytest.mark.parametrize("kind", list(TINY_MEDIA_SIZES))
+def test_every_backbone_trains_from_a_pairs_file_and_loads_into_the_pipeline(tmp_path, make_backbone, kind):
+    frames, height, width = TINY_MEDIA_SIZES[kind]
     rng = np.random.default_rng(0)
     suffix = ".png" if frames == 1 else ".mp4"
-    paths = [write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8))
+    paths = [write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, height, width, 3), dtype=np.uint8))
              for i in range(4)]
     pairs_file = tmp_path / "pairs.jsonl"
     rows = [{"prompt": "a cat", "winner": paths[0].name, "loser": paths[1].name, "weight": 2.0},
@@ -158,7 +160,8 @@ def test_other_backbones_train_from_a_pairs_file_and_load_into_the_pipeline(tmp_
     examples = read_pairs(pairs_file)
     assert examples[0].weight == 2.0 and examples[1].weight == 1.0
     backbone = make_backbone(kind)
-    lora_file = DiffusionDPOTrainer(backbone, _config(num_frames=frames, max_steps=2), tmp_path / "run").train(examples)
+    config = _config(num_frames=frames, height=height, width=width, max_steps=2)
+    lora_file = DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(examples)
     fresh = make_backbone(kind)
     before = _denoiser_output(fresh)
     fresh.pipe.load_lora_weights(str(lora_file.parent))
@@ -168,11 +171,11 @@ def test_other_backbones_train_from_a_pairs_file_and_load_into_the_pipeline(tmp_
 
 def _denoiser_inputs(backbone):
     """(latents, noise, timesteps, conditioning) for one sample, the same for every call."""
-    frames = 1 if backbone.name == "stable-diffusion" else 5
+    frames, height, width = TINY_MEDIA_SIZES[backbone.name]
     gen = torch.Generator().manual_seed(0)
-    latents = backbone.encode_media(torch.rand(1, 3, frames, 32, 32, generator=gen) * 2 - 1)
+    latents = backbone.encode_media(torch.rand(1, 3, frames, height, width, generator=gen) * 2 - 1)
     conditioning = backbone.encode_prompts(["a cat"])
-    timesteps = backbone.sample_timesteps(1, gen)
+    timesteps = backbone.sample_timesteps(1, gen, latent_shape=tuple(latents.shape))
     return latents, torch.randn(latents.shape, generator=gen), timesteps, conditioning
 
 
@@ -330,16 +333,17 @@ def test_a_corrupt_latent_file_is_named(tmp_path, make_backbone):
         trainer.train([PreferenceExample("a man walks", winners[0], losers[0])])
 
 
-@pytest.mark.parametrize("kind", ["hunyuan-video", "wan", "stable-diffusion"])
+@pytest.mark.parametrize("kind", list(TINY_MEDIA_SIZES))
 def test_a_lora_with_alpha_unlike_rank_loads_back_at_its_trained_strength(tmp_path, make_backbone, kind):
     """r = 4, α = 1 trains at scale 0.25; the saved file must carry α, or diffusers rebuilds it at scale 1."""
-    frames = 1 if kind == "stable-diffusion" else 5
+    frames, height, width = TINY_MEDIA_SIZES[kind]
     rng = np.random.default_rng(0)
     suffix = ".png" if frames == 1 else ".mp4"
-    paths = [str(write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8)))
+    paths = [str(write_media(tmp_path / f"m{i}{suffix}", rng.integers(0, 255, (frames, height, width, 3),
+                                                                      dtype=np.uint8)))
              for i in range(4)]
     backbone = make_backbone(kind)
-    config = _config(num_frames=frames, max_steps=3, lora_rank=4, lora_alpha=1, learning_rate=1e-2)
+    config = _config(num_frames=frames, height=height, width=width, max_steps=3, lora_rank=4, lora_alpha=1, learning_rate=1e-2)
     lora_file = DiffusionDPOTrainer(backbone, config, tmp_path / "run").train(_pairs(paths))
     fresh = make_backbone(kind)
     inputs = _denoiser_inputs(fresh)  # the trained backbone's encoders were unloaded after encoding

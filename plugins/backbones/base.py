@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import gc
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from prefopt.errors import MissingWeightsError
 from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
+from prefopt.lora import LORA_WEIGHTS_NAME
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -143,8 +145,35 @@ class DiffusersBackbone(Backbone):
             return pixels.to(self.device).float()
         vae = self._require("vae")
         pixels = pixels.to(self.device, vae.dtype)
-        latents = vae.encode(self._vae_input(pixels)).latent_dist.mode()
-        return self._normalize_latents(latents).float()
+        latents = vae.encode(self._to_vae_layout(pixels)).latent_dist.mode()
+        return self._from_vae_layout(self._normalize_latents(latents)).float()
+
+    def check_media_size(self, num_frames: int, height: int, width: int) -> None:
+        if not self.pixel_space:  # a pixel-space model has no VAE compression for the frame count to fit
+            super().check_media_size(num_frames, height, width)
+
+    def use_loras(self, paths: Sequence[Path]) -> None:
+        """Loads each LoRA file once as a named adapter of the pipeline, then activates exactly ``paths``."""
+        import hashlib
+
+        from prefopt.lora import expected_peft_warnings
+
+        loaded = self.__dict__.setdefault("_loaded_adapters", {})
+        names = []
+        for path in paths:
+            key = str(Path(path).resolve())
+            if key not in loaded:
+                name = f"lora_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+                with expected_peft_warnings():  # several adapters on one pipeline, on purpose
+                    self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name,
+                                                adapter_name=name)
+                loaded[key] = name
+            names.append(loaded[key])
+        if names:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters(names, [1.0] * len(names))
+        elif loaded:
+            self.pipe.disable_lora()
 
     def unload_encoders(self) -> None:
         for name in self.encoder_attributes:
@@ -162,7 +191,7 @@ class DiffusersBackbone(Backbone):
         layers = {f"{self.denoiser_attribute}_lora_layers": state_dict,
                   f"{self.denoiser_attribute}_lora_adapter_metadata": adapter_config}
         self.pipeline_class().save_lora_weights(directory, **layers, safe_serialization=True)
-        return directory / "pytorch_lora_weights.safetensors"
+        return directory / LORA_WEIGHTS_NAME
 
     @torch.no_grad()
     def generate(
@@ -176,6 +205,7 @@ class DiffusersBackbone(Backbone):
         num_inference_steps: int,
         guidance_scale: float,
     ) -> list[GeneratedMedia]:
+        self.check_media_size(num_frames, height, width)
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         latents = self._sample_latents(
             list(prompts), generators, num_frames=num_frames, height=height, width=width,
@@ -184,42 +214,85 @@ class DiffusersBackbone(Backbone):
         frames = self.decode_latents(latents)
         return [
             GeneratedMedia(frames=f, latents=latent.cpu(), prompt=p, seed=int(s))
-            for f, latent, p, s in zip(frames, self._normalized_for_training(latents), prompts, seeds)
+            for f, latent, p, s in zip(frames, latents, prompts, seeds)
         ]
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> np.ndarray:
-        """uint8 frames ``[B, F, H, W, 3]`` from pipeline latents."""
+        """uint8 frames ``[B, F, H, W, 3]`` from latents in the training layout ``[B, C, F, h, w]``."""
         if self.pixel_space:
             video = latents.to(self.device)
         else:
             vae = self._require("vae")
-            video = vae.decode(self._denormalize_latents(latents.to(self.device, vae.dtype)), return_dict=False)[0]
-            video = self._vae_output(video)  # [B, C, F, H, W] in [-1, 1]
+            latents = self._denormalize_latents(self._to_vae_layout(latents.to(self.device, vae.dtype)))
+            video = self._from_vae_layout(self._vae_decode(latents))  # [B, C, F, H, W] in [-1, 1]
         video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return video.permute(0, 2, 3, 4, 1).cpu().numpy()
 
-    # --- hooks for subclasses ---------------------------------------------------------------------
+    # --- generation: one pipeline call, its latents brought to the training layout ---------------
 
-    def _vae_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        return pixels
+    def _sample_latents(self, prompts, generators, *, num_frames, height, width, num_inference_steps,
+                        guidance_scale) -> torch.Tensor:
+        """Run the pipeline to its final latents (``output_type="latent"``), in the training layout."""
+        call = dict(prompt=prompts, generator=generators, height=height, width=width,
+                    num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, output_type="latent",
+                    **self._pipeline_call_kwargs())
+        if self.media == "video":
+            call["num_frames"] = num_frames
+        output = self.pipe(**call)
+        latents = output.images if self.media == "image" else output.frames
+        return self._from_pipeline_latents(latents, num_frames=num_frames, height=height, width=width)
 
-    def _vae_output(self, video: torch.Tensor) -> torch.Tensor:
-        return video
+    def _pipeline_call_kwargs(self) -> dict[str, Any]:
+        """Extra arguments of every sampling call (e.g. the text length the training cache uses)."""
+        return {}
+
+    def _from_pipeline_latents(self, latents: torch.Tensor, *, num_frames: int, height: int,
+                               width: int) -> torch.Tensor:
+        """Pipeline latents (normalised, in the pipeline's layout) in the training layout ``[B, C, F, h, w]``;
+        packed-token families unpack here."""
+        return latents.unsqueeze(2) if self.media == "image" else latents
+
+    # --- VAE layout and latent normalisation ---------------------------------------------------
+
+    def _to_vae_layout(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, C, F, H, W]`` as the VAE takes it: image VAEs take ``[B, C, H, W]``."""
+        return video[:, :, 0] if self.media == "image" else video
+
+    def _from_vae_layout(self, video: torch.Tensor) -> torch.Tensor:
+        return video.unsqueeze(2) if self.media == "image" else video
+
+    def _vae_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.pipe.vae.decode(latents, return_dict=False)[0]
+
+    def _latent_stats(self, latents: torch.Tensor) -> tuple[Any, Any, float, float]:
+        """(mean, std, scale, shift) of the VAE's latent normalisation. Per-channel statistics come from
+        buffers (LTX-Video) or the config (Wan); the scale and shift from the config (SD3 and FLUX shift)."""
+        vae = self.pipe.vae
+        config = vae.config
+        buffers = dict(vae.named_buffers(recurse=False))
+        mean, std = buffers.get("latents_mean"), buffers.get("latents_std")
+        if mean is None:
+            mean, std = config.get("latents_mean"), config.get("latents_std")
+        scale, shift = config.get("scaling_factor") or 1.0, config.get("shift_factor") or 0.0
+        if mean is None or std is None:
+            return None, None, scale, shift
+        shape = (1, -1) + (1,) * (latents.ndim - 2)
+        mean = torch.as_tensor(mean).reshape(shape).to(latents.device, latents.dtype)
+        std = torch.as_tensor(std).reshape(shape).to(latents.device, latents.dtype)
+        return mean, std, scale, shift
 
     def _normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents * self.pipe.vae.config.scaling_factor
+        mean, std, scale, shift = self._latent_stats(latents)
+        if mean is not None:
+            return (latents - mean) * scale / std
+        return (latents - shift) * scale
 
     def _denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents / self.pipe.vae.config.scaling_factor
-
-    def _normalized_for_training(self, latents: torch.Tensor) -> torch.Tensor:
-        """Pipeline latents (output_type="latent") are already in the training space."""
-        return latents
-
-    @abc.abstractmethod
-    def _sample_latents(self, prompts, generators, **kwargs) -> torch.Tensor:
-        """Run the pipeline to its final latents (``output_type="latent"``)."""
+        mean, std, scale, shift = self._latent_stats(latents)
+        if mean is not None:
+            return latents * std / scale + mean
+        return latents / scale + shift
 
     def _require(self, name: str) -> Any:
         module = getattr(self.pipe, name, None)
@@ -269,8 +342,11 @@ class FlowMatchingBackbone(DiffusersBackbone):
     """Rectified-flow training inputs: x_σ = (1 − σ)·x₀ + σ·ε, target ε − x₀, model timestep 1000·σ."""
 
     prediction_type = "flow"
+    #: The denoiser's timestep is σ times this (FLUX takes σ itself and scales inside).
+    model_timestep_scale: ClassVar[float] = 1000.0
 
-    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, *,
+                         latent_shape: Sequence[int] | None = None) -> torch.Tensor:
         """σ drawn from the configured density, snapped to the scheduler's (shifted) training grid."""
         from diffusers.training_utils import compute_density_for_timestep_sampling
 
@@ -279,16 +355,35 @@ class FlowMatchingBackbone(DiffusersBackbone):
             weighting_scheme=config.timestep_sampling, batch_size=batch_size, logit_mean=config.logit_mean,
             logit_std=config.logit_std, mode_scale=config.mode_scale, generator=generator,
         )
-        sigmas = self._training_sigmas()
+        sigmas = self._training_sigmas(latent_shape)
         indices = (u * len(sigmas)).long().clamp(0, len(sigmas) - 1)
         return sigmas[indices]
 
-    def _training_sigmas(self) -> torch.Tensor:
-        """The scheduler's training grid σ_i = i/N with its static shift (computed, not read from the
-        scheduler, whose ``sigmas`` are overwritten by every sampling call)."""
+    def training_shift(self, latent_shape: Sequence[int] | None = None) -> float:
+        """The σ shift training uses: the configured one, else the scheduler's. Schedulers with dynamic
+        shifting (FLUX, LTX-Video) shift by e^μ with μ linear in the latent token count, so the shift
+        depends on the media size; their static `shift` key is never read."""
+        if self.config.shift is not None:
+            return float(self.config.shift)
         scheduler_config = self.pipe.scheduler.config
-        num = int(scheduler_config.num_train_timesteps)
-        shift = self.config.shift if self.config.shift is not None else scheduler_shift(scheduler_config)
+        if not scheduler_config.get("use_dynamic_shifting", False):
+            return scheduler_shift(scheduler_config)
+        if latent_shape is None:
+            raise ValueError(f"backbone `{self.name}` shifts σ by the media size: pass `latent_shape`.")
+        tokens = self._sequence_length(latent_shape)
+        c = scheduler_config
+        slope = (c.max_shift - c.base_shift) / (c.max_image_seq_len - c.base_image_seq_len)
+        return math.exp(c.base_shift + slope * (tokens - c.base_image_seq_len))
+
+    def _sequence_length(self, latent_shape: Sequence[int]) -> int:
+        """Tokens the denoiser sees for one sample of ``latent_shape`` ``[B, C, F, h, w]`` (dynamic shifting)."""
+        return int(np.prod(latent_shape[2:]))
+
+    def _training_sigmas(self, latent_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """The scheduler's training grid σ_i = i/N with its shift (computed, not read from the scheduler,
+        whose ``sigmas`` are overwritten by every sampling call)."""
+        num = int(self.pipe.scheduler.config.num_train_timesteps)
+        shift = self.training_shift(latent_shape)
         sigmas = torch.linspace(1.0, 1.0 / num, num, dtype=torch.float64).flip(0)
         return (shift * sigmas / (1.0 + (shift - 1.0) * sigmas)).float()
 
@@ -298,10 +393,49 @@ class FlowMatchingBackbone(DiffusersBackbone):
         sigmas = timesteps.to(latents.device, torch.float32).view(-1, *([1] * (latents.ndim - 1)))
         noisy = (1.0 - sigmas) * latents + sigmas * noise
         model = denoiser if denoiser is not None else self.denoiser
-        prediction = self._predict(model, noisy, timesteps * 1000.0, conditioning)
+        prediction = self._predict(model, noisy, timesteps * self.model_timestep_scale, conditioning)
         weights = compute_loss_weighting_for_sd3(self.config.loss_weighting, timesteps.float()).to(latents.device)
         return BackboneOutput(prediction=prediction, target=noise - latents, weights=weights.reshape(-1))
 
     @abc.abstractmethod
     def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
-        """Call the denoiser on noised latents with the model's own timestep convention."""
+        """Call the denoiser on noised latents ``[B, C, F, h, w]`` with the model's own timestep convention;
+        return the prediction in the same layout."""
+
+
+class DDPMBackbone(DiffusersBackbone):
+    """DDPM training inputs (UNets, CogVideoX): x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, target ε or v by the scheduler's
+    `prediction_type`, integer model timesteps, weight 1."""
+
+    def __init__(self, config: DiffusersBackboneConfig, pipeline: Any | None = None):
+        super().__init__(config, pipeline)
+        self.train_scheduler = self._train_scheduler()
+        self.prediction_type = self.train_scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r} in the scheduler config")
+
+    def _train_scheduler(self) -> Any:
+        """Training noises with the DDPM forward process, whatever sampler the pipeline ships with."""
+        from diffusers import DDPMScheduler
+
+        return DDPMScheduler.from_config(self.pipe.scheduler.config)
+
+    def sample_timesteps(self, batch_size: int, generator: torch.Generator | None = None, *,
+                         latent_shape: Sequence[int] | None = None) -> torch.Tensor:
+        steps = self.train_scheduler.config.num_train_timesteps
+        return torch.randint(0, steps, (batch_size,), generator=generator)
+
+    def forward_train(self, latents, noise, timesteps, conditioning, denoiser=None) -> BackboneOutput:
+        scheduler = self.train_scheduler
+        timesteps = timesteps.to(latents.device).long()
+        # add_noise and get_velocity index ᾱ by timestep and broadcast over every trailing axis.
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        target = noise if self.prediction_type == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
+        model = denoiser if denoiser is not None else self.denoiser
+        prediction = self._predict(model, noisy, timesteps, conditioning)
+        return BackboneOutput(prediction=prediction, target=target,
+                              weights=torch.ones(latents.shape[0], device=latents.device))
+
+    @abc.abstractmethod
+    def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
+        """Call the denoiser on noised latents ``[B, C, F, h, w]``; return the prediction in the same layout."""

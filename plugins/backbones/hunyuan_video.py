@@ -55,6 +55,7 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
     name = "hunyuan-video"
     Config = HunyuanVideoConfig
     pipeline_class_name = "HunyuanVideoPipeline"
+    frame_multiple = 4
     model_label = "HunyuanVideo"
     download_hint = (
         "Download it with `hf download hunyuanvideo-community/HunyuanVideo --local-dir DIR` "
@@ -118,12 +119,9 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
             return_dict=False,
         )[0]
 
-    def _sample_latents(self, prompts, generators, *, guidance_scale, **kwargs) -> torch.Tensor:
+    def _pipeline_call_kwargs(self) -> dict:
         extra = {"prompt_template": self._template()} if self._template() else {}
-        return self.pipe(
-            prompt=prompts, generator=generators, guidance_scale=guidance_scale, output_type="latent",
-            max_sequence_length=self.config.max_sequence_length, **kwargs, **extra,
-        ).frames
+        return {"max_sequence_length": self.config.max_sequence_length, **extra}
 
 
 def _text_lengths(mask: torch.Tensor) -> list[int] | None:

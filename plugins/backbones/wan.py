@@ -25,6 +25,8 @@ class WanBackbone(FlowMatchingBackbone):
     name = "wan"
     Config = WanConfig
     pipeline_class_name = "WanPipeline"
+    frame_multiple = 4
+    default_resolution = (480, 832)
     model_label = "Wan 2.1"
     download_hint = (
         "Download it with `hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir DIR` "
@@ -48,23 +50,5 @@ class WanBackbone(FlowMatchingBackbone):
             return_dict=False,
         )[0]
 
-    def _latent_stats(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        vae_config = self.pipe.vae.config
-        shape = (1, vae_config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae_config.latents_mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(vae_config.latents_std).view(shape).to(latents.device, latents.dtype)
-        return mean, std
-
-    def _normalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(latents)
-        return (latents - mean) / std
-
-    def _denormalize_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_stats(latents)
-        return latents * std + mean
-
-    def _sample_latents(self, prompts, generators, *, guidance_scale, **kwargs) -> torch.Tensor:
-        return self.pipe(
-            prompt=prompts, generator=generators, guidance_scale=guidance_scale, output_type="latent",
-            max_sequence_length=self.config.max_sequence_length, **kwargs,
-        ).frames
+    def _pipeline_call_kwargs(self) -> dict:
+        return {"max_sequence_length": self.config.max_sequence_length}

@@ -16,7 +16,6 @@ from prefopt.media import read_media, write_media
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt_plugins.rewards.common import load_reference_photos
-from prefopt_recipes.magicid.generation import AdapterSwitch
 from prefopt_recipes.magicid.stages import config_hash, file_digest, write_json_atomically
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
@@ -31,12 +30,12 @@ def _models(recipe) -> list[tuple[str, str, list[Path]]]:
     return [(label, slug, loras[slug]) for label, slug, _ in MODELS]
 
 
-def _generate(recipe, backbone, adapters, folder: Path, loras: list[Path]) -> list[tuple[str, np.ndarray]]:
+def _generate(recipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[str, np.ndarray]]:
     c = recipe.config
     prompts = recipe.prompts()["eval"]
     jobs = [(p, c.evaluation.seed + i * 1000 + k) for i, p in enumerate(prompts)
             for k in range(c.evaluation.videos_per_prompt)]
-    adapters.use(loras)
+    backbone.use_loras(loras)
     videos = []
     with progress_bar(f"evaluating: generating for {folder.name}", len(jobs)) as bar:
         for index, (prompt, seed) in enumerate(jobs):
@@ -52,18 +51,17 @@ def _generate(recipe, backbone, adapters, folder: Path, loras: list[Path]) -> li
 
 
 def _rewards(recipe) -> dict:
-    return {role: get_registry().create("rewards", getattr(recipe.config.rewards, role).name,
-                                        getattr(recipe.config.rewards, role).options)
-            for role in ("identity", "dynamic", "semantic")}
+    return {name: get_registry().create("rewards", spec.name, spec.options)
+            for name, spec in recipe.config.rewards.items()}
 
 
 def _face_sim_model(recipe, identity):
     """The identity reward as Face Sim runs it: with the protocol's detector size where the reward has one."""
-    options = recipe.config.rewards.identity.options
+    options = recipe.config.rewards["identity"].options
     if not hasattr(options, "det_size") or options.det_size == recipe.config.evaluation.face_det_size:
         return identity
     changed = dataclasses.replace(options, det_size=recipe.config.evaluation.face_det_size)
-    return get_registry().create("rewards", recipe.config.rewards.identity.name, changed)
+    return get_registry().create("rewards", recipe.config.rewards["identity"].name, changed)
 
 
 def _metrics_clip(recipe, rewards: dict):
@@ -98,7 +96,6 @@ def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -
 def evaluate_models(recipe, folder: Path) -> list[dict]:
     """Generate and score evaluation videos for every model; writes ``table.json`` and ``table.md``."""
     backbone = recipe.backbone()
-    adapters = AdapterSwitch(backbone)
     references = load_reference_photos(recipe.photos())
     rewards = _rewards(recipe)  # loaded once for every model
     clip = _metrics_clip(recipe, rewards)
@@ -108,7 +105,7 @@ def evaluate_models(recipe, folder: Path) -> list[dict]:
         # Named by the LoRAs' content: a video on disk is reused only for the weights that made it.
         made_by = config_hash(*(file_digest(path) for path in loras))[:8]
         model_folder = folder / f"{slug}-{made_by}"
-        videos = _generate(recipe, backbone, adapters, model_folder, loras)
+        videos = _generate(recipe, backbone, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
                       **_score(rewards, clip, videos, references, face_model, recipe.config.evaluation.face_sim)})
     write_json_atomically(folder / "table.json", table)

@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 from prefopt.data import save_tensors
-from prefopt.lora import expected_peft_warnings
 from prefopt.media import write_media
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository
-
-
-class AdapterSwitch:
-    """Loads each LoRA once as a named adapter of the pipeline and switches between sets of them."""
-
-    def __init__(self, backbone):
-        self.backbone = backbone
-        self.loaded: dict[str, str] = {}
-
-    def use(self, loras: list[Path]) -> None:
-        """Activate exactly these LoRAs (diffusers-format files); an empty list means the base model."""
-        pipe = self.backbone.pipe
-        names = []
-        for path in loras:
-            key = str(Path(path).resolve())
-            if key not in self.loaded:
-                name = f"lora_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-                with expected_peft_warnings():  # several adapters on one pipeline, on purpose
-                    pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name, adapter_name=name)
-                self.loaded[key] = name
-            names.append(self.loaded[key])
-        if names:
-            pipe.enable_lora()
-            pipe.set_adapters(names, [1.0] * len(names))
-        elif self.loaded:
-            pipe.disable_lora()
 
 
 def generate_into(

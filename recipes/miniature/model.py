@@ -54,10 +54,10 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
     )
     from transformers import LlamaConfig, LlamaModel
 
-    from prefopt_plugins.tiny import _clip_text_model, _clip_tokenizer, _llama_tokenizer
+    from prefopt_plugins.tiny import clip_text_model, clip_tokenizer, llama_tokenizer
 
     torch.manual_seed(config.seed)
-    tokenizer, tokenizer_2 = _llama_tokenizer(), _clip_tokenizer()
+    tokenizer, tokenizer_2 = llama_tokenizer(), clip_tokenizer()
     # Two layers: the pipeline reads the third-to-last hidden state of the Llama encoder.
     text_encoder = LlamaModel(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_dim, intermediate_size=2 * config.text_dim,
@@ -73,7 +73,7 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
         text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=None,
         # Unshifted σ: at 32 px there is little low-frequency structure for a shift to protect.
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-        text_encoder_2=_clip_text_model(len(tokenizer_2)), tokenizer_2=tokenizer_2,
+        text_encoder_2=clip_text_model(len(tokenizer_2)), tokenizer_2=tokenizer_2,
     )
 
 
