@@ -158,6 +158,10 @@ def _convert(value: Any, hint: Any, path: str, registry: Any) -> Any:
                 errors.append(e)
         raise ConfigError(f"`{path}` must be {_type_name(hint)}, got {_kind(value)} `{value!r}`.")
     if origin is Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            # YAML 1.1 reads a bare `no`/`off` as false (`mixed_precision: no`); the choice meant is the string.
+            value = next((a for a in (("no", "off", "false") if not value else ("yes", "on", "true")) if a in args),
+                         value)
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
             raise ConfigError(f"`{path}` must be one of {choices}, got `{value!r}`.")

@@ -5,6 +5,8 @@ from prefopt.hookspecs import hookimpl
 
 @hookimpl
 def register_recipes(register):
+    from prefopt_recipes.dpo.recipe import DPORecipe
     from prefopt_recipes.magicid.recipe import MagicIDRecipe
 
     register(MagicIDRecipe)
+    register(DPORecipe)

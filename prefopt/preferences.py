@@ -1,0 +1,262 @@
+"""Preference data from files and datasets: (prompt, winner, loser) rows in the formats people have.
+
+Understood layouts (column names overridable):
+
+- prefopt / generic: ``prompt``, ``winner``, ``loser`` (optional ``weight``);
+- trl: ``prompt``, ``chosen``, ``rejected``;
+- Pick-a-Pic v2: ``caption``, ``jpg_0``, ``jpg_1``, ``label_0`` (1: the first image wins, 0: the second, 0.5: a tie).
+
+Sources: a JSONL, CSV or parquet file; a folder holding one such file, or one sub-folder per pair with
+``prompt.txt``, ``winner.*`` and ``loser.*``; a ``datasets`` dataset saved with ``save_to_disk``; or a
+Hugging Face dataset id. Media may be paths (relative to the data file, or to ``media_root``), encoded bytes,
+``{"bytes": ..., "path": ...}`` records (``datasets`` Image columns) or PIL images; in-memory media are written
+once, content-addressed, to a media folder, so training reads files like any other.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from prefopt.data import PreferenceExample
+from prefopt.errors import PrefoptError
+from prefopt.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # `owner/name`; anything else is a local path
+# (prompt, winner, loser, label) column names tried in order when the config names none.
+LAYOUTS = (("prompt", "winner", "loser", None), ("prompt", "chosen", "rejected", None),
+           ("caption", "jpg_0", "jpg_1", "label_0"))
+
+
+@dataclass
+class PreferenceDataConfig:
+    """Where preference pairs come from and how their columns read."""
+
+    path: str = field(
+        default="",
+        metadata={"help": "A JSONL/CSV/parquet file; a folder with one such file or one sub-folder per pair "
+                          "(`prompt.txt`, `winner.*`, `loser.*`); a `datasets` folder from `save_to_disk`; or a "
+                          "Hugging Face dataset id."},
+    )
+    split: str = field(default="train", metadata={"help": "Dataset split (datasets and hub ids only)."})
+    prompt_column: str | None = field(default=None, metadata={"help": "Prompt column; empty: `prompt` or `caption`."})
+    winner_column: str | None = field(
+        default=None, metadata={"help": "Preferred media column; empty: `winner`, `chosen`, or `jpg_0` with a label."})
+    loser_column: str | None = field(
+        default=None, metadata={"help": "Other media column; empty: `loser`, `rejected`, or `jpg_1` with a label."})
+    label_column: str | None = field(
+        default=None,
+        metadata={"help": "Pick-a-Pic-style label: 1 means the winner column wins, 0 the loser column, 0.5 a tie; "
+                          "empty: `label_0` when the columns are `jpg_0`/`jpg_1`, else none (winner always wins)."},
+    )
+    ties: Literal["drop", "both"] = field(
+        default="drop",
+        metadata={"help": "Tied pairs (label 0.5): `drop` them, or train `both` orders at weight `tie_weight`."},
+    )
+    tie_weight: float = field(default=0.5, metadata={"help": "Weight of each order of a tied pair (`ties: both`)."})
+    media_root: str | None = field(
+        default=None, metadata={"help": "Folder relative media paths start from; empty: the data file's folder."})
+    max_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs (after ties)."})
+
+    def __post_init__(self) -> None:
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"`max_pairs` must be at least 1, got {self.max_pairs}")
+        if self.tie_weight <= 0:
+            raise ValueError(f"`tie_weight` must be positive, got {self.tie_weight}")
+
+
+def read_rows(config: PreferenceDataConfig) -> tuple[list[dict[str, Any]], Path]:
+    """The source's rows, and the folder relative media paths start from."""
+    if not config.path:
+        raise PrefoptError("`data.path` is empty: give a pairs file, a folder or a dataset, e.g. data.path=pairs.parquet")
+    path = Path(config.path).expanduser()
+    if path.is_file():
+        return _read_table(path), path.parent
+    if path.is_dir():
+        return _read_folder(path, config.split)
+    if not HUB_ID.fullmatch(config.path) or path.suffix.lower() in DATA_SUFFIXES:
+        raise PrefoptError(f"preference data `{config.path}` does not exist.")
+    return _read_hub_dataset(config.path, config.split), Path.cwd()
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        if suffix == ".csv":
+            with path.open(newline="") as f:
+                return list(csv.DictReader(f))
+        if suffix in (".jsonl", ".json"):
+            text = path.read_text()
+            if suffix == ".json" and text.lstrip().startswith("["):
+                return json.loads(text)
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise PrefoptError(f"preference data `{path}` could not be read: {e}") from e
+    raise PrefoptError(f"preference data `{path}` is not a {', '.join(DATA_SUFFIXES)} file.")
+
+
+def _read_folder(path: Path, split: str) -> tuple[list[dict[str, Any]], Path]:
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        import datasets
+
+        dataset = datasets.load_from_disk(str(path))
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = _split(dataset, split, str(path))
+        return list(dataset), path
+    tables = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES and p.is_file())
+    if len(tables) == 1:
+        return _read_table(tables[0]), path
+    if len(tables) > 1:
+        raise PrefoptError(f"folder `{path}` holds several data files ({', '.join(p.name for p in tables)}); "
+                           "point `data.path` at one of them.")
+    rows = [_pair_folder_row(d) for d in sorted(path.iterdir()) if d.is_dir()]
+    if not rows:
+        raise PrefoptError(f"folder `{path}` holds no data file and no pair folders (`prompt.txt`, `winner.*`, "
+                           "`loser.*`).")
+    return rows, path
+
+
+def _pair_folder_row(folder: Path) -> dict[str, Any]:
+    def media(stem: str) -> str:
+        found = [p for p in folder.glob(f"{stem}.*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        if len(found) != 1:
+            raise PrefoptError(f"pair folder `{folder}` needs exactly one `{stem}.*` image or video, found {len(found)}.")
+        return str(found[0])
+
+    prompt_file = folder / "prompt.txt"
+    if not prompt_file.is_file():
+        raise PrefoptError(f"pair folder `{folder}` has no `prompt.txt`.")
+    return {"prompt": prompt_file.read_text().strip(), "winner": media("winner"), "loser": media("loser")}
+
+
+def _read_hub_dataset(name: str, split: str) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        return list(datasets.load_dataset(name, split=split))
+    except (OSError, ValueError, ConnectionError) as e:  # offline, unknown id, gated, missing split
+        raise PrefoptError(f"dataset `{name}` (split `{split}`) could not be loaded ({e}); give a local file or "
+                           "folder, or check the id and your network and `hf auth login`.") from e
+
+
+def _split(dataset, split: str, where: str):
+    if split not in dataset:
+        raise PrefoptError(f"dataset `{where}` has no split `{split}` (it has {', '.join(dataset)}); set `data.split`.")
+    return dataset[split]
+
+
+def resolve_columns(config: PreferenceDataConfig, columns: list[str]) -> tuple[str, str, str, str | None]:
+    """(prompt, winner, loser, label) column names: the configured ones, else the first known layout present."""
+    configured = (config.prompt_column, config.winner_column, config.loser_column)
+    for prompt, winner, loser, label in LAYOUTS:
+        names = tuple(c or default for c, default in zip(configured, (prompt, winner, loser)))
+        if all(n in columns for n in names):
+            label = config.label_column or (label if label in columns and names[1:] == ("jpg_0", "jpg_1") else None)
+            if label is not None and label not in columns:
+                raise PrefoptError(f"label column `{label}` is not in the data (columns: {', '.join(columns)}).")
+            return (*names, label)
+    raise PrefoptError(
+        f"the preference data's columns ({', '.join(columns)}) match no known layout (prompt/winner/loser, "
+        "trl's prompt/chosen/rejected, Pick-a-Pic's caption/jpg_0/jpg_1/label_0); name them with "
+        "`data.prompt_column`, `data.winner_column` and `data.loser_column`."
+    )
+
+
+def to_examples(config: PreferenceDataConfig, rows: list[dict[str, Any]], base: Path,
+                media_dir: Path) -> tuple[list[PreferenceExample], list[int]]:
+    """Preference examples (with the source row of each), ties handled as configured, in-memory media
+    written to ``media_dir``."""
+    if not rows:
+        raise PrefoptError(f"preference data `{config.path}` holds no rows.")
+    prompt_col, winner_col, loser_col, label_col = resolve_columns(config, list(rows[0]))
+    root = Path(config.media_root).expanduser() if config.media_root else base
+    examples, sources = [], []
+    for index, row in enumerate(rows):
+        first, second = (_media_file(row[c], root, media_dir, index, c) for c in (winner_col, loser_col))
+        label = 1.0 if label_col is None else float(row[label_col])
+        weight = float(row.get("weight") or 1.0)
+        if label == 0.5:
+            if config.ties == "drop":
+                continue
+            pairs = [(first, second, config.tie_weight), (second, first, config.tie_weight)]
+        elif label in (0.0, 1.0):
+            pairs = [(first, second, weight) if label == 1.0 else (second, first, weight)]
+        else:
+            raise PrefoptError(f"row {index}: label `{row[label_col]}` in column `{label_col}` must be 1, 0 or 0.5.")
+        for winner, loser, w in pairs:
+            examples.append(PreferenceExample(prompt=str(row[prompt_col]), winner=winner, loser=loser, weight=w))
+            sources.append(index)
+    if config.max_pairs is not None:
+        examples, sources = examples[: config.max_pairs], sources[: config.max_pairs]
+    if not examples:
+        raise PrefoptError(f"preference data `{config.path}` has no pairs left after dropping ties.")
+    return examples, sources
+
+
+def _media_file(value: Any, root: Path, media_dir: Path, row: int, column: str) -> str:
+    """A media file path for a cell: a path as is (relative to ``root``), in-memory media written once."""
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        value = data if data is not None else path
+    if isinstance(value, (str, os.PathLike)):
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (root / path).resolve())
+    if isinstance(value, (bytes, bytearray)):
+        return str(_write_bytes(bytes(value), media_dir))
+    if hasattr(value, "save"):  # a PIL image (a decoded `datasets` Image column)
+        buffer = io.BytesIO()
+        value.save(buffer, format="PNG")
+        return str(_write_bytes(buffer.getvalue(), media_dir, ".png"))
+    raise PrefoptError(f"row {row}, column `{column}`: expected a media path, bytes or an image, got "
+                       f"{type(value).__name__}.")
+
+
+def _write_bytes(data: bytes, media_dir: Path, suffix: str | None = None) -> Path:
+    target = media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix or _sniff_suffix(data)}"
+    if not target.is_file():
+        media_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
+
+
+def _sniff_suffix(data: bytes) -> str:
+    """The file type of encoded media from its first bytes (images people store in datasets, or mp4/webm)."""
+    signatures = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"GIF8": ".gif", b"\x1aE\xdf\xa3": ".webm"}
+    for magic, suffix in signatures.items():
+        if data.startswith(magic):
+            return suffix
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    return ".bin"
+
+
+def check_media(examples: list[PreferenceExample], sources: list[int]) -> None:
+    """Open every media file once; a missing or unreadable one is one sentence naming the file and its row."""
+    from prefopt.media import read_media
+
+    seen: set[str] = set()
+    for example, row in zip(examples, sources):
+        for role, media in (("winner", example.winner), ("loser", example.loser)):
+            if media in seen:
+                continue
+            seen.add(media)
+            try:
+                read_media(media)
+            except PrefoptError as e:
+                raise PrefoptError(f"row {row} ({role}): {e}") from e

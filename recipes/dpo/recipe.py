@@ -1,0 +1,161 @@
+"""Offline Diffusion-DPO: preference pairs from a file, folder or dataset → LoRA → optional evaluation → report.
+
+Run folder ``<output_dir>/<name>/``: ``pairs.jsonl`` (the pairs as trained, with their source rows), ``media/``
+(media that came as bytes), ``train-<hash>/`` (the trainer's cache, checkpoints, metrics and ``lora/``),
+``evaluation-<hash>/`` (samples and ``table.json``) and ``report/index.html``. The hashes cover the options
+each part depends on, so a changed config trains into a new folder and never overwrites finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from prefopt.config import to_dict
+from prefopt.errors import PrefoptError
+from prefopt.hub import set_allow_downloads
+from prefopt.preferences import check_media, read_rows, to_examples
+from prefopt.progress import progress_bar
+from prefopt.registry import get_registry
+from prefopt.trainer import DiffusionDPOTrainer, media_size
+from prefopt_recipes.dpo.config import DPORecipeConfig
+
+PAIRS_FILE = "pairs.jsonl"
+TABLE_FILE = "table.json"
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+class DPORecipe:
+    """Offline Diffusion-DPO on your own preference pairs (Pick-a-Pic, trl or prompt/winner/loser columns)."""
+
+    name = "dpo"
+    Config = DPORecipeConfig
+
+    def __init__(self, config: DPORecipeConfig):
+        self.config = config
+        self.run_dir = Path(config.run.output_dir) / config.run.name
+        self._examples = None
+        set_allow_downloads(config.run.allow_downloads)
+        c = config
+        self.train_dir = self.run_dir / f"train-{_digest(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer))}"
+        self.evaluation_dir = self.run_dir / f"evaluation-{_digest(self.train_dir.name, to_dict(c.evaluation))}"
+
+    # --- before any model loads ---------------------------------------------------------------------
+
+    def missing_requirements(self) -> list[str]:
+        c = self.config
+        if c.run.build_tiny_models:
+            from prefopt_plugins.tiny import save_tiny_pipeline
+
+            save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
+        registry = get_registry()
+        specs = [("backbones", c.backbone)] + [("rewards", s) for s in c.evaluation.rewards.values()]
+        missing = []
+        for kind, spec in specs:
+            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)  # optional for rewards
+            message = check(spec.options) if check else None
+            if message:
+                missing.append(message)
+        return missing
+
+    def check_inputs(self) -> None:
+        """Read the data and open every media file, so a bad row stops the run before a model loads."""
+        examples, sources = self.examples()
+        with progress_bar("checking media", 1) as bar:
+            check_media(examples, sources)
+            bar.advance()
+
+    def examples(self):
+        """(examples, source rows), read once; in-memory media are written to ``media/``."""
+        if self._examples is None:
+            rows, base = read_rows(self.config.data)
+            self._examples = to_examples(self.config.data, rows, base, self.run_dir / "media")
+        return self._examples
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        started = time.monotonic()
+        examples, sources = self.examples()
+        self._write_pairs(examples, sources)
+        backbone = self._backbone()
+        lora = DiffusionDPOTrainer(backbone, self.config.trainer, self.train_dir).train(examples)
+        del backbone  # its encoders are unloaded; evaluation samples with a freshly loaded pipeline
+        table = self.evaluate(lora) if self._evaluation_prompts() else []
+        from prefopt_recipes.dpo.report import write_report
+
+        write_report(self, table, seconds=time.monotonic() - started)
+        return self.run_dir
+
+    def _backbone(self):
+        spec = self.config.backbone
+        return get_registry().create("backbones", spec.name, spec.options)
+
+    def _write_pairs(self, examples, sources) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
+                for e, row in zip(examples, sources)]
+        tmp = self.run_dir / f".{PAIRS_FILE}.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(self.run_dir / PAIRS_FILE)
+
+    # --- evaluation -----------------------------------------------------------------------------------
+
+    def _evaluation_prompts(self) -> list[str]:
+        e = self.config.evaluation
+        prompts = list(e.prompts)
+        if e.prompts_file:
+            path = Path(e.prompts_file)
+            if not path.is_file():
+                raise PrefoptError(f"evaluation prompts file `{path}` does not exist.")
+            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return prompts
+
+    def evaluate(self, lora: Path) -> list[dict]:
+        """Sample base and trained model on every (prompt, seed); score both with every named reward."""
+        table_path = self.evaluation_dir / TABLE_FILE
+        if table_path.is_file():
+            return json.loads(table_path.read_text())
+        samples = self._sample(lora)
+        rows = []
+        for model, videos in samples.items():
+            row = {"model": model, "samples": len(videos)}
+            for reward_name, spec in self.config.evaluation.rewards.items():
+                reward = get_registry().create("rewards", spec.name, spec.options)
+                scores = reward.score([v for _, v in videos], [p for p, _ in videos], [])
+                row[reward_name] = float(np.mean([s.value for s in scores]))
+            rows.append(row)
+        tmp = table_path.with_name(f".{TABLE_FILE}.tmp")
+        tmp.write_text(json.dumps(rows, indent=2))
+        tmp.replace(table_path)
+        return rows
+
+    def _sample(self, lora: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
+        from prefopt.media import read_media, write_media
+
+        e, backbone = self.config.evaluation, self._backbone()
+        frames, height, width = media_size(backbone, self.config.trainer)
+        size = {"num_frames": e.num_frames or frames, "height": e.height or height, "width": e.width or width}
+        jobs = [(p, s) for p in self._evaluation_prompts() for s in range(e.seeds_per_prompt)]
+        suffix = ".png" if size["num_frames"] == 1 else ".mp4"
+        samples: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for model, loras in (("base", []), ("trained", [lora])):
+            backbone.use_loras(loras)
+            folder, samples[model] = self.evaluation_dir / model, []
+            with progress_bar(f"sampling ({model})", len(jobs)) as bar:
+                for index, (prompt, seed) in enumerate(jobs):
+                    path = folder / f"{index:03d}{suffix}"
+                    if not path.is_file():  # samples already made survive a crash
+                        made = backbone.generate([prompt], [seed], num_inference_steps=e.num_inference_steps,
+                                                 guidance_scale=e.guidance_scale, **size)[0]
+                        write_media(path, made.frames, fps=e.fps)
+                    samples[model].append((prompt, read_media(path)))
+                    bar.advance()
+        return samples

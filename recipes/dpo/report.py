@@ -1,0 +1,73 @@
+"""The DPO run's report: ``report/index.html`` with training curves, the first pairs, and evaluation samples."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from prefopt.config import to_dict
+from prefopt.lora import LORA_WEIGHTS_NAME
+from prefopt.media import read_media
+from prefopt.report import plot_training, read_metrics, thumbnail
+
+PAIRS_SHOWN = 12
+PAIR_FRAMES = 3
+
+
+def write_report(recipe, table: list[dict], seconds: float) -> Path:
+    out = recipe.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plot_training(out / "training.png", {"DPO": recipe.train_dir})
+    examples, sources = recipe.examples()
+    metrics = read_metrics(recipe.train_dir)
+    last = metrics[-1] if metrics else {}
+    summary = (f"<p>{len(examples)} pairs from <code>{html.escape(recipe.config.data.path)}</code>; "
+               f"{last.get('step', 0)} steps on <code>{html.escape(recipe.config.backbone.name)}</code>; final loss "
+               f"{last.get('loss', float('nan')):.4f}, implicit accuracy {last.get('implicit_accuracy', float('nan')):.2f}. "
+               f"LoRA (diffusers format, loads with <code>pipe.load_lora_weights</code>): "
+               f"<code>{html.escape(str(recipe.train_dir / 'lora' / LORA_WEIGHTS_NAME))}</code>. "
+               f"Run time {seconds / 60:.1f} min.</p>")
+    sections = [summary, '<h2>Training</h2><img src="training.png">', _pairs(out, examples, sources)]
+    if table:
+        sections.append(_evaluation(out, recipe, table))
+    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
+    sections.append(f"<h2>Config</h2><pre>{config}</pre>")
+    page = ("<!doctype html><meta charset='utf-8'><title>prefopt DPO report</title><style>body{font-family:sans-serif;"
+            "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px}table{border-collapse:collapse}"
+            "</style><h1>Diffusion-DPO run <code>" + html.escape(recipe.config.run.name) + "</code></h1>"
+            + "".join(sections))
+    (out / "index.html").write_text(page)
+    return out / "index.html"
+
+
+def _pairs(out: Path, examples, sources) -> str:
+    rows = []
+    for index, (example, row) in enumerate(zip(examples[:PAIRS_SHOWN], sources)):
+        winner = thumbnail(out, f"pair{index}-winner", read_media(example.winner), frames=PAIR_FRAMES)
+        loser = thumbnail(out, f"pair{index}-loser", read_media(example.loser), frames=PAIR_FRAMES)
+        rows.append(f"<tr><td>{row}</td><td>{html.escape(example.prompt)}</td><td><img src='{winner}'></td>"
+                    f"<td><img src='{loser}'></td><td>{example.weight:g}</td></tr>")
+    return (f"<h2>Pairs (first {min(PAIRS_SHOWN, len(examples))} of {len(examples)})</h2><table><tr><th>row</th>"
+            "<th>prompt</th><th>winner</th><th>loser</th><th>weight</th></tr>" + "".join(rows) + "</table>")
+
+
+def _evaluation(out: Path, recipe, table: list[dict]) -> str:
+    rewards = list(recipe.config.evaluation.rewards)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", "samples", *rewards])
+    body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float)
+                                    else f"<td>{html.escape(str(r.get(c, '')))}</td>"
+                                    for c in ["model", "samples", *rewards]) + "</tr>" for r in table)
+    prompts = recipe._evaluation_prompts()
+    seeds = recipe.config.evaluation.seeds_per_prompt
+    strips = []
+    for index, prompt in enumerate(prompts):
+        cells = []
+        for model in ("base", "trained"):
+            media = sorted((recipe.evaluation_dir / model).glob(f"{index * seeds:03d}.*"))
+            if media:
+                cells.append(f"<td><img src='{thumbnail(out, f'eval-{model}-{index}', read_media(media[0]), 3)}'></td>")
+        strips.append(f"<tr><td>{html.escape(prompt)}</td>{''.join(cells)}</tr>")
+    note = "" if rewards else "<p>No rewards configured (<code>evaluation.rewards</code>): samples only.</p>"
+    return (f"<h2>Evaluation</h2>{note}<table><tr>{head}</tr>{body}</table><h3>Samples (seed 0)</h3><table><tr>"
+            "<th>prompt</th><th>base</th><th>trained</th></tr>" + "".join(strips) + "</table>")
