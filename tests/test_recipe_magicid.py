@@ -258,3 +258,27 @@ def test_the_same_config_twice_gives_the_same_pairs_loras_and_evaluation(tmp_pat
     tables = [json.loads((run / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text()) for run in runs]
     assert [{k: v for k, v in row.items() if k != "folder"} for row in tables[0]] == \
         [{k: v for k, v in row.items() if k != "folder"} for row in tables[1]]
+
+
+def test_a_fourth_reward_under_its_own_name_flows_through_selection_pairs_and_report(tmp_path):
+    """MagicID's three rewards are required; a fourth one, named by the user, is scored, selected on, written to
+    the pairs and shown in the report and evaluation under that name."""
+    import pyarrow.parquet as pq
+
+    _run(tmp_path, "rewards.motion_cv={name: opencv-dynamic, options: {video_fps: 8, sample_fps: 4}}",
+         "stage2.selectors.0.options.rewards=[identity, dynamic, semantic, motion_cv]", "stage2.plot_y=motion_cv")
+    run = tmp_path / "quickstart"
+    state = json.loads((run / "stages.json").read_text())
+    pairs = pq.read_table(run / f"stage2-{state['stage2']['hash']}" / "pairs.parquet").column_names
+    assert "delta_motion_cv" in pairs and "delta_semantic" in pairs
+    table = json.loads(next(run.glob("evaluation-*/table.json")).read_text())
+    assert all(1.0 <= row["motion_cv"] <= 10.0 for row in table)
+    assert "<th>motion_cv</th>" in (run / "report" / "index.html").read_text()
+
+
+def test_a_selector_naming_an_unknown_reward_is_a_config_error(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "prefopt", "validate", QUICKSTART,
+                             "stage2.selectors.0.options.rewards=[identity, sharpness]"], check=False,
+                            capture_output=True, text=True, env=_env(), timeout=120)
+    assert result.returncode == 2
+    assert "names `sharpness`, which is not one of identity, dynamic, semantic" in result.stderr

@@ -100,11 +100,8 @@ class PromptsConfig:
         _require_positive(self, ("count", "eval_count"))
 
 
-@dataclass
-class RewardsConfig:
-    identity: RewardSpec = field(metadata={"help": "R_id: identity consistency with the references."})
-    dynamic: RewardSpec = field(metadata={"help": "R_dy: dynamic degree (optical flow)."})
-    semantic: RewardSpec = field(metadata={"help": "R_sem: prompt following."})
+# A reward name is used as a column, a file-name part and a selector option: a plain identifier.
+REWARD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
 @dataclass
@@ -128,12 +125,13 @@ class SelectionConfig:
     plot_x: str = field(default="identity", metadata={"help": "Reward on the plot's x axis."})
     plot_y: str = field(default="dynamic", metadata={"help": "Reward on the plot's y axis."})
 
-    def __post_init__(self) -> None:
+    def check_names(self, rewards: list[str]) -> None:
+        """Plot axes and selector options name rewards and sources that exist in this run."""
         for name in ("plot_x", "plot_y"):
-            if getattr(self, name) not in ROLES:
-                raise ValueError(f"`{name}` must name a reward ({', '.join(ROLES)}), got `{getattr(self, name)}`")
+            if getattr(self, name) not in rewards:
+                raise ValueError(f"`{name}` must name a reward ({', '.join(rewards)}), got `{getattr(self, name)}`")
         for index, spec in enumerate(self.selectors):
-            _check_selector_names(spec, f"selectors.{index}.options")
+            _check_selector_names(spec, f"selectors.{index}.options", rewards)
 
 
 @dataclass
@@ -164,7 +162,10 @@ class MagicIDConfig:
     """The whole MagicID recipe (Li et al., 2025, Sec. 3 and Appendix A)."""
 
     backbone: BackboneSpec = field(metadata={"help": "The video model (paper: HunyuanVideo)."})
-    rewards: RewardsConfig = field(metadata={"help": "The three rewards on the 1–10 scale."})
+    rewards: dict[str, RewardSpec] = field(
+        metadata={"help": "Rewards on the 1–10 scale, each under a name that selectors, pairs files, the repository "
+                          "and the report use: `identity` (R_id), `dynamic` (R_dy) and `semantic` (R_sem) are "
+                          "MagicID's and required; add more under names of your choice."})
     stage1: SelectionConfig = field(metadata={"help": "Identity-preferred pairs from V_id ∪ V_s (Sec. 3.4)."})
     stage2: SelectionConfig = field(metadata={"help": "Dynamic-preferred pairs from V_s ∪ V_t (Sec. 3.4)."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run directory and seed."})
@@ -192,14 +193,26 @@ class MagicIDConfig:
         for name in ("dpo_stage1", "dpo_stage2"):
             if getattr(self, name).mode != "dpo":
                 raise ValueError(f"`{name}.mode` must be `dpo`, got `{getattr(self, name).mode}`")
+        missing = [role for role in ROLES if role not in self.rewards]
+        if missing:
+            raise ValueError(f"`rewards` lacks {', '.join(f'`{m}`' for m in missing)}: MagicID needs an identity, a "
+                             "dynamic and a semantic reward (further rewards go under names of your choice).")
+        bad = [name for name in self.rewards if not REWARD_NAME.fullmatch(str(name))]
+        if bad:
+            raise ValueError(f"reward name `{bad[0]}` must be a plain identifier (letters, digits, `_`, `-`).")
+        for stage in ("stage1", "stage2"):
+            try:
+                getattr(self, stage).check_names(list(self.rewards))
+            except ValueError as e:
+                raise ValueError(f"`{stage}`: {e}") from e
         if not self.references.photos:
             raise ValueError("`references.photos` is empty: give photos of the person, e.g. "
                              "references.photos='[me1.jpg,me2.jpg]'")
 
 
-def _check_selector_names(spec: SelectorSpec, path: str) -> None:
+def _check_selector_names(spec: SelectorSpec, path: str, rewards: list[str]) -> None:
     """Selector options name rewards (`reward`, `rewards`, `tolerance_rewards`, `primary`) and sources (`sources`,
-    `*_sources`); in this recipe those are its three reward roles and three sources, so a misspelt one is a config
+    `*_sources`); in this recipe those are its rewards' names and three sources, so a misspelt one is a config
     error here rather than a failure after hours of generation."""
     options = spec.options
     if not dataclasses.is_dataclass(options):
@@ -208,7 +221,7 @@ def _check_selector_names(spec: SelectorSpec, path: str) -> None:
         value = getattr(options, f.name)
         values = value if isinstance(value, list) else [value]
         if f.name in ("reward", "rewards", "tolerance_rewards", "primary"):
-            allowed = ROLES
+            allowed = rewards
         elif f.name == "sources" or f.name.endswith("_sources"):
             allowed = SOURCES
         else:

@@ -15,14 +15,15 @@ from prefopt.config import to_dict
 from prefopt.data import PreferenceExample, SFTExample, verify_safetensors
 from prefopt.errors import PrefoptError
 from prefopt.hub import set_allow_downloads
+from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos, reward_key
 from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
 from prefopt.trainer import DiffusionDPOTrainer
 from prefopt_plugins.rewards.common import load_reference_photos
-from prefopt_recipes.magicid.config import ROLES, MagicIDConfig
+from prefopt_recipes.magicid.config import MagicIDConfig
 from prefopt_recipes.magicid.distributed import main_first
-from prefopt_recipes.magicid.generation import AdapterSwitch, generate_into
+from prefopt_recipes.magicid.generation import generate_into
 from prefopt_recipes.magicid.prompts import resolve_prompts
 from prefopt_recipes.magicid.scoring import score_items
 from prefopt_recipes.magicid.stages import (
@@ -78,7 +79,7 @@ class MagicIDRecipe:
         missing = [f"reference photo `{p}` does not exist." for p in self.config.references.photos
                    if not resolve_path(p).is_file()]
         registry = get_registry()
-        specs = [("backbones", self.config.backbone)] + [("rewards", getattr(self.config.rewards, r)) for r in ROLES]
+        specs = [("backbones", self.config.backbone)] + [("rewards", spec) for spec in self.config.rewards.values()]
         for kind, spec in specs:
             check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)
             message = check(spec.options) if check else None
@@ -102,7 +103,7 @@ class MagicIDRecipe:
         """Before the first expensive step: every reference photo reads, and the identity reward finds its face
         (a reward that can check references offers ``check_references``)."""
         references = load_reference_photos(self.photos())
-        spec = self.config.rewards.identity
+        spec = self.config.rewards["identity"]
         reward = get_registry().create("rewards", spec.name, spec.options)
         check = getattr(reward, "check_references", None)
         if check is not None:
@@ -115,9 +116,9 @@ class MagicIDRecipe:
                            "noise: this run shows the mechanics of every stage, not results.[/bold yellow]")
         backbone = self.config.backbone
         save_tiny_pipeline(backbone.name, backbone.options.pretrained, seed=self.config.run.seed)
-        semantic = self.config.rewards.semantic
-        if semantic.name == "clip-semantic":
-            save_tiny_clip(semantic.options.model, seed=self.config.run.seed)
+        for spec in self.config.rewards.values():
+            if spec.name == "clip-semantic":
+                save_tiny_clip(spec.options.model, seed=self.config.run.seed)
 
     # --- shared helpers ----------------------------------------------------------------------------
 
@@ -129,9 +130,7 @@ class MagicIDRecipe:
         return get_registry().create("backbones", spec.name, spec.options)
 
     def reward_keys(self) -> dict[str, str]:
-        rewards = self.config.rewards
-        return {role: reward_key(getattr(rewards, role).name, to_dict(getattr(rewards, role).options), {})
-                for role in ROLES}
+        return {name: reward_key(spec.name, to_dict(spec.options), {}) for name, spec in self.config.rewards.items()}
 
     def photos(self) -> list[str]:
         return [str(resolve_path(p)) for p in self.config.references.photos]
@@ -146,7 +145,7 @@ class MagicIDRecipe:
         return self.run_dir / f"{stage}-{digest or self.digests[stage]}"
 
     def _lora(self, stage: str, digest: str | None = None) -> Path:
-        return self.stage_dir(stage, digest) / "lora" / "pytorch_lora_weights.safetensors"
+        return self.stage_dir(stage, digest) / "lora" / LORA_WEIGHTS_NAME
 
     def _verify_lora(self, stage: str, digest: str) -> None:
         """A training stage is done only when its final LoRA reads back whole."""
@@ -231,12 +230,11 @@ class MagicIDRecipe:
     def _repo(self, digest: str) -> str:
         c = self.config
         repo, backbone = self.repository(), self.backbone()
-        adapters = AdapterSwitch(backbone)
         common = {"video": c.video, "fps": c.video.fps, "stage": digest}
-        adapters.use([])
+        backbone.use_loras([])
         made_s = generate_into(repo, backbone, self._jobs(f"base-{digest}", c.repository.base_videos, 0),
                                source="base", description="generating V_s (base)", **common)
-        adapters.use([self._lora("identity_lora")])
+        backbone.use_loras([self._lora("identity_lora")])
         made_t = generate_into(repo, backbone, self._jobs(f"lora-{digest}", c.repository.lora_videos, 100_000),
                                source="lora", description="generating V_t (identity LoRA)", **common)
         return (f"V_t {c.repository.lora_videos} videos, V_s {c.repository.base_videos} "
@@ -302,7 +300,7 @@ class MagicIDRecipe:
     def _regenerate(self, digest: str) -> str:
         c = self.config
         backbone = self.backbone()
-        AdapterSwitch(backbone).use([self._lora("identity_lora"), self._lora("stage1")])
+        backbone.use_loras([self._lora("identity_lora"), self._lora("stage1")])
         repo = self.repository()
         made = generate_into(repo, backbone, self._jobs(f"regen-{digest}", c.repository.regenerate_videos, 200_000),
                              source="lora", stage=f"regen-{digest}", video=c.video, fps=c.video.fps,

@@ -8,23 +8,14 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from prefopt.config import to_dict
+from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.media import read_media
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from prefopt.report import frame_strip, plot_training, pyplot, thumbnail
 
 
 def plot_timings(path: Path, timings: dict[str, float]) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(timings) + 1), dpi=100)
     names = list(timings)
     ax.barh(names[::-1], [timings[n] for n in names][::-1], color="tab:blue")
@@ -36,11 +27,12 @@ def plot_timings(path: Path, timings: dict[str, float]) -> None:
 
 
 def plot_reward_distributions(path: Path, recipe) -> None:
-    plt = _plt()
+    plt = pyplot()
     table = recipe.scored()
     groups = sorted(set(table.sources))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=100)
-    for ax, role in zip(axes, ("identity", "dynamic", "semantic")):
+    rewards = list(recipe.config.rewards)
+    fig, axes = plt.subplots(1, len(rewards), figsize=(4 * len(rewards), 3.8), dpi=100, squeeze=False)
+    for ax, role in zip(axes[0], rewards):
         data = [table.scores[role][table.sources == g] for g in groups]
         ax.boxplot(data, tick_labels=[f"{g}\n(n={len(d)})" for g, d in zip(groups, data)])
         ax.set_title(f"{role} reward by source")
@@ -50,47 +42,8 @@ def plot_reward_distributions(path: Path, recipe) -> None:
     plt.close(fig)
 
 
-def _metrics(folder: Path) -> list[dict]:
-    path = folder / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
-
-
-def plot_training(path: Path, runs: dict[str, Path]) -> None:
-    plt = _plt()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), dpi=100)
-    for index, (label, folder) in enumerate(runs.items()):
-        rows = _metrics(folder)
-        if not rows:
-            continue
-        steps = [r["step"] for r in rows]
-        style = {"label": label, "color": f"C{index}"}  # one colour per run in every panel
-        axes[0].plot(steps, [r["loss"] for r in rows], **style)
-        if "implicit_accuracy" in rows[0]:
-            axes[1].plot(steps, [r["implicit_accuracy"] for r in rows], **style)
-            axes[2].plot(steps, [r["reward_margin"] for r in rows], **style)
-    for ax, title in zip(axes, ("loss", "implicit accuracy (DPO)", "reward margin (DPO)")):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def frame_strip(path: Path, video: np.ndarray, frames: int = 6, min_height: int = 96) -> None:
-    """Evenly spaced frames side by side; small videos enlarged by whole pixels (nearest) to ``min_height``."""
-    indices = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
-    strip = np.concatenate([video[i] for i in indices], axis=1)
-    factor = -(-min_height // strip.shape[0])
-    if factor > 1:
-        strip = strip.repeat(factor, axis=0).repeat(factor, axis=1)
-    import imageio.v3 as iio
-
-    iio.imwrite(path, strip)
-
-
-def _eval_table(rows: list[dict]) -> str:
-    columns = ["model", "identity", "dynamic", "semantic", "face_sim", "faceless_frames", "flow_score",
+def _eval_table(rows: list[dict], rewards: list[str]) -> str:
+    columns = ["model", *rewards, "face_sim", "faceless_frames", "flow_score",
                "dynamic_degree", "temporal_consistency", "clip_t", "clip_i", "fvd"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
@@ -99,30 +52,8 @@ def _eval_table(rows: list[dict]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-THUMB_SIDE = 96
 PAIRS_SHOWN = 24
 PAIR_FRAMES = 3  # first, middle and last frame: enough to see which of a pair moves
-
-
-def _thumbnail(out: Path, name: str, video: np.ndarray, frames: int = 1) -> str:
-    """A PNG under report/thumbs/ of ``frames`` evenly spaced frames side by side (the first frame when 1),
-    each scaled to ``THUMB_SIDE`` on its longer side (small videos by whole pixels, so they stay sharp);
-    returns its path relative to the report."""
-    import imageio.v3 as iio
-
-    from prefopt.media import resize_frames
-
-    indices = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
-    picked, (height, width) = video[indices], video.shape[1:3]
-    if max(height, width) * 2 <= THUMB_SIDE:
-        factor = THUMB_SIDE // max(height, width)
-        small = picked.repeat(factor, axis=1).repeat(factor, axis=2)
-    else:
-        scale = THUMB_SIDE / max(height, width)
-        small = resize_frames(picked, max(1, round(height * scale)), max(1, round(width * scale)))
-    (out / "thumbs").mkdir(exist_ok=True)
-    iio.imwrite(out / "thumbs" / f"{name}.png", np.concatenate(list(small), axis=1))
-    return f"thumbs/{name}.png"
 
 
 def _pairs_table(out: Path, recipe, stage: str) -> str:
@@ -137,7 +68,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
         cells = []
         for item_id in (pair.winner_id, pair.loser_id):
             record = items[item_id]
-            thumb = _thumbnail(out, item_id, read_media(repo.path(record.media_path)), frames=PAIR_FRAMES)
+            thumb = thumbnail(out, item_id, read_media(repo.path(record.media_path)), frames=PAIR_FRAMES)
             link = os.path.relpath(repo.path(record.media_path), out)
             cells.append(f"<a href='{html.escape(link)}'><img src='{thumb}' title='{html.escape(item_id)}'></a>"
                          f"<br><small>{html.escape(record.source)}</small>")
@@ -152,7 +83,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
 def _references(out: Path, recipe) -> str:
     images = []
     for index, photo in enumerate(recipe.photos()):
-        thumb = _thumbnail(out, f"reference-{index}", read_media(photo)[:1])
+        thumb = thumbnail(out, f"reference-{index}", read_media(photo)[:1])
         images.append(f"<figure style='display:inline-block'><img src='{thumb}'><figcaption><small>"
                       f"{html.escape(Path(photo).name)}</small></figcaption></figure>")
     return "".join(images)
@@ -160,7 +91,7 @@ def _references(out: Path, recipe) -> str:
 
 def _links(out: Path, recipe, rows: list[dict]) -> str:
     """Links to every LoRA the run trained and every evaluation video."""
-    loras = [(stage, recipe.stage_dir(stage) / "lora" / "pytorch_lora_weights.safetensors")
+    loras = [(stage, recipe.stage_dir(stage) / "lora" / LORA_WEIGHTS_NAME)
              for stage in ("identity_lora", "stage1", "stage2")]
     items = [f"<li>{html.escape(stage)}: <a href='{html.escape(os.path.relpath(path, out))}'>"
              f"{html.escape(path.name)}</a></li>" for stage, path in loras]
@@ -221,6 +152,7 @@ def _html(recipe, rows, strips, timings, sections) -> str:
     eval_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["eval"])
     ablation = (recipe.stage_dir("evaluation") / "table.md").read_text()
     config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
+    reward_names = ", ".join(f"<code>{html.escape(name)}</code>" for name in recipe.config.rewards)
     return f"""<!doctype html><html><head><meta charset=utf-8><title>prefopt · {html.escape(recipe.config.run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.warn{{background:#fff3cd;padding:8px}}</style>
@@ -229,8 +161,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.
 <h2>Reference photos</h2>{sections["references"]}
 <h2>Evaluation on held-out prompts</h2>{_no_face_note(rows)}
 <h3>As the paper's Table 2</h3><pre>{html.escape(ablation)}</pre>
-<h3>Every metric</h3>{_eval_table(rows)}
-<p><code>identity</code>, <code>dynamic</code>, <code>semantic</code>: the rewards' 1–10 values. The others are the
+<h3>Every metric</h3>{_eval_table(rows, list(recipe.config.rewards))}
+<p>{reward_names}: the rewards' 1–10 values. The others are the
 paper's metrics: Face Sim (ConsisID's protocol unless configured otherwise; face-less frames beside it), Dynamic
 (VBench's mean flow score, the scale of the paper's values) and Dynamic Degree (the fraction VBench calls dynamic),
 temporal consistency and CLIP-T/CLIP-I (CLIP features), FVD (needs I3D weights).</p>

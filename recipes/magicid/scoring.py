@@ -1,4 +1,4 @@
-"""Scoring repository items with the recipe's three rewards (models loaded once per call)."""
+"""Scoring repository items with every reward of the recipe (models loaded once per call)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ def score_items(recipe, items) -> dict[str, int]:
     repo = recipe.repository()
     references = load_reference_photos(recipe.photos())
     counts = {}
-    for role in ("identity", "dynamic", "semantic"):
-        spec = getattr(recipe.config.rewards, role)
+    for role, spec in recipe.config.rewards.items():
         key = reward_key(spec.name, to_dict(spec.options), {})
         done = repo.scored_ids(key)  # read once, not once per item
         pending = [r for r in items if r.id not in done]
