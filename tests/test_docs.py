@@ -54,3 +54,26 @@ def test_example_reward_scores_contrast():
 def test_readme_plugin_snippet_matches_the_example_package():
     readme = (ROOT / "README.md").read_text()
     assert "class ContrastReward" in readme and "register(ContrastReward)" in readme
+
+
+BACKBONE_EXAMPLE = ROOT / "docs" / "examples" / "prefopt-auraflow"
+
+
+def test_the_backbone_guide_example_package_passes_its_own_tests():
+    """docs/writing-a-backbone.md's worked example: its tests run as a plugin author would run them."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BACKBONE_EXAMPLE), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(BACKBONE_EXAMPLE),
+         str(BACKBONE_EXAMPLE)], check=False, capture_output=True, text=True, env=env, timeout=600,
+        cwd=BACKBONE_EXAMPLE,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout
+
+
+def test_the_backbone_guide_shows_the_example_code_as_it_is():
+    guide = (ROOT / "docs" / "writing-a-backbone.md").read_text()
+    source = (BACKBONE_EXAMPLE / "prefopt_auraflow.py").read_text()
+    for line in ('    name = "auraflow"', '    pipeline_class_name = "AuraFlowPipeline"', "    register(AuraFlowBackbone)",
+                 "    model_timestep_scale = 1.0"):
+        assert line in guide and line in source, line
