@@ -135,7 +135,8 @@ class ParetoConfig:
         default="dominates",
         metadata={"help": "A pair needs the winner to dominate the loser, or only a gain on `primary`."},
     )
-    primary: str = field(default="identity", metadata={"help": "Reward for the `primary_gain` rule."})
+    primary: str | None = field(
+        default=None, metadata={"help": "Reward for the `primary_gain` rule; empty: the first of `rewards`."})
 
     def __post_init__(self) -> None:
         # One reward is allowed: its fronts are the score levels (the paper's Table 3 "ID only" row).
@@ -160,7 +161,7 @@ class ParetoSelector:
         if self.config.rule == "dominates":
             ok = dominates(matrix[w], matrix[l], strict=self.config.dominance == "strict")
         else:
-            primary = _column(items, self.config.primary, "primary")
+            primary = _column(items, self.config.primary or self.config.rewards[0], "primary")
             ok = primary[w] > primary[l]
         return ok & (w != l)
 

@@ -7,6 +7,8 @@ from prefopt.hookspecs import hookimpl
 def register_recipes(register):
     from prefopt_recipes.dpo.recipe import DPORecipe
     from prefopt_recipes.magicid.recipe import MagicIDRecipe
+    from prefopt_recipes.reward_dpo.recipe import RewardDPORecipe
 
     register(MagicIDRecipe)
     register(DPORecipe)
+    register(RewardDPORecipe)

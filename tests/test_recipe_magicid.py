@@ -167,7 +167,7 @@ def test_the_reference_photos_content_is_part_of_every_stage_hash(tmp_path):
     import shutil
 
     from prefopt.runner import load_recipe
-    from prefopt_recipes.magicid.stages import config_hash
+    from prefopt_recipes.common.stages import config_hash
 
     photo = tmp_path / "me.png"
     shutil.copy(ROOT / "docs" / "examples" / "prefopt-contrast" / "pyproject.toml", photo)  # any bytes will do

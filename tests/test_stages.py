@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from prefopt.errors import PrefoptError
-from prefopt_recipes.magicid.stages import MARKER, StageRunner, clean_stage_folders, run_directory_lock
+from prefopt_recipes.common.stages import MARKER, StageRunner, clean_stage_folders, run_directory_lock
 
 
 def _work(run_dir, text):

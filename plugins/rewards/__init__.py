@@ -1,4 +1,4 @@
-"""First-party rewards. Heavy dependencies (insightface, cv2, dlib, VLMs) load inside each reward."""
+"""First-party rewards. Heavy dependencies (insightface, cv2, dlib, VLMs, CLIP) load inside each reward."""
 
 from prefopt.hookspecs import hookimpl
 
@@ -7,6 +7,7 @@ from prefopt.hookspecs import hookimpl
 def register_rewards(register):
     from prefopt_plugins.rewards.dynamics import OpenCVDynamicsReward, RaftDynamicsReward
     from prefopt_plugins.rewards.identity import DlibIdentityReward, InsightFaceIdentityReward
+    from prefopt_plugins.rewards.preference import AestheticReward, PickScoreReward
     from prefopt_plugins.rewards.semantic import ClipSemanticReward, VLMSemanticReward
 
     register(DlibIdentityReward)
@@ -15,3 +16,5 @@ def register_rewards(register):
     register(RaftDynamicsReward)
     register(ClipSemanticReward)
     register(VLMSemanticReward)
+    register(PickScoreReward)
+    register(AestheticReward)

@@ -63,14 +63,7 @@ class ClipSemanticReward:
 
     def image_features(self, frames: np.ndarray):
         """Unit-norm image embeddings for uint8 frames ``[N, H, W, 3]``, batched."""
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(frames), self.config.batch_size):
-                batch = self.processor(images=list(frames[start : start + self.config.batch_size]), return_tensors="pt")
-                out.append(_unit(self.model.get_image_features(pixel_values=batch["pixel_values"].to(self.device))))
-        return torch.cat(out)
+        return clip_image_features(self.model, self.processor, frames, self.config.batch_size, self.device)
 
     def text_features(self, texts: list[str]):
         import torch
@@ -96,6 +89,18 @@ class ClipSemanticReward:
         import transformers
 
         return {"model": self.config.model, "transformers": transformers.__version__}
+
+
+def clip_image_features(model, processor, frames: np.ndarray, batch_size: int, device):
+    """Unit-norm CLIP image embeddings for uint8 frames ``[N, H, W, 3]``, ``batch_size`` frames per call."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(frames), batch_size):
+            batch = processor(images=list(frames[start : start + batch_size]), return_tensors="pt")
+            out.append(_unit(model.get_image_features(pixel_values=batch["pixel_values"].to(device))))
+    return torch.cat(out)
 
 
 def _unit(features):

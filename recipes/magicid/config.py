@@ -131,7 +131,7 @@ class SelectionConfig:
             if getattr(self, name) not in rewards:
                 raise ValueError(f"`{name}` must name a reward ({', '.join(rewards)}), got `{getattr(self, name)}`")
         for index, spec in enumerate(self.selectors):
-            _check_selector_names(spec, f"selectors.{index}.options", rewards)
+            check_selector_names(spec, f"selectors.{index}.options", rewards)
 
 
 @dataclass
@@ -210,10 +210,10 @@ class MagicIDConfig:
                              "references.photos='[me1.jpg,me2.jpg]'")
 
 
-def _check_selector_names(spec: SelectorSpec, path: str, rewards: list[str]) -> None:
+def check_selector_names(spec: SelectorSpec, path: str, rewards: list[str], sources=SOURCES) -> None:
     """Selector options name rewards (`reward`, `rewards`, `tolerance_rewards`, `primary`) and sources (`sources`,
-    `*_sources`); in this recipe those are its rewards' names and three sources, so a misspelt one is a config
-    error here rather than a failure after hours of generation."""
+    `*_sources`); they must be the recipe's reward names and sources, so a misspelt one is a config error here
+    rather than a failure after hours of generation."""
     options = spec.options
     if not dataclasses.is_dataclass(options):
         return  # options not parsed yet (no registry): the registry's own check runs later
@@ -223,9 +223,10 @@ def _check_selector_names(spec: SelectorSpec, path: str, rewards: list[str]) -> 
         if f.name in ("reward", "rewards", "tolerance_rewards", "primary"):
             allowed = rewards
         elif f.name == "sources" or f.name.endswith("_sources"):
-            allowed = SOURCES
+            allowed = sources
         else:
             continue
         wrong = [v for v in values if v is not None and v not in allowed]
         if wrong:
-            raise ValueError(f"`{path}.{f.name}` names `{wrong[0]}`, which is not one of {', '.join(allowed)}")
+            choices = ", ".join(allowed) or "nothing (leave it empty)"
+            raise ValueError(f"`{path}.{f.name}` names `{wrong[0]}`, which is not one of {choices}")

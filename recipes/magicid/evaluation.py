@@ -16,7 +16,7 @@ from prefopt.media import read_media, write_media
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt_plugins.rewards.common import load_reference_photos
-from prefopt_recipes.magicid.stages import config_hash, file_digest, write_json_atomically
+from prefopt_recipes.common.stages import config_hash, file_digest, write_json_atomically
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
 MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),

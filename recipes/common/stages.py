@@ -24,7 +24,7 @@ from typing import Any
 
 from prefopt.config import to_dict
 from prefopt.errors import PrefoptError
-from prefopt_recipes.magicid.distributed import barrier, is_main
+from prefopt_recipes.common.distributed import barrier, is_main
 
 STATE_FILE = "stages.json"
 MARKER = ".prefopt-stage.json"

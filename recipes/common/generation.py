@@ -1,10 +1,11 @@
-"""Generating videos into the repository with the base model, or base + LoRA adapters."""
+"""Generating media into the repository with the base model or base + LoRA adapters, and training examples
+from selected pairs of repository items."""
 
 from __future__ import annotations
 
 import json
 
-from prefopt.data import save_tensors
+from prefopt.data import PreferenceExample, save_tensors
 from prefopt.media import write_media
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository
@@ -16,7 +17,7 @@ def generate_into(
 ) -> int:
     """Generate ``(item_id, prompt, seed)`` jobs not yet in the repository, sharded across processes;
     returns how many this process made."""
-    from prefopt_recipes.magicid.distributed import barrier, is_main, shard, world
+    from prefopt_recipes.common.distributed import barrier, is_main, shard, world
 
     existing = repository.items_by_id()
     todo = shard([job for job in jobs if job[0] not in existing])
@@ -30,7 +31,8 @@ def generate_into(
             )
             records = []
             for (item_id, prompt, seed), made in zip(batch, media):
-                media_path, latent_path = f"media/{item_id}.mp4", f"latents/{item_id}.safetensors"
+                suffix = ".png" if video.num_frames == 1 else ".mp4"  # image backbones write images
+                media_path, latent_path = f"media/{item_id}{suffix}", f"latents/{item_id}.safetensors"
                 write_media(repository.path(media_path), made.frames, fps=fps)
                 save_tensors(repository.path(latent_path), {"latents": made.latents})
                 records.append(MediaRecord(id=item_id, source=source, prompt=prompt, media_path=media_path,
@@ -41,3 +43,14 @@ def generate_into(
     barrier()
     repository.refresh()  # every process sees what the others appended
     return len(todo)
+
+
+def examples_from_pairs(repository: MediaRepository, pairs) -> list[PreferenceExample]:
+    """Training examples for pairs of repository items: their saved latents (no VAE round trip), else media."""
+    items = repository.items_by_id()
+
+    def media(item_id: str) -> str:
+        record = items[item_id]
+        return str(repository.path(record.latent_path or record.media_path))
+
+    return [PreferenceExample(p.prompt, media(p.winner_id), media(p.loser_id), p.weight) for p in pairs]

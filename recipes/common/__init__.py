@@ -1,0 +1,1 @@
+"""Building blocks every generate → score → select → train recipe shares: stages, processes, generation, scoring."""

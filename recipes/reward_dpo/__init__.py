@@ -1,0 +1,1 @@
+"""Generate → score → select → train, for any rewards, selectors and backbone, over one or more rounds."""

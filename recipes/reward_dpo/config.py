@@ -1,0 +1,95 @@
+"""Configuration of the generic reward-DPO loop: one dataclass per part, every field with help text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prefopt.config import BackboneSpec, RewardSpec, SelectorSpec
+from prefopt.trainer import TrainerConfig
+from prefopt_recipes.magicid.config import REWARD_NAME, RunConfig, check_selector_names
+
+
+@dataclass
+class LoopRunConfig(RunConfig):
+    name: str = field(default="reward-dpo", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
+    build_tiny_models: bool = field(
+        default=False,
+        metadata={"help": "Build tiny random models at the configured paths first (the backbone, and CLIP for "
+                          "`clip-semantic` rewards): tests and demos, their media are noise."},
+    )
+
+
+@dataclass
+class SamplingConfig:
+    """How each round samples media to score."""
+
+    samples_per_prompt: int = field(default=4, metadata={"help": "Samples per prompt and round (seeds differ)."})
+    num_frames: int | None = field(default=None, metadata={"help": "Frames per sample; empty: the backbone's default."})
+    height: int | None = field(default=None, metadata={"help": "Sample height; empty: the backbone's default."})
+    width: int | None = field(default=None, metadata={"help": "Sample width; empty: the backbone's default."})
+    num_inference_steps: int = field(default=30, metadata={"help": "Sampling steps."})
+    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free (or embedded) guidance."})
+    fps: int = field(default=8, metadata={"help": "Frame rate of written videos (and for motion rewards)."})
+    batch_size: int = field(default=1, metadata={"help": "Samples per pipeline call."})
+
+    def __post_init__(self) -> None:
+        for name in ("samples_per_prompt", "num_inference_steps", "fps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass
+class LoopSelectionConfig:
+    selectors: list[SelectorSpec] = field(
+        metadata={"help": "A chain: the first selector makes pairs from one round's samples, the next ones filter "
+                          "them (e.g. pareto → topk). Options name rewards by the names under `rewards`."})
+    per_prompt: bool = field(
+        default=True,
+        metadata={"help": "Run the chain on each prompt's samples apart, so both media of a pair answer the same "
+                          "prompt (as Diffusion-DPO's data); false pools every prompt (MagicID's way)."})
+    plot_x: str | None = field(default=None, metadata={"help": "Reward on the pair plot's x axis; empty: the first."})
+    plot_y: str | None = field(default=None, metadata={"help": "Reward on the y axis; empty: the second (or first)."})
+
+
+@dataclass
+class RewardDPOConfig:
+    """Sample → score with named rewards → select pairs → Diffusion-DPO, for `rounds` rounds; each round samples
+    from the model the previous one trained (the same seeds every round, so rounds compare pairwise)."""
+
+    backbone: BackboneSpec = field(metadata={"help": "The model to improve (see `prefopt plugins`)."})
+    rewards: dict[str, RewardSpec] = field(
+        metadata={"help": "Any number of rewards, each under a name you choose (used by selectors, the repository, "
+                          "pairs files and the report), e.g. `{aesthetic: {name: laion-aesthetic}}`."})
+    selection: LoopSelectionConfig = field(metadata={"help": "How pairs are chosen from each round's samples."})
+    prompts: list[str] = field(default_factory=list, metadata={"help": "Prompts to sample (added to `prompts_file`)."})
+    prompts_file: str | None = field(default=None, metadata={"help": "A text file of prompts, one per line."})
+    references: list[str] = field(
+        default_factory=list, metadata={"help": "Reference photos, for rewards that compare with them (identity)."})
+    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "Sampling in every round."})
+    trainer: TrainerConfig = field(
+        default_factory=lambda: TrainerConfig(max_steps=500),
+        metadata={"help": "Diffusion-DPO in every round; round r continues round r−1's LoRA (the reference stays "
+                          "the base model)."})
+    rounds: int = field(default=1, metadata={"help": "Rounds of sample → score → select → train."})
+    run: LoopRunConfig = field(default_factory=LoopRunConfig, metadata={"help": "Run directory and seed."})
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"`rounds` must be at least 1, got {self.rounds}")
+        if not self.rewards:
+            raise ValueError("`rewards` is empty: name at least one reward, e.g. rewards.aesthetic.name=laion-aesthetic")
+        bad = [name for name in self.rewards if not REWARD_NAME.fullmatch(str(name))]
+        if bad:
+            raise ValueError(f"reward name `{bad[0]}` must be a plain identifier (letters, digits, `_`, `-`).")
+        names = list(self.rewards)
+        self.selection.plot_x = self.selection.plot_x or names[0]
+        self.selection.plot_y = self.selection.plot_y or names[min(1, len(names) - 1)]
+        for axis in ("plot_x", "plot_y"):
+            if getattr(self.selection, axis) not in names:
+                raise ValueError(f"`selection.{axis}` must name a reward ({', '.join(names)}), got "
+                                 f"`{getattr(self.selection, axis)}`")
+        for index, spec in enumerate(self.selection.selectors):
+            # Every item of a round comes from one model: there are no sources to choose between.
+            check_selector_names(spec, f"selection.selectors.{index}.options", names, sources=())
+        if self.trainer.mode != "dpo":
+            raise ValueError(f"`trainer.mode` must be `dpo` in this recipe, got `{self.trainer.mode}`")

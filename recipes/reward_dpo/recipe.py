@@ -1,0 +1,231 @@
+"""The generic reward-DPO loop: for each round, sample every prompt with the current model, score the samples with
+every named reward, select pairs with the selector chain, and continue training the LoRA with Diffusion-DPO; then
+sample and score the final model the same way, so the report shows each reward round by round.
+
+Run folder ``<output_dir>/<name>/``: ``repository/`` (samples, latents, scores), ``round<r>-<hash>/`` (pairs,
+pair plot, the trainer's checkpoints, metrics and ``lora/``), ``final-<hash>/`` and ``report/``. A stage's hash
+covers its options and every earlier stage's, so a config change reruns from the first stage it touches and
+finished work of the old config stays on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from prefopt.config import to_dict
+from prefopt.data import verify_safetensors
+from prefopt.errors import PrefoptError
+from prefopt.hub import set_allow_downloads
+from prefopt.interfaces import PairIndices
+from prefopt.lora import LORA_WEIGHTS_NAME
+from prefopt.registry import get_registry
+from prefopt.repository import MediaRepository
+from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
+from prefopt.trainer import DiffusionDPOTrainer, media_size
+from prefopt_plugins.rewards.common import load_reference_photos
+from prefopt_recipes.common.distributed import main_first
+from prefopt_recipes.common.generation import examples_from_pairs, generate_into
+from prefopt_recipes.common.scoring import reward_keys, score_items
+from prefopt_recipes.common.stages import StageRunner, file_digest, run_directory_lock, write_json_atomically
+from prefopt_recipes.reward_dpo.config import RewardDPOConfig
+
+PAIRS_FILE, PAIRS_PLOT, SUMMARY_FILE = "pairs.parquet", "pairs.png", "rewards.json"
+
+
+class RewardDPORecipe:
+    """Generic generate → score → select → Diffusion-DPO loop over rounds, with any named rewards and selectors."""
+
+    name = "reward-dpo"
+    Config = RewardDPOConfig
+
+    def __init__(self, config: RewardDPOConfig):
+        self.config = config
+        self.run_dir = Path(config.run.output_dir) / config.run.name
+        self.console = Console()
+        self.digests: dict[str, str] = {}
+        set_allow_downloads(config.run.allow_downloads)
+
+    # --- before any model loads -------------------------------------------------------------------
+
+    def missing_requirements(self) -> list[str]:
+        c = self.config
+        if c.run.build_tiny_models:
+            from prefopt_plugins.tiny import save_tiny_clip, save_tiny_pipeline
+
+            save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
+            for spec in c.rewards.values():
+                if hasattr(spec.options, "model") and spec.name in ("clip-semantic", "pickscore", "laion-aesthetic"):
+                    save_tiny_clip(spec.options.model, seed=c.run.seed)
+        missing = [f"reference photo `{p}` does not exist." for p in c.references if not Path(p).is_file()]
+        registry = get_registry()
+        for kind, spec in [("backbones", c.backbone)] + [("rewards", s) for s in c.rewards.values()]:
+            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)
+            message = check(spec.options) if check else None
+            if message:
+                missing.append(message)
+        if not self.prompts():
+            missing.append("no prompts: set `prompts` or `prompts_file`.")
+        return missing
+
+    def prompts(self) -> list[str]:
+        prompts = list(self.config.prompts)
+        if self.config.prompts_file:
+            path = Path(self.config.prompts_file)
+            if not path.is_file():
+                raise PrefoptError(f"prompts file `{path}` does not exist.")
+            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        return prompts
+
+    # --- stages -----------------------------------------------------------------------------------
+
+    def stage_plan(self) -> list[tuple]:
+        c = self.config
+        shared = [c.backbone, c.rewards, self.prompts(), [file_digest(p) for p in c.references], c.sampling,
+                  c.run.seed]
+        rounds = [(f"round{r}", [*shared, c.selection, c.trainer] if r == 0 else [c.selection, c.trainer],
+                   self._round_work(r)) for r in range(c.rounds)]
+        return [*rounds, ("final", [], self._final)]  # chained: its hash covers every round's
+
+    def run(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_directory_lock(self.run_dir):
+            with main_first() as main:
+                if main:
+                    write_json_atomically(self.run_dir / "config.json", to_dict(self.config))
+            runner = StageRunner(self.run_dir, self.console.print)
+            for name, covered, work in self.stage_plan():
+                self.digests[name] = runner.run(name, covered, work)
+            from prefopt_recipes.reward_dpo.report import write_report
+
+            with main_first() as main:
+                if main:
+                    self.console.print(f"[bold]report:[/bold] {write_report(self, runner.timings())}")
+        return self.run_dir
+
+    def stage_dir(self, name: str) -> Path:
+        return self.run_dir / f"{name}-{self.digests[name]}"
+
+    def lora(self, round_index: int) -> Path:
+        return self.stage_dir(f"round{round_index}") / "lora" / LORA_WEIGHTS_NAME
+
+    def _round_work(self, round_index: int):
+        def work(digest: str) -> str:
+            self.digests[f"round{round_index}"] = digest
+            items = self._sample_and_score(f"round{round_index}", digest, self._trained_before(round_index))
+            pairs = self._selected(round_index, items)
+            self._train(round_index, pairs)
+            return (f"{len(items)} samples scored ({self._means_text(items)}); {len(pairs)} pairs; DPO "
+                    f"{self.config.trainer.max_steps} steps")
+
+        return work
+
+    def _final(self, digest: str) -> str:
+        self.digests["final"] = digest
+        items = self._sample_and_score("final", digest, self._trained_before(self.config.rounds))
+        return f"{len(items)} samples of the final model scored ({self._means_text(items)})"
+
+    def _trained_before(self, round_index: int) -> list[Path]:
+        return [self.lora(round_index - 1)] if round_index > 0 else []
+
+    # --- sample, score, select, train --------------------------------------------------------------
+
+    def repository(self) -> MediaRepository:
+        return MediaRepository(self.run_dir / "repository")
+
+    def sampling(self, backbone):
+        """The sampling options with the media size resolved (empty: the backbone's defaults)."""
+        s = self.config.sampling
+        frames, height, width = media_size(backbone, s)
+        return dataclasses.replace(s, num_frames=frames, height=height, width=width)
+
+    def _sample_and_score(self, stage: str, digest: str, loras: list[Path]) -> list:
+        backbone, repo = self._backbone(), self.repository()
+        backbone.use_loras(loras)
+        sampling = self.sampling(backbone)
+        per_prompt = sampling.samples_per_prompt
+        # The same seeds every round: round r's samples differ from round r−1's only by the model.
+        jobs = [(f"{stage}-{digest}-{p:04d}-{s:02d}", prompt, self.config.run.seed + p * per_prompt + s)
+                for p, prompt in enumerate(self.prompts()) for s in range(per_prompt)]
+        generate_into(repo, backbone, jobs, source=stage, stage=digest, video=sampling, fps=sampling.fps,
+                      description=f"sampling ({stage})")
+        del backbone
+        items = [r for r in repo.items([stage]) if r.stage == digest]
+        references = load_reference_photos(self.config.references) if self.config.references else []
+        score_items(repo, self.config.rewards, items, references)
+        return items
+
+    def scored(self, items):
+        table = self.repository().score_table(reward_keys(self.config.rewards), [items[0].source])
+        return table.subset(np.isin(table.ids, [r.id for r in items]))
+
+    def _selected(self, round_index: int, items) -> list:
+        """Select on the main process (it writes the pairs and their plot); every process reads them."""
+        folder = self.stage_dir(f"round{round_index}")
+        with main_first() as main:
+            if main:
+                selection = self.config.selection
+                selectors = [get_registry().create("pair_selectors", s.name, s.options) for s in selection.selectors]
+                table = self.scored(items)
+                chosen = self._chain(table, selectors)
+                label = "→".join(s.name for s in selection.selectors)
+                fronts = selectors[0].frontiers(table) if hasattr(selectors[0], "frontiers") else None
+                plot_selection(folder / PAIRS_PLOT, table, chosen, selection.plot_x, selection.plot_y,
+                               f"round {round_index}", fronts)
+                write_pairs(folder / PAIRS_FILE, unite([(table, chosen, label)]))
+        pairs = read_pairs_table(folder / PAIRS_FILE)
+        if not pairs:
+            raise PrefoptError(f"round {round_index} selected no pairs from {len(items)} scored samples; loosen the "
+                               f"options under `selection.selectors` (see {folder / PAIRS_PLOT}).")
+        return pairs
+
+    def _chain(self, table, selectors) -> PairIndices:
+        """The selector chain on the whole table, or on each prompt's rows apart (indices back in the table's)."""
+        if not self.config.selection.per_prompt:
+            return run_chain(table, selectors)
+        parts = []
+        for prompt in dict.fromkeys(table.prompts):
+            rows = np.flatnonzero(table.prompts == prompt)
+            chosen = run_chain(table.subset(table.prompts == prompt), selectors)
+            parts.append((rows[chosen.winners], rows[chosen.losers], chosen.weights))
+        if not parts:
+            return PairIndices.empty()
+        winners, losers, weights = (np.concatenate(column) for column in zip(*parts))
+        return PairIndices(winners=winners, losers=losers, weights=weights)
+
+    def _train(self, round_index: int, pairs) -> None:
+        folder = self.stage_dir(f"round{round_index}")
+        backbone = self._backbone()
+        sampling = self.sampling(backbone)
+        init = str(self.lora(round_index - 1).parent) if round_index > 0 else None
+        config = dataclasses.replace(self.config.trainer, num_frames=sampling.num_frames, height=sampling.height,
+                                     width=sampling.width, init_adapter=init)
+        DiffusionDPOTrainer(backbone, config, folder).train(examples_from_pairs(self.repository(), pairs))
+        verify_safetensors(self.lora(round_index), f"the LoRA of round {round_index}")
+
+    def _backbone(self):
+        spec = self.config.backbone
+        return get_registry().create("backbones", spec.name, spec.options)
+
+    def reward_means(self, items) -> dict[str, float]:
+        table = self.scored(items)
+        return {name: float(np.mean(values)) for name, values in table.scores.items()}
+
+    def _means_text(self, items) -> str:
+        return ", ".join(f"{name} {value:.2f}" for name, value in self.reward_means(items).items())
+
+    def summary(self) -> list[dict]:
+        """Mean of every reward over each stage's samples: round 0 samples the base model, round r the model
+        after r rounds, `final` the last one."""
+        repo, rows = self.repository(), []
+        for name in [f"round{r}" for r in range(self.config.rounds)] + ["final"]:
+            items = [r for r in repo.items([name]) if r.stage == self.digests[name]]
+            if items:
+                rows.append({"stage": name, "samples": len(items), **self.reward_means(items)})
+        path = self.run_dir / SUMMARY_FILE
+        path.write_text(json.dumps(rows, indent=2))
+        return rows

@@ -1,0 +1,72 @@
+"""The reward-DPO loop's report: every reward round by round, the pairs each round chose, training, samples."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+
+from prefopt.config import to_dict
+from prefopt.media import read_media
+from prefopt.report import plot_training, pyplot, thumbnail
+from prefopt_recipes.reward_dpo.recipe import PAIRS_PLOT
+
+SAMPLES_SHOWN = 4
+
+
+def plot_rewards_by_stage(path: Path, rows: list[dict], rewards: list[str]) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
+    stages = [r["stage"] for r in rows]
+    for index, name in enumerate(rewards):
+        ax.plot(stages, [r[name] for r in rows], marker="o", color=f"C{index}", label=name)
+    ax.set_ylabel("mean reward (1–10)")
+    ax.set_title("rewards of each stage's samples (round 0 = base model)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(recipe, timings: dict[str, float]) -> Path:
+    out = recipe.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rewards = list(recipe.config.rewards)
+    rows = recipe.summary()
+    plot_rewards_by_stage(out / "rewards.png", rows, rewards)
+    rounds = {f"round {r}": recipe.stage_dir(f"round{r}") for r in range(recipe.config.rounds)}
+    plot_training(out / "training.png", rounds)
+    pair_plots = []
+    for r in range(recipe.config.rounds):
+        shutil.copyfile(recipe.stage_dir(f"round{r}") / PAIRS_PLOT, out / f"round{r}_pairs.png")
+        pair_plots.append(f"<h3>Round {r}</h3><img src='round{r}_pairs.png'>")
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["stage", "samples", *rewards])
+    body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r[c], float) else f"<td>{r[c]}</td>"
+                                    for c in ["stage", "samples", *rewards]) + "</tr>" for r in rows)
+    banner = ("<p style='background:#fff3cd;padding:8px'>Tiny randomly initialised models: the samples are noise; "
+              "this run shows the mechanics, not results.</p>" if recipe.config.run.build_tiny_models else "")
+    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
+    page = (f"<!doctype html><meta charset='utf-8'><title>prefopt reward-DPO report</title><style>body{{font-family:"
+            f"sans-serif;max-width:1100px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px}}table{{"
+            f"border-collapse:collapse}}img{{max-width:100%}}</style><h1>Reward-DPO run "
+            f"<code>{html.escape(recipe.config.run.name)}</code></h1>{banner}<p>Backbone <code>"
+            f"{html.escape(recipe.config.backbone.name)}</code>; {recipe.config.rounds} round(s); "
+            f"{sum(timings.values()):.0f} s in all. Every stage samples the same prompts with the same seeds, so "
+            f"its rewards compare with the others' pairwise.</p><h2>Rewards by stage</h2><img src='rewards.png'>"
+            f"<table><tr>{head}</tr>{body}</table><h2>Samples (first prompt)</h2>{_samples(out, recipe)}"
+            f"<h2>Pairs</h2>{''.join(pair_plots)}<h2>Training</h2><img src='training.png'>"
+            f"<h2>Config</h2><pre>{config}</pre>")
+    (out / "index.html").write_text(page)
+    return out / "index.html"
+
+
+def _samples(out: Path, recipe) -> str:
+    repo = recipe.repository()
+    cells = []
+    for stage in [f"round{r}" for r in range(recipe.config.rounds)] + ["final"]:
+        items = sorted((r for r in repo.items([stage]) if r.stage == recipe.digests[stage]), key=lambda r: r.id)
+        thumbs = "".join(f"<img src='{thumbnail(out, f'{stage}-{i}', read_media(repo.path(item.media_path)), 3)}'> "
+                         for i, item in enumerate(items[:SAMPLES_SHOWN]))
+        cells.append(f"<tr><td>{stage}</td><td>{thumbs}</td></tr>")
+    return "<table>" + "".join(cells) + "</table>"
