@@ -1,4 +1,4 @@
-"""The ``prefopt`` command line: run, validate, plugins, select.
+"""The ``prefopt`` command line: run, validate, select, clean, plugins, options.
 
 A user error (:class:`PrefoptError`, or the disk refusing a write: full, read-only, no permission) prints
 one message and exits 2; ``--debug`` (before or after the command) shows the traceback.
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="List every registered component and its package.", parents=[debug])
     plugins.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    options = sub.add_parser("options", help="Show a component's (or the trainer's) options with their help.",
+                             parents=[debug])
+    options.add_argument("name", nargs="?", help="A component name (see `prefopt plugins`), or `trainer`.")
+    options.add_argument("--kind", help="reward, pair selector, backbone or recipe, when several share the name.")
+    options.add_argument("--markdown", action="store_true",
+                         help="Markdown; without a name, the whole reference (docs/options.md).")
     return parser
 
 
@@ -83,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "plugins":
         return _plugins(as_json=args.json)
+    if args.command == "options":
+        return _options(args.name, args.kind, args.markdown)
     from prefopt.runner import check_requirements, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
@@ -113,6 +121,37 @@ def _clean(recipe, dry_run: bool) -> int:
     for folder in removed:
         print(f"{verb} {folder}")
     print(f"prefopt: {verb} {len(removed)} superseded stage folder(s).")
+    return 0
+
+
+def _options(name: str | None, kind: str | None, markdown: bool) -> int:
+    from prefopt.options import markdown_table, option_sources, reference_markdown
+
+    if name is None:
+        if not markdown:
+            raise PrefoptError("name a component (`prefopt options sdxl`, `prefopt options trainer`), or pass "
+                               "--markdown for the whole reference.")
+        print(reference_markdown(), end="")
+        return 0
+    sources = option_sources(name, kind)
+    if len(sources) > 1:
+        labels = ", ".join(label for label, _, _ in sources)
+        raise PrefoptError(f"`{name}` names several components ({labels}); add --kind.")
+    label, _, config_class = sources[0]
+    if markdown:
+        print(markdown_table(config_class))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    from prefopt.config import help_text
+
+    table = Table(title=f"options of {label} `{name}`", show_lines=False)
+    for column in ("option", "type", "default", "help"):
+        table.add_column(column, overflow="fold")
+    for row in help_text(config_class):
+        table.add_row(*row)
+    Console().print(table)
     return 0
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import types
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,29 @@ def test_run_help_example_is_a_valid_key(capsys):
     section, key = example.split(".")
     assert section in {f.name for f in dataclasses.fields(MagicIDConfig)}
     assert key in {f.name for f in dataclasses.fields(TrainerConfig)}
+
+
+def test_every_option_of_every_built_in_component_and_the_trainer_has_help():
+    from prefopt.config import help_text
+    from prefopt.registry import KINDS, get_registry
+    from prefopt.trainer import TrainerConfig
+
+    classes = [TrainerConfig] + [e.config_class for kind in KINDS for e in get_registry().all(kind)]
+    missing = [f"{cls.__name__}.{key}" for cls in classes for key, _, _, text in help_text(cls) if not text.strip()]
+    assert not missing, missing
+
+
+def test_the_options_reference_in_docs_is_the_generated_one():
+    from prefopt.options import reference_markdown
+
+    assert (Path(__file__).resolve().parents[1] / "docs" / "options.md").read_text() == reference_markdown(), (
+        "docs/options.md is stale: regenerate it with `PREFOPT_LOAD_PLUGINS= prefopt options --markdown > docs/options.md`")
+
+
+def test_prefopt_options_shows_a_components_options_and_names_the_choices(capsys):
+    assert main(["options", "sdxl", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| `pretrained` | a string | `\"stabilityai/stable-diffusion-xl-base-1.0\"` |" in out
+    assert main(["options", "trainer"]) == 0 and "beta" in capsys.readouterr().out
+    assert main(["options", "sdxxl"]) == 2
+    assert "nothing named `sdxxl` has options; choose one of:" in capsys.readouterr().err
