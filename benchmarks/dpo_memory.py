@@ -23,7 +23,7 @@ import argparse
 import torch
 from dpo_flops import SIZES, TEXT_TOKENS, prepare
 
-from prefopt.memory import forward_state
+from prefopt.speed_levers import forward_state
 from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
 GIB = 2**30
@@ -88,7 +88,7 @@ KEPT_ATTENTION_PER_TOKEN = 3072 * 2 + 24 * 4
 def kept_attention_per_token(model, size: tuple[int, int, int]) -> float | None:
     """Bytes per block and token that keeping the attention outputs adds, measured: saved bytes with every
     block checkpointed, with and without it. None where this torch cannot show them to the hooks."""
-    from prefopt.memory import _HOOKS_OPTION, enable_block_checkpointing, transformer_blocks
+    from prefopt.speed_levers import _HOOKS_OPTION, enable_block_checkpointing, transformer_blocks
 
     if not _HOOKS_OPTION:
         return None

@@ -3,9 +3,9 @@
 The straightforward step is written here independently of prefopt: diffusers' transformer called as is
 (padded text with its attention mask, diffusers' own gradient checkpointing of every block), policy
 forward on [winner, loser] with grad, reference = adapters disabled under no_grad, one backward, AdamW.
-prefopt's steps are its DPO schedules (``prefopt.schedules``: ``joint`` and the memory-saving ``split``)
+prefopt's steps are its DPO schedules (``prefopt.dpo_steps``: ``joint`` and the memory-saving ``split``)
 through its HunyuanVideo backbone (trimmed text stream), with the trainer's speed levers applied by the
-trainer's own function (``prefopt.memory.apply_speed_levers``) after the straightforward step is measured.
+trainer's own function (``prefopt.speed_levers.apply_speed_levers``) after the straightforward step is measured.
 All start from the same LoRA and inputs; exact variants must produce the same loss sequence, and the table
 reports each variant's largest loss difference from the straightforward step (FP8's tolerance figure).
 
@@ -118,10 +118,10 @@ OPTIONS = {"offload_activations": False}  # set from the command line in main()
 
 
 def prefopt_step(schedule: str):
-    """prefopt's step with one of its DPO schedules (prefopt.schedules), as the trainer runs it."""
+    """prefopt's step with one of its DPO schedules (prefopt.dpo_steps), as the trainer runs it."""
 
     def step(backbone, latents, conditioning, noise, timesteps, beta):
-        from prefopt.schedules import SCHEDULES
+        from prefopt.dpo_steps import SCHEDULES
         from prefopt.trainer import Batch, TrainerConfig
 
         weights = torch.ones(noise.shape[0], device=noise.device)
@@ -219,7 +219,7 @@ def parse_args():
 
 
 def run_variants(args, backbone, inputs) -> list[dict]:
-    from prefopt.memory import apply_speed_levers
+    from prefopt.speed_levers import apply_speed_levers
 
     results, levers_applied = [], False
     for name in args.variant_list:

@@ -7,7 +7,7 @@ recomputes the scores (2.5×); the `split` schedule adds a policy forward; check
 keeping the attention outputs of checkpointed blocks, recomputes less; trimmed text has fewer tokens.
 This script counts each variant's step on the real 12.8B transformer on the meta device (shapes only:
 seconds on a CPU), with the step's structure from
-``prefopt.schedules`` and prefopt's own LoRA, checkpointing and mask-free attention. Dividing by the floor
+``prefopt.dpo_steps`` and prefopt's own LoRA, checkpointing and mask-free attention. Dividing by the floor
 gives the variant's best possible time ÷ floor if every FLOP ran at 790 TFLOP/s, and the throughput the
 step must sustain to meet the goal. Matmuls and attention are counted; elementwise work (norms, RoPE,
 activations, the optimizer) is not.
@@ -27,7 +27,7 @@ from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, SIZES, TEXT_TOKENS, build, 
 from torch.utils.flop_counter import FlopCounterMode
 
 from prefopt.lora import reference_mode
-from prefopt.memory import enable_block_checkpointing, forward_state
+from prefopt.speed_levers import enable_block_checkpointing, forward_state
 from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
 GOALS = {(33, 320, 512): 1.5, (61, 480, 848): 1.5, (61, 720, 1280): 1.6}
@@ -76,7 +76,7 @@ def model_inputs(model, size: tuple[int, int, int], text: str, batch: int, valid
 
 def count_step(model, size, schedule: str, text: str, every: int, valid_tokens: int, save_attention: bool = False
                ) -> float:
-    """FLOPs of one step on one pair, structured as prefopt.schedules' ``joint_step`` / ``split_step``."""
+    """FLOPs of one step on one pair, structured as prefopt.dpo_steps' ``joint_step`` / ``split_step``."""
     if every:
         enable_block_checkpointing(model, every, save_attention)
     else:

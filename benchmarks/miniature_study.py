@@ -46,8 +46,10 @@ def run_recipe(out: Path, identity: int, seed: int, rewards: str | None) -> dict
                             env={**os.environ}, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"run {name} ({rewards or 'all rewards'}) failed:\n{result.stderr[-3000:]}")
+    from prefopt_recipes.magicid.evaluation import TABLE_FILE
+
     state = json.loads((out / name / "stages.json").read_text())
-    table = json.loads((out / name / f"evaluation-{state['evaluation']['hash']}" / "table.json").read_text())
+    table = json.loads((out / name / f"evaluation-{state['evaluation']['hash']}" / TABLE_FILE).read_text())
     seconds = time.monotonic() - started
     print(f"{name} ({rewards or 'all rewards'}): {seconds:.0f} s", flush=True)
     return {row["model"]: {**row, **independent_metrics(Path(row["folder"]), photos), "run_seconds": seconds}

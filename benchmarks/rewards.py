@@ -19,8 +19,8 @@ import skimage.data
 from prefopt.config import parse
 from prefopt.media import resize_frames
 from prefopt.registry import get_registry
+from prefopt.tiny_models import save_tiny_clip
 from prefopt_plugins.rewards.common import ReferencePhoto
-from prefopt_plugins.tiny import save_tiny_clip
 
 
 def reward(name, **options):

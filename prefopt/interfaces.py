@@ -119,9 +119,25 @@ class GeneratedMedia:
 # ----------------------------------------------------------------------------------------------------
 
 
+# What a reward can be asked for besides its score, declared in its optional ``measures`` class attribute.
+# Evaluation computes a metric with whichever reward declares it, first-party or not:
+#: ``embed_largest_face(image)``, ``similarity(embeddings, reference)``, ``reference_embedding(photos)`` (Face Sim).
+FACE_EMBEDDING = "face_embedding"
+#: scores whose metadata has VBench's ``per_pair_top5`` flow magnitudes and ``vbench_dynamic`` (Dynamic Degree).
+OPTICAL_FLOW = "optical_flow"
+#: ``image_features(frames)`` (unit-norm CLIP), ``config.frames``, and a raw score that is CLIP-T (CLIP metrics).
+CLIP_FEATURES = "clip_features"
+
+
+def measures(reward: Any, capability: str) -> bool:
+    """Whether ``reward`` declares ``capability`` (one of the constants above) in its ``measures``."""
+    return capability in getattr(reward, "measures", ())
+
+
 @runtime_checkable
 class Reward(Protocol):
-    """Scores a batch of videos. ``raw_range`` is the declared range of the raw score."""
+    """Scores a batch of videos. ``raw_range`` is the declared range of the raw score. A reward may also declare
+    ``measures`` (a frozenset of ``FACE_EMBEDDING``, ``OPTICAL_FLOW``, ``CLIP_FEATURES``) for evaluation metrics."""
 
     name: ClassVar[str]
     raw_range: tuple[float, float]

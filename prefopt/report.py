@@ -19,7 +19,9 @@ def pyplot():
 
 
 def read_metrics(folder: Path) -> list[dict]:
-    path = folder / "metrics.jsonl"
+    from prefopt.trainer import METRICS_FILE
+
+    path = folder / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 

@@ -16,6 +16,8 @@ import numpy as np
 from prefopt.errors import PrefoptError
 from prefopt.interfaces import Pair, PairIndices, ScoredItems
 
+PAIRS_FILE = "pairs.parquet"  # a selection stage's pairs (write_pairs), in its folder
+PAIRS_PLOT = "pairs.png"  # and their picture (plot_selection)
 STRICT_BLOCK = 512  # rows of the strict-dominance matrix built at once (bounds the N×M temporary)
 
 

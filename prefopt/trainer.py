@@ -27,6 +27,7 @@ from prefopt.checkpoint import (
     save_checkpoint,
 )
 from prefopt.data import EncodedCache, PreferenceExample, SFTExample, load_tensors, save_tensors
+from prefopt.dpo_steps import SCHEDULES
 from prefopt.errors import PrefoptError
 from prefopt.lora import (
     LORA_WEIGHTS_NAME,
@@ -39,12 +40,12 @@ from prefopt.lora import (
     lora_state_dict,
 )
 from prefopt.losses import denoising_loss
-from prefopt.memory import FP8Recipe, apply_speed_levers
 from prefopt.progress import progress_bar
-from prefopt.schedules import SCHEDULES
+from prefopt.speed_levers import FP8Recipe, apply_speed_levers
 
 ADAPTER_FILE = "adapter.safetensors"
 # accelerate's trackers (accelerate.utils.LoggerType, less "all": a run names the one it installed).
+METRICS_FILE = "metrics.jsonl"  # one JSON line per logged step, in the trainer's output directory
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
@@ -451,12 +452,12 @@ class DiffusionDPOTrainer:
             self.accelerator.log(metrics, step=self.step)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / "metrics.jsonl", "a") as f:
+            with open(self.output_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         """After a crash, drop metrics logged past the checkpoint we resume from."""
-        path = self.output_dir / "metrics.jsonl"
+        path = self.output_dir / METRICS_FILE
         if self.is_main and path.is_file():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))

@@ -34,7 +34,7 @@ def plugin(request):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(kind)``: a tiny random pipeline saved with save_pretrained (built once per session)."""
-    from prefopt_plugins.tiny import save_tiny_pipeline
+    from prefopt.tiny_models import save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny-models")
 
@@ -52,7 +52,7 @@ def make_backbone(tiny_model_dir):
 
     def _make(kind: str, **options):
         entry = get_registry().get("backbones", kind)
-        from prefopt_plugins.tiny import TINY_OPTIONS
+        from prefopt.tiny_models import TINY_OPTIONS
 
         defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu", **TINY_OPTIONS.get(kind, {})}
         return entry.cls(parse(entry.config_class, {**defaults, **options}))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from prefopt.dpo_steps import SCHEDULES
 from prefopt.errors import PrefoptError
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
-from prefopt.memory import enable_block_checkpointing, set_attention_backend
-from prefopt.schedules import SCHEDULES
+from prefopt.speed_levers import enable_block_checkpointing, set_attention_backend
 from prefopt.trainer import Batch, TrainerConfig
 
 # Different token counts, so trimming groups the batch by prompt length and must restore its order.
@@ -49,7 +49,7 @@ def test_trimmed_text_lets_mask_free_attention_kernels_run(make_backbone):
 @pytest.mark.parametrize("schedule", ["joint", "split"])
 def test_trimmed_text_gives_the_same_gradients_under_checkpointing(make_backbone, with_lora, schedule):
     """Checkpointed blocks are recomputed in backward, outside the forward's mask-free setting: the
-    recomputation must replay it (prefopt.memory) to reproduce the forward exactly. In float64: the two
+    recomputation must replay it (prefopt.speed_levers) to reproduce the forward exactly. In float64: the two
     paths sum in different orders, and β/2 = 100 scales float32's rounding (1e-7) past any tight bound."""
     grads = {}
     for padding in ("keep", "trim"):

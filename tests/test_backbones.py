@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from prefopt.tiny_models import TINY_MEDIA_SIZES
 from prefopt.trainer import TrainerConfig, media_size
-from prefopt_plugins.tiny import TINY_MEDIA_SIZES
 
 IMAGE_KINDS = ["stable-diffusion", "sdxl", "sd3", "flux"]
 

@@ -90,7 +90,7 @@ def test_step_flop_count_follows_the_schedules(monkeypatch):
     from dpo_step_flops import count_step, fused_attention_on_meta, model_inputs
     from torch.utils.flop_counter import FlopCounterMode
 
-    from prefopt.memory import forward_state
+    from prefopt.speed_levers import forward_state
     from prefopt_plugins.backbones.hunyuan_video import FULL_TEXT_MASK
 
     model = prepare(build(num_layers=2, num_single_layers=2), lora_rank=8)

@@ -8,15 +8,15 @@ import skimage.data
 
 from prefopt.config import parse
 from prefopt.registry import get_registry
-from prefopt_plugins.evaluation import (
+from prefopt.tiny_models import save_tiny_clip
+from prefopt_plugins.rewards.common import ReferencePhoto
+from prefopt_recipes.common.metrics import (
     UNAVAILABLE,
     evaluate_videos,
     face_similarity_all_frames,
     face_similarity_consisid,
     temporal_consistency,
 )
-from prefopt_plugins.rewards.common import ReferencePhoto
-from prefopt_plugins.tiny import save_tiny_clip
 
 
 def _reward(name, **options):
@@ -102,3 +102,26 @@ def test_the_reports_no_face_note_reads_counts_and_ignores_other_protocols():
     note = _no_face_note(rows)
     assert "base" in note and "final" not in note and "identity" not in note
     assert _no_face_note(rows[1:]) == ""
+
+
+def test_a_third_party_reward_that_declares_face_embeddings_gets_face_sim():
+    """Evaluation asks rewards what they measure instead of checking for first-party classes."""
+    from prefopt.interfaces import FACE_EMBEDDING
+    from prefopt_recipes.magicid.evaluation import _score
+
+    class ThirdPartyFaces(_CodedFaces):
+        measures = frozenset({FACE_EMBEDDING})
+
+        def score(self, videos, prompts, references):
+            from prefopt.interfaces import RewardScore
+
+            return [RewardScore(value=5.0, raw=0.5) for _ in videos]
+
+    class Undeclared(ThirdPartyFaces):
+        measures = frozenset()
+
+    videos = [("a person", _coded_video([1] * 16))]
+    references = [ReferencePhoto(_coded_video([1])[0], "me.png")]
+    for reward, expected in ((ThirdPartyFaces(), 1.0), (Undeclared(), "unavailable")):
+        row = _score({"identity": reward, "dynamic": reward}, None, videos, references, reward, "consisid")
+        assert row["face_sim"] == expected and row["identity"] == 5.0

@@ -114,7 +114,7 @@ def test_the_recipe_reads_every_action_prompt_whole():
     """The miniature recipe's token budget covers the world's longest prompt (the tokenizer spells)."""
     import yaml
 
-    from prefopt_plugins.tiny import llama_tokenizer
+    from prefopt.tiny_models import llama_tokenizer
 
     recipe = yaml.safe_load((ROOT / "recipes" / "miniature.yaml").read_text())
     longest = max(len(llama_tokenizer()(prompt).input_ids) for prompt in ACTIONS.values())

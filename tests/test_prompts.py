@@ -24,7 +24,7 @@ def tiny_writer(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from prefopt_plugins.tiny import llama_tokenizer
+    from prefopt.tiny_models import llama_tokenizer
 
     torch.manual_seed(0)
     tokenizer = llama_tokenizer()

@@ -47,7 +47,7 @@ def _overrides(tmp_path, kind: str, size: tuple[int, int, int]) -> list[str]:
 
 
 def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(tmp_path):
-    from prefopt_plugins.tiny import save_tiny_clip
+    from prefopt.tiny_models import save_tiny_clip
 
     data = _pick_a_pic(tmp_path / "pairs.parquet")
     clip = save_tiny_clip(tmp_path / "clip")

@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from prefopt.cli import main
+from prefopt.tiny_models import save_tiny_clip
 from prefopt_plugins.rewards.preference import aesthetic_head
-from prefopt_plugins.tiny import save_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

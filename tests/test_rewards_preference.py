@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from prefopt.errors import MissingWeightsError, PrefoptError
+from prefopt.tiny_models import save_tiny_clip
 from prefopt_plugins.rewards.preference import (
     AestheticConfig,
     AestheticReward,
@@ -12,7 +13,6 @@ from prefopt_plugins.rewards.preference import (
     PickScoreReward,
     aesthetic_head,
 )
-from prefopt_plugins.tiny import save_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 from prefopt.config import parse
 from prefopt.errors import MissingWeightsError
 from prefopt.registry import get_registry
-from prefopt_plugins.tiny import save_tiny_clip
+from prefopt.tiny_models import save_tiny_clip
 
 
 def _reward(name, **options):
@@ -47,7 +47,7 @@ def test_clip_missing_weights_is_one_clear_sentence(tmp_path):
 
 @pytest.fixture(scope="module")
 def vlm_dir(tmp_path_factory):
-    from prefopt_plugins.tiny import save_tiny_vlm
+    from prefopt.tiny_models import save_tiny_vlm
 
     return str(save_tiny_vlm(tmp_path_factory.mktemp("vlm") / "tiny-qwen2-vl"))
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from prefopt.data import PreferenceExample, SFTExample, read_pairs, save_tensors
 from prefopt.media import write_media
+from prefopt.tiny_models import TINY_MEDIA_SIZES
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig, TrainingDivergedError
-from prefopt_plugins.tiny import TINY_MEDIA_SIZES
 
 SIZE = {"num_frames": 5, "height": 32, "width": 32}
 
@@ -204,7 +204,7 @@ def test_memory_options_give_the_same_training(tmp_path, make_backbone, variant)
 def _assert_same_training(lora_a, lora_b):
     """The same losses step by step, and the same LoRA to a tenth of one Adam step. Adam moves every element
     by about lr per step whatever its gradient's size, so float rounding on a near-zero gradient element
-    shows up at the scale of lr (1e-3); gradients themselves are compared tightly in test_schedules.py."""
+    shows up at the scale of lr (1e-3); gradients themselves are compared tightly in test_dpo_steps.py."""
     losses = [[json.loads(line)["loss"] for line in (f.parents[1] / "metrics.jsonl").read_text().splitlines()]
               for f in (lora_a, lora_b)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
@@ -243,7 +243,7 @@ def test_fp8_emulated_trains_and_saves_a_plain_lora(tmp_path, make_backbone):
 
 
 def test_block_checkpointing_selects_every_nth_block(make_backbone):
-    from prefopt.memory import enable_block_checkpointing, transformer_blocks
+    from prefopt.speed_levers import enable_block_checkpointing, transformer_blocks
 
     backbone = make_backbone("hunyuan-video")
     blocks = transformer_blocks(backbone.denoiser)

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from prefopt.errors import PrefoptError
-from prefopt.memory import forward_setting, forward_state
+from prefopt.speed_levers import forward_setting, forward_state
 from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
 
 FULL_TEXT_MASK = "hunyuan_video.full_text_mask"  # forward setting: every text token of the batch is valid

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from prefopt.errors import ConfigError, MissingWeightsError
-from prefopt.interfaces import RewardScore
+from prefopt.interfaces import OPTICAL_FLOW, RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.common import fps_indices
 
@@ -55,6 +55,7 @@ class DynamicsReward(abc.ABC):
     """Shared scoring over per-pair flow magnitudes; backends compute the flow."""
 
     name: str
+    measures = frozenset({OPTICAL_FLOW})
 
     def __init__(self, config: DynamicsConfig):
         self.config = config

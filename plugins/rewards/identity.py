@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
-from prefopt.interfaces import RewardScore
+from prefopt.interfaces import FACE_EMBEDDING, RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.common import describe, linspace_indices
 
@@ -46,6 +46,7 @@ class IdentityReward(abc.ABC):
     """Shared scoring: largest face per frame, similarity to the mean reference embedding."""
 
     name: str
+    measures = frozenset({FACE_EMBEDDING})
 
     def __init__(self, config: IdentityConfig):
         self.config = config

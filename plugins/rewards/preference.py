@@ -50,6 +50,7 @@ class PickScoreReward(ClipSemanticReward):
 
     name = "pickscore"
     Config = PickScoreConfig
+    measures = frozenset()  # CLIP features, but its raw score is not CLIP-T: no CLIP metrics from it
 
     @classmethod
     def missing_weights(cls, config: PickScoreConfig) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
-from prefopt.interfaces import RewardScore
+from prefopt.interfaces import CLIP_FEATURES, RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.common import linspace_indices
 
@@ -46,6 +46,7 @@ class ClipSemanticReward:
 
     name = "clip-semantic"
     Config = ClipSemanticConfig
+    measures = frozenset({CLIP_FEATURES})
 
     @classmethod
     def missing_weights(cls, config: ClipSemanticConfig) -> str | None:

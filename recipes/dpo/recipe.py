@@ -52,7 +52,7 @@ class DPORecipe:
     def missing_requirements(self) -> list[str]:
         c = self.config
         if c.run.build_tiny_models:
-            from prefopt_plugins.tiny import save_tiny_pipeline
+            from prefopt.tiny_models import save_tiny_pipeline
 
             save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
         registry = get_registry()
@@ -88,7 +88,7 @@ class DPORecipe:
         backbone = self._backbone()
         lora = DiffusionDPOTrainer(backbone, self.config.trainer, self.train_dir).train(examples)
         del backbone  # its encoders are unloaded; evaluation samples with a freshly loaded pipeline
-        table = self.evaluate(lora) if self._evaluation_prompts() else []
+        table = self.evaluate(lora) if self.evaluation_prompts() else []
         from prefopt_recipes.dpo.report import write_report
 
         write_report(self, table, seconds=time.monotonic() - started)
@@ -108,7 +108,7 @@ class DPORecipe:
 
     # --- evaluation -----------------------------------------------------------------------------------
 
-    def _evaluation_prompts(self) -> list[str]:
+    def evaluation_prompts(self) -> list[str]:
         e = self.config.evaluation
         prompts = list(e.prompts)
         if e.prompts_file:
@@ -143,7 +143,7 @@ class DPORecipe:
         e, backbone = self.config.evaluation, self._backbone()
         frames, height, width = media_size(backbone, self.config.trainer)
         size = {"num_frames": e.num_frames or frames, "height": e.height or height, "width": e.width or width}
-        jobs = [(p, s) for p in self._evaluation_prompts() for s in range(e.seeds_per_prompt)]
+        jobs = [(p, s) for p in self.evaluation_prompts() for s in range(e.seeds_per_prompt)]
         suffix = ".png" if size["num_frames"] == 1 else ".mp4"
         samples: dict[str, list[tuple[str, np.ndarray]]] = {}
         for model, loras in (("base", []), ("trained", [lora])):

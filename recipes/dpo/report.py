@@ -58,7 +58,7 @@ def _evaluation(out: Path, recipe, table: list[dict]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float)
                                     else f"<td>{html.escape(str(r.get(c, '')))}</td>"
                                     for c in ["model", "samples", *rewards]) + "</tr>" for r in table)
-    prompts = recipe._evaluation_prompts()
+    prompts = recipe.evaluation_prompts()
     seeds = recipe.config.evaluation.seeds_per_prompt
     strips = []
     for index, prompt in enumerate(prompts):

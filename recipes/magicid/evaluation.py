@@ -1,7 +1,7 @@
 """Evaluation on held-out prompts: every model the run trained (base, identity LoRA, stage 1, final), side by side.
 
 Each model generates the same prompts with the same seeds; the videos are scored with the recipe's three
-rewards (mean 1–10 values and raw values) and the paper's metrics (``prefopt_plugins.evaluation``: Face
+rewards (mean 1–10 values and raw values) and the paper's metrics (``prefopt_recipes.common.metrics``: Face
 Sim, Dynamic Degree, temporal consistency, CLIP-T, CLIP-I; FVD is reported as unavailable).
 """
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prefopt.interfaces import CLIP_FEATURES, FACE_EMBEDDING, OPTICAL_FLOW, measures
 from prefopt.media import read_media, write_media
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
@@ -23,10 +24,18 @@ MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),
           ("stage 1 (ID pairs)", "stage1", (True, False)), ("MagicID (final)", "magicid", (True, True))]
 
 
+TABLE_FILE, TABLE_MARKDOWN = "table.json", "table.md"  # the evaluation stage's results, in its folder
+
+
+def video_name(index: int) -> str:
+    """The file of a model's index-th evaluation video (prompt-major, then seed), in its folder."""
+    return f"{index:03d}.mp4"
+
+
 def _models(recipe) -> list[tuple[str, str, list[Path]]]:
-    identity = recipe._lora("identity_lora")
-    loras = {"base": [], "identity": [identity], "stage1": [identity, recipe._lora("stage1")],
-             "magicid": [identity, recipe._lora("stage2")]}
+    identity = recipe.lora("identity_lora")
+    loras = {"base": [], "identity": [identity], "stage1": [identity, recipe.lora("stage1")],
+             "magicid": [identity, recipe.lora("stage2")]}
     return [(label, slug, loras[slug]) for label, slug, _ in MODELS]
 
 
@@ -39,7 +48,7 @@ def _generate(recipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[s
     videos = []
     with progress_bar(f"evaluating: generating for {folder.name}", len(jobs)) as bar:
         for index, (prompt, seed) in enumerate(jobs):
-            path = folder / f"{index:03d}.mp4"
+            path = folder / video_name(index)
             if not path.is_file():
                 made = backbone.generate([prompt], [seed], num_frames=c.video.num_frames, height=c.video.height,
                                          width=c.video.width, num_inference_steps=c.video.num_inference_steps,
@@ -65,20 +74,21 @@ def _face_sim_model(recipe, identity):
 
 
 def _metrics_clip(recipe, rewards: dict):
-    """The CLIP model for the CLIP metrics: the semantic reward if it is CLIP, else `evaluation.clip_model`."""
+    """The CLIP model for the CLIP metrics: a reward that declares CLIP features (the semantic one first), else
+    `evaluation.clip_model`."""
     from prefopt_plugins.rewards.semantic import ClipSemanticConfig, ClipSemanticReward
 
-    if isinstance(rewards["semantic"], ClipSemanticReward):
-        return rewards["semantic"]
+    ordered = sorted(rewards.items(), key=lambda item: item[0] != "semantic")
+    for _, reward in ordered:
+        if measures(reward, CLIP_FEATURES):
+            return reward
     if recipe.config.evaluation.clip_model:
         return ClipSemanticReward(ClipSemanticConfig(model=recipe.config.evaluation.clip_model))
     return None
 
 
 def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -> dict[str, float]:
-    from prefopt_plugins.evaluation import evaluate_videos
-    from prefopt_plugins.rewards.dynamics import DynamicsReward
-    from prefopt_plugins.rewards.identity import IdentityReward
+    from prefopt_recipes.common.metrics import evaluate_videos
 
     clips, prompts = [v for _, v in videos], [p for p, _ in videos]
     row: dict[str, float] = {}
@@ -86,10 +96,12 @@ def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -
         scores = reward.score(clips, prompts, references)
         row[role] = float(np.mean([s.value for s in scores]))
         row[f"{role}_raw"] = float(np.mean([s.raw for s in scores]))
+    # Metrics come from whichever reward declares what they need, so a third-party identity or motion reward
+    # gets Face Sim or Dynamic Degree too; one that declares nothing leaves the metric "unavailable".
     dynamics = rewards["dynamic"]
     metrics = evaluate_videos(
-        clips, prompts, references, identity=face_model if isinstance(face_model, IdentityReward) else None,
-        dynamics=dynamics if isinstance(dynamics, DynamicsReward) else None, clip=clip, face_sim=face_sim)
+        clips, prompts, references, identity=face_model if measures(face_model, FACE_EMBEDDING) else None,
+        dynamics=dynamics if measures(dynamics, OPTICAL_FLOW) else None, clip=clip, face_sim=face_sim)
     return {**row, **metrics}
 
 
@@ -108,8 +120,8 @@ def evaluate_models(recipe, folder: Path) -> list[dict]:
         videos = _generate(recipe, backbone, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
                       **_score(rewards, clip, videos, references, face_model, recipe.config.evaluation.face_sim)})
-    write_json_atomically(folder / "table.json", table)
-    (folder / "table.md").write_text(ablation_table(table))
+    write_json_atomically(folder / TABLE_FILE, table)
+    (folder / TABLE_MARKDOWN).write_text(ablation_table(table))
     return table
 
 

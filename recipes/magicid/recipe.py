@@ -18,7 +18,15 @@ from prefopt.hub import set_allow_downloads
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos
-from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
+from prefopt.selection import (
+    PAIRS_FILE,
+    PAIRS_PLOT,
+    plot_selection,
+    read_pairs_table,
+    run_chain,
+    unite,
+    write_pairs,
+)
 from prefopt.trainer import DiffusionDPOTrainer
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
@@ -110,7 +118,7 @@ class MagicIDRecipe:
             check(references)
 
     def _build_tiny_models(self) -> None:
-        from prefopt_plugins.tiny import save_tiny_clip, save_tiny_pipeline
+        from prefopt.tiny_models import save_tiny_clip, save_tiny_pipeline
 
         self.console.print("[bold yellow]Quickstart: building tiny randomly initialised models. Their videos are "
                            "noise: this run shows the mechanics of every stage, not results.[/bold yellow]")
@@ -144,12 +152,13 @@ class MagicIDRecipe:
         """A stage's output folder, `<stage>-<config hash>` (the current hash unless one is given)."""
         return self.run_dir / f"{stage}-{digest or self.digests[stage]}"
 
-    def _lora(self, stage: str, digest: str | None = None) -> Path:
+    def lora(self, stage: str, digest: str | None = None) -> Path:
+        """The final LoRA file of a training stage (`identity_lora`, `stage1`, `stage2`)."""
         return self.stage_dir(stage, digest) / "lora" / LORA_WEIGHTS_NAME
 
     def _verify_lora(self, stage: str, digest: str) -> None:
         """A training stage is done only when its final LoRA reads back whole."""
-        verify_safetensors(self._lora(stage, digest), f"the final LoRA of stage `{stage}`")
+        verify_safetensors(self.lora(stage, digest), f"the final LoRA of stage `{stage}`")
 
     # --- the pipeline ------------------------------------------------------------------------------
 
@@ -234,7 +243,7 @@ class MagicIDRecipe:
         backbone.use_loras([])
         made_s = generate_into(repo, backbone, self._jobs(f"base-{digest}", c.repository.base_videos, 0),
                                source="base", description="generating V_s (base)", **common)
-        backbone.use_loras([self._lora("identity_lora")])
+        backbone.use_loras([self.lora("identity_lora")])
         made_t = generate_into(repo, backbone, self._jobs(f"lora-{digest}", c.repository.lora_videos, 100_000),
                                source="lora", description="generating V_t (identity LoRA)", **common)
         return (f"V_t {c.repository.lora_videos} videos, V_s {c.repository.base_videos} "
@@ -270,9 +279,9 @@ class MagicIDRecipe:
         fronts = selectors[0].frontiers(items) if hasattr(selectors[0], "frontiers") else None
         records = records + [p for p in (extra_pairs or []) if (p.winner_id, p.loser_id) not in
                              {(r.winner_id, r.loser_id) for r in records}]
-        plot_selection(folder / "pairs.png", items, pairs, selection.plot_x, selection.plot_y, stage, fronts,
+        plot_selection(folder / PAIRS_PLOT, items, pairs, selection.plot_x, selection.plot_y, stage, fronts,
                        pool=_pool_sources(selection), trained=len(records))
-        write_pairs(folder / "pairs.parquet", records)
+        write_pairs(folder / PAIRS_FILE, records)
         if not records:
             raise PrefoptError(f"{stage} selected no pairs from {len(items)} scored videos; loosen the selector "
                                f"options under `{stage}.selectors` (see {folder / 'pairs.png'}).")
@@ -286,18 +295,18 @@ class MagicIDRecipe:
         with main_first() as main:
             if main:
                 self._select(stage, digest, extra_pairs)
-        return read_pairs_table(self.stage_dir(stage, digest) / "pairs.parquet")
+        return read_pairs_table(self.stage_dir(stage, digest) / PAIRS_FILE)
 
     def _stage1(self, digest: str) -> str:
         pairs = self._selected("stage1", digest)
-        config = self._trainer_config(self.config.dpo_stage1, init_lora=str(self._lora("identity_lora")))
+        config = self._trainer_config(self.config.dpo_stage1, init_lora=str(self.lora("identity_lora")))
         DiffusionDPOTrainer(self.backbone(), config, self.stage_dir("stage1", digest)).train(self._examples(pairs))
         return f"{len(pairs)} identity-preferred pairs; DPO {config.max_steps} steps"
 
     def _regenerate(self, digest: str) -> str:
         c = self.config
         backbone = self.backbone()
-        backbone.use_loras([self._lora("identity_lora"), self._lora("stage1")])
+        backbone.use_loras([self.lora("identity_lora"), self.lora("stage1")])
         repo = self.repository()
         made = generate_into(repo, backbone, self._jobs(f"regen-{digest}", c.repository.regenerate_videos, 200_000),
                              source="lora", stage=f"regen-{digest}", video=c.video, fps=c.video.fps,
@@ -307,21 +316,21 @@ class MagicIDRecipe:
         return f"{c.repository.regenerate_videos} videos from the stage-1 model ({made} generated by this process), scored"
 
     def _stage2(self, digest: str) -> str:
-        stage1_pairs = read_pairs_table(self.stage_dir("stage1") / "pairs.parquet")
+        stage1_pairs = read_pairs_table(self.stage_dir("stage1") / PAIRS_FILE)
         pairs = self._selected("stage2", digest, extra_pairs=stage1_pairs)  # P = P_dy ∪ P_id
-        config = self._trainer_config(self.config.dpo_stage2, init_lora=str(self._lora("identity_lora")),
-                                      init_adapter=str(self._lora("stage1").parent))
+        config = self._trainer_config(self.config.dpo_stage2, init_lora=str(self.lora("identity_lora")),
+                                      init_adapter=str(self.lora("stage1").parent))
         DiffusionDPOTrainer(self.backbone(), config, self.stage_dir("stage2", digest)).train(self._examples(pairs))
         return f"{len(pairs) - len(stage1_pairs)} dynamic-preferred + {len(stage1_pairs)} identity pairs; DPO {config.max_steps} steps"
 
     def _evaluate(self, digest: str) -> str:
-        from prefopt_recipes.magicid.evaluation import evaluate_models
+        from prefopt_recipes.magicid.evaluation import TABLE_FILE, evaluate_models
 
         folder = self.stage_dir("evaluation", digest)
         with main_first() as main:
             if main:  # small: generated and scored once, on the main process
                 evaluate_models(self, folder)
-        table = json.loads((folder / "table.json").read_text())
+        table = json.loads((folder / TABLE_FILE).read_text())
         return "; ".join(f"{row['model']}: id {row['identity']:.2f} dyn {row['dynamic']:.2f}" for row in table)
 
     def clean(self, dry_run: bool = False) -> list[Path]:

@@ -12,6 +12,8 @@ from prefopt.config import to_dict
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.media import read_media
 from prefopt.report import frame_strip, plot_training, pyplot, thumbnail
+from prefopt.selection import PAIRS_FILE, PAIRS_PLOT
+from prefopt_recipes.magicid.evaluation import TABLE_FILE, TABLE_MARKDOWN, video_name
 
 
 def plot_timings(path: Path, timings: dict[str, float]) -> None:
@@ -62,7 +64,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
 
     repo = recipe.repository()
     items = repo.items_by_id()
-    pairs = read_pairs_table(recipe.stage_dir(stage) / "pairs.parquet")
+    pairs = read_pairs_table(recipe.stage_dir(stage) / PAIRS_FILE)
     rows = []
     for pair in pairs[:PAIRS_SHOWN]:
         cells = []
@@ -111,12 +113,12 @@ def write_report(recipe, timings: dict[str, float]) -> Path:
                                          "DPO stage 1": recipe.stage_dir("stage1"),
                                          "DPO stage 2": recipe.stage_dir("stage2")})
     for stage in ("stage1", "stage2"):
-        shutil.copy(recipe.stage_dir(stage) / "pairs.png", out / f"{stage}_pairs.png")
-    rows = json.loads((recipe.stage_dir("evaluation") / "table.json").read_text())
+        shutil.copy(recipe.stage_dir(stage) / PAIRS_PLOT, out / f"{stage}_pairs.png")
+    rows = json.loads((recipe.stage_dir("evaluation") / TABLE_FILE).read_text())
     strips = []
     for row in rows:
         name = f"strip_{Path(row['folder']).name}.png"
-        frame_strip(out / name, read_media(Path(row["folder"]) / "000.mp4"))
+        frame_strip(out / name, read_media(Path(row["folder"]) / video_name(0)))
         strips.append((row["model"], name))
     sections = {"references": _references(out, recipe), "links": _links(out, recipe, rows),
                 "pairs": {stage: _pairs_table(out, recipe, stage) for stage in ("stage1", "stage2")}}
@@ -150,7 +152,7 @@ def _html(recipe, rows, strips, timings, sections) -> str:
     prompts = recipe.prompts()
     prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["train"])
     eval_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["eval"])
-    ablation = (recipe.stage_dir("evaluation") / "table.md").read_text()
+    ablation = (recipe.stage_dir("evaluation") / TABLE_MARKDOWN).read_text()
     config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
     reward_names = ", ".join(f"<code>{html.escape(name)}</code>" for name in recipe.config.rewards)
     return f"""<!doctype html><html><head><meta charset=utf-8><title>prefopt · {html.escape(recipe.config.run.name)}</title>

@@ -54,7 +54,7 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
     )
     from transformers import LlamaConfig, LlamaModel
 
-    from prefopt_plugins.tiny import clip_text_model, clip_tokenizer, llama_tokenizer
+    from prefopt.tiny_models import clip_text_model, clip_tokenizer, llama_tokenizer
 
     torch.manual_seed(config.seed)
     tokenizer, tokenizer_2 = llama_tokenizer(), clip_tokenizer()

@@ -25,7 +25,15 @@ from prefopt.interfaces import PairIndices
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository
-from prefopt.selection import plot_selection, read_pairs_table, run_chain, unite, write_pairs
+from prefopt.selection import (
+    PAIRS_FILE,
+    PAIRS_PLOT,
+    plot_selection,
+    read_pairs_table,
+    run_chain,
+    unite,
+    write_pairs,
+)
 from prefopt.trainer import DiffusionDPOTrainer, media_size
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
@@ -34,7 +42,7 @@ from prefopt_recipes.common.scoring import reward_keys, score_items
 from prefopt_recipes.common.stages import StageRunner, file_digest, run_directory_lock, write_json_atomically
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
-PAIRS_FILE, PAIRS_PLOT, SUMMARY_FILE = "pairs.parquet", "pairs.png", "rewards.json"
+SUMMARY_FILE = "rewards.json"  # every reward's mean per stage, in the run folder
 
 
 class RewardDPORecipe:
@@ -55,7 +63,7 @@ class RewardDPORecipe:
     def missing_requirements(self) -> list[str]:
         c = self.config
         if c.run.build_tiny_models:
-            from prefopt_plugins.tiny import save_tiny_clip, save_tiny_pipeline
+            from prefopt.tiny_models import save_tiny_clip, save_tiny_pipeline
 
             save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
             for spec in c.rewards.values():

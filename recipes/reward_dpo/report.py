@@ -10,7 +10,7 @@ from pathlib import Path
 from prefopt.config import to_dict
 from prefopt.media import read_media
 from prefopt.report import plot_training, pyplot, thumbnail
-from prefopt_recipes.reward_dpo.recipe import PAIRS_PLOT
+from prefopt.selection import PAIRS_PLOT
 
 SAMPLES_SHOWN = 4
 

@@ -71,7 +71,7 @@ def tiny_auraflow_pipeline(seed: int = 0):
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, FlowMatchEulerDiscreteScheduler
     from transformers import T5Config, UMT5EncoderModel
 
-    from prefopt_plugins.tiny import image_vae, llama_tokenizer
+    from prefopt.tiny_models import image_vae, llama_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = llama_tokenizer()

@@ -5,8 +5,8 @@ import weakref
 import pytest
 import torch
 
+from prefopt.dpo_steps import SCHEDULES
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
-from prefopt.schedules import SCHEDULES
 from prefopt.trainer import Batch, TrainerConfig
 
 

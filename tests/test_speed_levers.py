@@ -1,4 +1,4 @@
-"""Speed and memory levers (prefopt.memory): each computes what the plain step computes."""
+"""Speed and memory levers (prefopt.speed_levers): each computes what the plain step computes."""
 
 from collections import Counter
 from typing import ClassVar
@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from prefopt.dpo_steps import SCHEDULES
 from prefopt.errors import PrefoptError
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
-from prefopt.memory import (
+from prefopt.speed_levers import (
     _FUSED_ATTENTION,
     convert_to_float8,
     enable_block_checkpointing,
@@ -17,7 +18,6 @@ from prefopt.memory import (
     forward_state,
     set_attention_backend,
 )
-from prefopt.schedules import SCHEDULES
 from prefopt.trainer import Batch, TrainerConfig
 
 
@@ -156,7 +156,7 @@ def _one_pair_joint_step(backbone, seed: int, config: TrainerConfig | None = Non
 def _offloaded_and_block_inputs(backbone, monkeypatch) -> tuple[list[int], set[int]]:
     """One joint step with `offload_activations`: the storages save_on_cpu got, and the blocks' tensor inputs
     while gradients are on (the policy forward and any recomputation)."""
-    from prefopt.memory import transformer_blocks
+    from prefopt.speed_levers import transformer_blocks
 
     monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", _RecordingSaveOnCpu)
     monkeypatch.setattr(_RecordingSaveOnCpu, "storages", [])
@@ -233,7 +233,7 @@ def test_checkpoint_save_attention_skips_recomputing_attention(make_backbone, wi
 
 
 def test_checkpoint_save_attention_needs_checkpointing(make_backbone):
-    from prefopt.memory import apply_speed_levers
+    from prefopt.speed_levers import apply_speed_levers
 
     with pytest.raises(ValueError, match="needs `gradient_checkpointing: true`"):  # at config time
         TrainerConfig(checkpoint_save_attention=True)
