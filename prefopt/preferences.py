@@ -18,9 +18,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +75,7 @@ class PreferenceDataConfig:
             raise ValueError(f"`tie_weight` must be positive, got {self.tie_weight}")
 
 
-def read_rows(config: PreferenceDataConfig) -> tuple[list[dict[str, Any]], Path]:
+def read_rows(config: PreferenceDataConfig) -> tuple[Iterable[dict[str, Any]], Path]:
     """The source's rows, and the folder relative media paths start from."""
     if not config.path:
         raise PrefoptError("`data.path` is empty: give a pairs file, a folder or a dataset, e.g. data.path=pairs.parquet")
@@ -141,11 +143,12 @@ def _pair_folder_row(folder: Path) -> dict[str, Any]:
     return {"prompt": prompt_file.read_text().strip(), "winner": media("winner"), "loser": media("loser")}
 
 
-def _read_hub_dataset(name: str, split: str) -> list[dict[str, Any]]:
+def _read_hub_dataset(name: str, split: str) -> Iterable[dict[str, Any]]:
+    """Rows of a hub dataset, streamed: a subset (`max_pairs`) of Pick-a-Pic v2 downloads only what it reads."""
     import datasets
 
     try:
-        return list(datasets.load_dataset(name, split=split))
+        return iter(datasets.load_dataset(name, split=split, streaming=True))
     except (OSError, ValueError, ConnectionError) as e:  # offline, unknown id, gated, missing split
         raise PrefoptError(f"dataset `{name}` (split `{split}`) could not be loaded ({e}); give a local file or "
                            "folder, or check the id and your network and `hf auth login`.") from e
@@ -174,35 +177,58 @@ def resolve_columns(config: PreferenceDataConfig, columns: list[str]) -> tuple[s
     )
 
 
-def to_examples(config: PreferenceDataConfig, rows: list[dict[str, Any]], base: Path,
+def to_examples(config: PreferenceDataConfig, rows: Iterable[dict[str, Any]], base: Path,
                 media_dir: Path) -> tuple[list[PreferenceExample], list[int]]:
     """Preference examples (with the source row of each), ties handled as configured, in-memory media
-    written to ``media_dir``."""
-    if not rows:
+    written to ``media_dir``. Rows are read only until ``max_pairs`` pairs are made (a streamed hub dataset
+    is never read whole)."""
+    rows = iter(rows)
+    first_row = next(rows, None)
+    if first_row is None:
         raise PrefoptError(f"preference data `{config.path}` holds no rows.")
-    prompt_col, winner_col, loser_col, label_col = resolve_columns(config, list(rows[0]))
+    columns = resolve_columns(config, list(first_row))
     root = Path(config.media_root).expanduser() if config.media_root else base
     examples, sources = [], []
-    for index, row in enumerate(rows):
-        first, second = (_media_file(row[c], root, media_dir, index, c) for c in (winner_col, loser_col))
-        label = 1.0 if label_col is None else float(row[label_col])
-        weight = float(row.get("weight") or 1.0)
-        if label == 0.5:
-            if config.ties == "drop":
-                continue
-            pairs = [(first, second, config.tie_weight), (second, first, config.tie_weight)]
-        elif label in (0.0, 1.0):
-            pairs = [(first, second, weight) if label == 1.0 else (second, first, weight)]
-        else:
-            raise PrefoptError(f"row {index}: label `{row[label_col]}` in column `{label_col}` must be 1, 0 or 0.5.")
-        for winner, loser, w in pairs:
-            examples.append(PreferenceExample(prompt=str(row[prompt_col]), winner=winner, loser=loser, weight=w))
+    for index, row in enumerate(itertools.chain([first_row], rows)):
+        if config.max_pairs is not None and len(examples) >= config.max_pairs:
+            break
+        for winner, loser, prompt, weight in _row_pairs(config, row, index, columns, root, media_dir):
+            examples.append(PreferenceExample(prompt=prompt, winner=winner, loser=loser, weight=weight))
             sources.append(index)
     if config.max_pairs is not None:
         examples, sources = examples[: config.max_pairs], sources[: config.max_pairs]
     if not examples:
         raise PrefoptError(f"preference data `{config.path}` has no pairs left after dropping ties.")
     return examples, sources
+
+
+def _row_pairs(config: PreferenceDataConfig, row: dict[str, Any], index: int, columns, root: Path, media_dir: Path):
+    """The (winner, loser, prompt, weight) pairs of one row: none for a dropped tie, two for a kept one."""
+    prompt_col, winner_col, loser_col, label_col = columns
+    # An empty prompt is a valid (unconditional) example; an empty media or label cell is not.
+    missing = [c for c in (prompt_col, winner_col, loser_col, label_col)
+               if c is not None and (row.get(c) is None or (c != prompt_col and row.get(c) == ""))]
+    if missing:
+        raise PrefoptError(f"row {index}: column `{missing[0]}` is empty or missing.")
+    first, second = (_media_file(row[c], root, media_dir, index, c) for c in (winner_col, loser_col))
+    label = 1.0 if label_col is None else _number(row[label_col], index, label_col)
+    weight = 1.0 if row.get("weight") in (None, "") else _number(row["weight"], index, "weight")
+    if weight <= 0:
+        raise PrefoptError(f"row {index}: weight {weight:g} must be positive (drop the row instead).")
+    prompt = str(row[prompt_col])
+    if label == 0.5:
+        tie = config.tie_weight
+        return [] if config.ties == "drop" else [(first, second, prompt, tie), (second, first, prompt, tie)]
+    if label not in (0.0, 1.0):
+        raise PrefoptError(f"row {index}: label `{row[label_col]}` in column `{label_col}` must be 1, 0 or 0.5.")
+    return [(first, second, prompt, weight) if label == 1.0 else (second, first, prompt, weight)]
+
+
+def _number(value: Any, index: int, column: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise PrefoptError(f"row {index}: `{value}` in column `{column}` is not a number.") from None
 
 
 def _media_file(value: Any, root: Path, media_dir: Path, row: int, column: str) -> str:
@@ -227,7 +253,7 @@ def _write_bytes(data: bytes, media_dir: Path, suffix: str | None = None) -> Pat
     target = media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix or _sniff_suffix(data)}"
     if not target.is_file():
         media_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # processes may write the same file at once
         tmp.write_bytes(data)
         os.replace(tmp, target)
     return target

@@ -94,6 +94,9 @@ def _check_component_class(kind: str, cls: type, plugin: str) -> None:
             f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}` needs a dataclass attribute `Config` "
             "describing its options."
         )
+    if kind == "backbones":
+        _check_backbone_class(cls, name, plugin)
+        return
     missing = [member for member in _required_members(kind) if not _implements(cls, member)]
     if missing:
         listing = ", ".join(f"`{m}`" for m in missing)
@@ -114,6 +117,25 @@ def _required_members(kind: str) -> tuple[str, ...]:
 
         return tuple(sorted(Backbone.__abstractmethods__))
     return _PROTOCOL_MEMBERS[kind]
+
+
+def _check_backbone_class(cls: type, name: str, plugin: str) -> None:
+    """A backbone subclasses prefopt.Backbone (which supplies the media-size rules and cache key the core reads)
+    and leaves no abstract member unimplemented; its `sample_timesteps` takes the trainer's `latent_shape`."""
+    import inspect
+
+    from prefopt.interfaces import Backbone
+
+    where = f"backbone `{name}` from plugin `{plugin}`"
+    if not issubclass(cls, Backbone):
+        raise PluginError(f"{where} must subclass prefopt.Backbone; see docs/writing-a-backbone.md.")
+    if inspect.isabstract(cls):
+        listing = ", ".join(f"`{m}`" for m in sorted(cls.__abstractmethods__))
+        raise PluginError(f"{where} does not implement {listing}, which prefopt calls; see docs/writing-a-backbone.md.")
+    parameters = inspect.signature(cls.sample_timesteps).parameters
+    if "latent_shape" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise PluginError(f"{where}: `sample_timesteps` must accept the keyword `latent_shape` (the trainer passes "
+                          "the batch's latent shape, for schedules that depend on the media size).")
 
 
 def _implements(cls: type, member: str) -> bool:

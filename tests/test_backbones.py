@@ -105,3 +105,26 @@ def test_video_backbones_refuse_frame_counts_their_vae_cannot_take(make_backbone
         backbone.check_media_size(frames, 32, 32)
     assert media_size(backbone, TrainerConfig())[0] == backbone.default_num_frames
     backbone.check_media_size(backbone.default_num_frames, 32, 32)
+
+
+@pytest.mark.parametrize("kind, multiple", [("flux", 4), ("sd3", 4), ("ltx-video", 4), ("cogvideox", 16),
+                                            ("hunyuan-video", 8), ("sdxl", 4)])
+def test_sizes_the_vae_and_patches_cannot_take_are_refused_before_encoding(make_backbone, kind, multiple):
+    """The tiny pipelines' factors (real ones: 16 for FLUX, SD3, CogVideoX and HunyuanVideo, 32 for LTX-Video)."""
+    backbone = make_backbone(kind)
+    frames = TINY_MEDIA_SIZES[kind][0]
+    assert backbone.spatial_multiple == multiple
+    backbone.check_media_size(frames, 2 * multiple, 3 * multiple)
+    with pytest.raises(ValueError, match=f"multiples of {multiple}"):
+        backbone.check_media_size(frames, 2 * multiple + 2, 3 * multiple)
+
+
+def test_cogvideox_1_5_is_refused_with_what_is_supported(tmp_path):
+    from prefopt.errors import PrefoptError
+    from prefopt.tiny_models import tiny_cogvideox_pipeline
+    from prefopt_plugins.backbones.cogvideox import CogVideoXBackbone, CogVideoXConfig
+
+    pipe = tiny_cogvideox_pipeline()
+    pipe.transformer.register_to_config(patch_size_t=2)
+    with pytest.raises(PrefoptError, match="CogVideoX 1.5 .* supports CogVideoX-2b and -5b only"):
+        CogVideoXBackbone(CogVideoXConfig(pretrained="tiny", dtype="float32", device="cpu"), pipeline=pipe)

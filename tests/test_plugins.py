@@ -42,7 +42,8 @@ def _plugin_module(hook_name, *classes):
 
 
 def _assert_hook_registers(plugin, hook_name, kind):
-    plugin(_plugin_module(hook_name, _component("zz-test")), name="zz-plugin", package="zz-package")
+    component = _minimal_backbone("zz-test") if kind == "backbones" else _component("zz-test")
+    plugin(_plugin_module(hook_name, component), name="zz-plugin", package="zz-package")
     entry = get_registry().get(kind, "zz-test")
     assert (entry.plugin, entry.package) == ("zz-plugin", "zz-package")
 
@@ -78,11 +79,41 @@ def test_component_without_config_dataclass_is_rejected(plugin):
 
 
 @pytest.mark.parametrize("kind, member", [("register_rewards", "score"), ("register_pair_selectors", "select"),
-                                          ("register_backbones", "to"), ("register_backbones", "use_loras"),
                                           ("register_recipes", "missing_requirements")])
 def test_a_component_missing_a_member_the_core_calls_is_rejected_at_registration(plugin, kind, member):
     plugin(_plugin_module(kind, _component("partial", without=(member,))), name="partial-plugin")
     with pytest.raises(PluginError, match=f"`partial` from plugin `partial-plugin` does not implement `{member}`"):
+        get_registry()
+
+
+def _minimal_backbone(name, without=(), old_signature=False):
+    """A Backbone subclass with exactly the abstract members (stubs), less ``without``."""
+    from prefopt.interfaces import Backbone
+
+    members = {m: (lambda self, *a, **k: None) for m in Backbone.__abstractmethods__ if m not in without}
+    if "denoiser" in members:
+        members["denoiser"] = property(lambda self: None)
+    if old_signature:
+        members["sample_timesteps"] = lambda self, batch_size, generator=None: None
+    return type("Minimal", (Backbone,), {"name": name, "Config": EmptyConfig, **members})
+
+
+@pytest.mark.parametrize("member", ["to", "use_loras", "denoiser", "generate"])
+def test_a_backbone_missing_an_abstract_member_is_rejected_at_registration(plugin, member):
+    plugin(_plugin_module("register_backbones", _minimal_backbone("partial", without=(member,))), name="p-plugin")
+    with pytest.raises(PluginError, match=f"backbone `partial` from plugin `p-plugin` does not implement `{member}`"):
+        get_registry()
+
+
+def test_a_backbone_must_subclass_backbone_and_take_the_latent_shape(plugin):
+    plugin(_plugin_module("register_backbones", _component("duck")), name="duck-plugin")
+    with pytest.raises(PluginError, match="`duck` from plugin `duck-plugin` must subclass prefopt.Backbone"):
+        get_registry()
+
+
+def test_a_backbone_with_the_old_sample_timesteps_signature_is_named(plugin):
+    plugin(_plugin_module("register_backbones", _minimal_backbone("old", old_signature=True)), name="old-plugin")
+    with pytest.raises(PluginError, match="`sample_timesteps` must accept the keyword `latent_shape`"):
         get_registry()
 
 

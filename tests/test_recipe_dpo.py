@@ -62,7 +62,11 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(tmp_pa
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
     assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
     assert Path(pairs[1]["winner"]).read_bytes() == _jpeg(3)  # label_0 = 0: jpg_1 wins
-    (lora,) = run.glob("train-*/lora/pytorch_lora_weights.safetensors")
+    first_train = next(run.glob("train-*"))
+    _pick_a_pic(data, labels=(0.0, 0.0, 0.5, 1.0))  # the data edited in place: trains anew, keeps the old run
+    assert main(["run", str(config), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32))]) == 0
+    assert first_train.is_dir() and len(list(run.glob("train-*"))) == 2
+    lora = first_train / "lora" / "pytorch_lora_weights.safetensors"
     table = json.loads(next(run.glob("evaluation-*/table.json")).read_text())
     assert [r["model"] for r in table] == ["base", "trained"] and all(1 <= r["prompt_match"] <= 10 for r in table)
     report = (run / "report" / "index.html").read_text()
@@ -157,3 +161,30 @@ def test_unknown_columns_name_the_known_layouts_and_the_options():
         resolve_columns(PreferenceDataConfig(path="x"), ["text", "a", "b"])
     assert resolve_columns(PreferenceDataConfig(path="x", prompt_column="text", winner_column="a",
                                                 loser_column="b"), ["text", "a", "b"]) == ("text", "a", "b", None)
+
+
+def test_bad_cells_are_one_sentence_naming_the_row(tmp_path):
+    (tmp_path / "a.png").write_bytes(_jpeg(0))
+    config = PreferenceDataConfig(path="x", label_column="label")
+    good = {"prompt": "p", "winner": "a.png", "loser": "a.png", "label": "1"}  # CSV cells are strings
+    cases = [({"label": ""}, r"row 1: column `label` is empty"), ({"label": "yes"}, r"row 1: `yes` in column `label`"),
+             ({"prompt": None}, r"row 1: column `prompt` is empty"), ({"weight": 0}, r"row 1: weight 0 must be positive"),
+             ({"label": 2}, r"row 1: label `2` in column `label` must be 1, 0 or 0.5")]
+    for change, message in cases:
+        with pytest.raises(PrefoptError, match=message):
+            to_examples(config, [good, {**good, **change}], tmp_path, tmp_path / "media")
+    examples, _ = to_examples(config, [good, {**good, "weight": "2.5"}], tmp_path, tmp_path / "media")
+    assert [e.weight for e in examples] == [1.0, 2.5]
+
+
+def test_rows_are_read_only_until_max_pairs_pairs_are_made(tmp_path):
+    (tmp_path / "a.png").write_bytes(_jpeg(0))
+    read = []
+
+    def rows():  # a streamed dataset: reading past what is needed would download it
+        for i in range(1000):
+            read.append(i)
+            yield {"caption": "p", "jpg_0": "a.png", "jpg_1": "a.png", "label_0": 0.5 if i % 2 else 1}
+
+    _, sources = to_examples(PreferenceDataConfig(path="x", max_pairs=3), rows(), tmp_path, tmp_path / "m")
+    assert sources == [0, 2, 4] and len(read) <= 6

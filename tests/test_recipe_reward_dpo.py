@@ -31,7 +31,7 @@ rewards:
 selection:
   selectors:
     - {{name: pareto, options: {{rewards: [prompt_match, beauty], depth: 1}}}}
-    - {{name: topk, options: {{k: 8, reward: beauty}}}}
+    - {{name: topk, options: {{k: 3, reward: beauty}}}}
 sampling: {{samples_per_prompt: 4, height: 32, width: 32, num_inference_steps: 2, guidance_scale: 1.0, batch_size: 4}}
 trainer: {{max_steps: 2, learning_rate: 1.0e-2, lora_rank: 4, lora_alpha: 4, beta: 100.0, checkpoint_every: 10}}
 """)
@@ -52,7 +52,8 @@ def test_two_rounds_with_named_rewards_sample_select_per_prompt_train_and_report
     pairs = pq.read_table(run / f"round0-{state['round0']['hash']}" / "pairs.parquet").to_pylist()
     items = {r["id"]: r["prompt"] for part in (run / "repository" / "items").glob("*.parquet")
              for r in pq.read_table(part).to_pylist()}
-    assert pairs and all(items[p["winner_id"]] == items[p["loser_id"]] == p["prompt"] for p in pairs)  # per prompt
+    assert 0 < len(pairs) <= 3  # topk (k = 3) keeps the best pairs of the whole round
+    assert all(items[p["winner_id"]] == items[p["loser_id"]] == p["prompt"] for p in pairs)  # made per prompt
     assert {"delta_prompt_match", "delta_beauty"} <= set(pairs[0])
     first, second = (load_file(run / f"round{r}-{state[f'round{r}']['hash']}" / "lora" /
                                "pytorch_lora_weights.safetensors") for r in (0, 1))

@@ -148,9 +148,33 @@ class DiffusersBackbone(Backbone):
         latents = vae.encode(self._to_vae_layout(pixels)).latent_dist.mode()
         return self._from_vae_layout(self._normalize_latents(latents)).float()
 
+    #: Extra spatial factor of the denoiser's input beyond its patch size (FLUX packs 2×2 latents into a token).
+    latent_packing: ClassVar[int] = 1
+
+    @property
+    def spatial_multiple(self) -> int:
+        """Heights and widths must be multiples of this: the VAE's downsampling × the denoiser's patch (for a
+        UNet, its downsampling) × any packing."""
+        pipe, config = self.pipe, self.denoiser.config
+        names = ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_scale_factor")
+        vae = next((getattr(pipe, n) for n in names if isinstance(getattr(pipe, n, None), int)), 8)
+        if "down_block_types" in config:  # a UNet halves the latents once per down block but the last
+            patch = 2 ** (len(config.down_block_types) - 1)
+        else:
+            patch = config.get("patch_size") or 1
+            patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
+        return int(vae * patch * self.latent_packing)
+
     def check_media_size(self, num_frames: int, height: int, width: int) -> None:
-        if not self.pixel_space:  # a pixel-space model has no VAE compression for the frame count to fit
+        if self.pixel_space:  # no VAE compression for the frame count to fit
+            if self.media == "image" and num_frames != 1:
+                super().check_media_size(num_frames, height, width)
+        else:
             super().check_media_size(num_frames, height, width)
+        multiple = self.spatial_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"backbone `{self.name}` takes heights and widths that are multiples of {multiple} (its "
+                             f"VAE's downsampling × the denoiser's patch size), got {height}×{width}.")
 
     def use_loras(self, paths: Sequence[Path]) -> None:
         """Loads each LoRA file once as a named adapter of the pipeline, then activates exactly ``paths``."""
@@ -362,7 +386,8 @@ class FlowMatchingBackbone(DiffusersBackbone):
     def training_shift(self, latent_shape: Sequence[int] | None = None) -> float:
         """The σ shift training uses: the configured one, else the scheduler's. Schedulers with dynamic
         shifting (FLUX, LTX-Video) shift by e^μ with μ linear in the latent token count, so the shift
-        depends on the media size; their static `shift` key is never read."""
+        depends on the media size; their static `shift` key is never read. `shift_terminal` (LTX-Video) stretches
+        the sampling schedule's end only and is not applied to training σ (finetrainers does the same)."""
         if self.config.shift is not None:
             return float(self.config.shift)
         scheduler_config = self.pipe.scheduler.config

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prefopt.errors import PrefoptError
 from prefopt_plugins.backbones.base import DDPMBackbone, DiffusersBackboneConfig
 
 
@@ -35,6 +36,12 @@ class CogVideoXBackbone(DDPMBackbone):
 
     def __init__(self, config: CogVideoXConfig, pipeline=None):
         super().__init__(config, pipeline)
+        if self.denoiser.config.get("patch_size_t"):
+            raise PrefoptError(
+                f"`{config.pretrained}` is CogVideoX 1.5 (temporal patches of {self.denoiser.config.patch_size_t} "
+                "latent frames, which its pipeline pads with noise); prefopt's `cogvideox` backbone supports "
+                "CogVideoX-2b and -5b only."
+            )
         # The text length is fixed by the model: its position embedding covers text and video tokens.
         self.max_sequence_length = int(self.denoiser.config.max_text_seq_length)
 

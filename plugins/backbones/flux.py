@@ -34,6 +34,7 @@ class FluxBackbone(FlowMatchingBackbone):
     media = "image"
     default_resolution = (1024, 1024)
     model_timestep_scale = 1.0  # FLUX's transformer takes σ and multiplies by 1000 itself
+    latent_packing = 2  # 2×2 latent patches per token
     pipeline_class_name = "FluxPipeline"
     model_label = "FLUX.1"
     download_hint = (

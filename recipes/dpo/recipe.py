@@ -8,8 +8,10 @@ each part depends on, so a changed config trains into a new folder and never ove
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt.trainer import DiffusionDPOTrainer, media_size
+from prefopt_recipes.common.distributed import main_first
+from prefopt_recipes.common.stages import run_directory_lock
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
 PAIRS_FILE = "pairs.jsonl"
@@ -43,9 +47,21 @@ class DPORecipe:
         self.run_dir = Path(config.run.output_dir) / config.run.name
         self._examples = None
         set_allow_downloads(config.run.allow_downloads)
-        c = config
-        self.train_dir = self.run_dir / f"train-{_digest(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer))}"
-        self.evaluation_dir = self.run_dir / f"evaluation-{_digest(self.train_dir.name, to_dict(c.evaluation))}"
+
+    @functools.cached_property
+    def train_dir(self) -> Path:
+        """Named by the model, trainer and data options and by the pairs themselves (each media file's size and
+        modification time too), so edited data trains anew instead of resuming the old run's checkpoints."""
+        c = self.config
+        examples, _ = self.examples()
+        pairs = [(e.prompt, e.winner, e.loser, e.weight) for e in examples]
+        files = [(m, os.stat(m).st_size, os.stat(m).st_mtime_ns) for m in sorted({e.winner for e in examples}
+                                                                                  | {e.loser for e in examples})]
+        return self.run_dir / f"train-{_digest(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer), pairs, files)}"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.run_dir / f"evaluation-{_digest(self.train_dir.name, to_dict(self.config.evaluation))}"
 
     # --- before any model loads ---------------------------------------------------------------------
 
@@ -82,16 +98,25 @@ class DPORecipe:
     # --- the run ------------------------------------------------------------------------------------
 
     def run(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with run_directory_lock(self.run_dir):
+            return self._run()
+
+    def _run(self) -> Path:
         started = time.monotonic()
         examples, sources = self.examples()
-        self._write_pairs(examples, sources)
+        with main_first() as main:
+            if main:
+                self._write_pairs(examples, sources)
         backbone = self._backbone()
         lora = DiffusionDPOTrainer(backbone, self.config.trainer, self.train_dir).train(examples)
         del backbone  # its encoders are unloaded; evaluation samples with a freshly loaded pipeline
-        table = self.evaluate(lora) if self.evaluation_prompts() else []
-        from prefopt_recipes.dpo.report import write_report
+        with main_first() as main:  # small: sampled, scored and reported once, on the main process
+            if main:
+                table = self.evaluate(lora) if self.evaluation_prompts() else []
+                from prefopt_recipes.dpo.report import write_report
 
-        write_report(self, table, seconds=time.monotonic() - started)
+                write_report(self, table, seconds=time.monotonic() - started)
         return self.run_dir
 
     def _backbone(self):

@@ -138,7 +138,10 @@ class RewardDPORecipe:
         return f"{len(items)} samples of the final model scored ({self._means_text(items)})"
 
     def _trained_before(self, round_index: int) -> list[Path]:
-        return [self.lora(round_index - 1)] if round_index > 0 else []
+        """The LoRAs a round samples with: `trainer.init_lora` (fused into the reference and the policy) and the
+        previous round's."""
+        fused = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
+        return fused + ([self.lora(round_index - 1)] if round_index > 0 else [])
 
     # --- sample, score, select, train --------------------------------------------------------------
 
@@ -168,6 +171,8 @@ class RewardDPORecipe:
         return items
 
     def scored(self, items):
+        if not items:
+            raise PrefoptError("no samples to score: check `prompts` and `sampling.samples_per_prompt`.")
         table = self.repository().score_table(reward_keys(self.config.rewards), [items[0].source])
         return table.subset(np.isin(table.ids, [r.id for r in items]))
 
@@ -192,24 +197,26 @@ class RewardDPORecipe:
         return pairs
 
     def _chain(self, table, selectors) -> PairIndices:
-        """The selector chain on the whole table, or on each prompt's rows apart (indices back in the table's)."""
+        """The selector chain. With `per_prompt`, the first selector makes pairs within each prompt's samples
+        (indices mapped back into the table) and the filters then run on all of them, so `topk` keeps the k
+        best pairs of the round, not k per prompt."""
         if not self.config.selection.per_prompt:
             return run_chain(table, selectors)
         parts = []
         for prompt in dict.fromkeys(table.prompts):
             rows = np.flatnonzero(table.prompts == prompt)
-            chosen = run_chain(table.subset(table.prompts == prompt), selectors)
-            parts.append((rows[chosen.winners], rows[chosen.losers], chosen.weights))
-        if not parts:
-            return PairIndices.empty()
-        winners, losers, weights = (np.concatenate(column) for column in zip(*parts))
-        return PairIndices(winners=winners, losers=losers, weights=weights)
+            made = selectors[0].select(table.subset(table.prompts == prompt))
+            parts.append((rows[made.winners], rows[made.losers], made.weights))
+        pairs = PairIndices(*(np.concatenate(column) for column in zip(*parts))) if parts else PairIndices.empty()
+        for selector in selectors[1:]:
+            pairs = selector.select(table, pairs)
+        return pairs
 
     def _train(self, round_index: int, pairs) -> None:
         folder = self.stage_dir(f"round{round_index}")
         backbone = self._backbone()
         sampling = self.sampling(backbone)
-        init = str(self.lora(round_index - 1).parent) if round_index > 0 else None
+        init = str(self.lora(round_index - 1).parent) if round_index > 0 else self.config.trainer.init_adapter
         config = dataclasses.replace(self.config.trainer, num_frames=sampling.num_frames, height=sampling.height,
                                      width=sampling.width, init_adapter=init)
         DiffusionDPOTrainer(backbone, config, folder).train(examples_from_pairs(self.repository(), pairs))
