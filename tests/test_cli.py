@@ -156,3 +156,12 @@ def test_prefopt_options_shows_a_components_options_and_names_the_choices(capsys
     assert main(["options", "trainer"]) == 0 and "beta" in capsys.readouterr().out
     assert main(["options", "sdxxl"]) == 2
     assert "nothing named `sdxxl` has options; choose one of:" in capsys.readouterr().err
+
+
+def test_prefopt_plugins_lists_every_first_party_backbone_and_recipe(capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    backbones = {r["name"] for r in rows if r["kind"] == "backbone"}
+    assert backbones == {"hunyuan-video", "wan", "ltx-video", "cogvideox", "stable-diffusion", "sdxl", "sd3", "flux"}
+    assert {r["name"] for r in rows if r["kind"] == "recipe"} >= {"magicid", "dpo", "reward-dpo"}
+    assert {"pickscore", "laion-aesthetic"} <= {r["name"] for r in rows if r["kind"] == "reward"}

@@ -63,6 +63,11 @@ def test_two_rounds_with_named_rewards_sample_select_per_prompt_train_and_report
     capsys.readouterr()
     assert main(["run", str(config)]) == 0
     assert capsys.readouterr().out.count("done earlier") == 3
+    assert main(["run", str(config), "trainer.max_steps=1", "rounds=1"]) == 0  # another config: reruns round 0
+    old = run / f"round1-{state['round1']['hash']}"
+    assert old.is_dir()  # a run never deletes another configuration's finished stages
+    assert main(["clean", str(config), "trainer.max_steps=1", "rounds=1"]) == 0
+    assert not old.is_dir() and (run / f"round0-{json.loads((run / 'stages.json').read_text())['round0']['hash']}").is_dir()
 
 
 def test_a_selector_naming_a_source_is_refused_in_the_loop(tmp_path, capsys):

@@ -5,17 +5,21 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.media import read_media
 from prefopt.report import plot_training, read_metrics, thumbnail
 
+if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
+    from prefopt_recipes.dpo.recipe import DPORecipe
+
 PAIRS_SHOWN = 12
 PAIR_FRAMES = 3
 
 
-def write_report(recipe, table: list[dict], seconds: float) -> Path:
+def write_report(recipe: DPORecipe, table: list[dict], seconds: float) -> Path:
     out = recipe.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     plot_training(out / "training.png", {"DPO": recipe.train_dir})

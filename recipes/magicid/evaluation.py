@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.stages import config_hash, file_digest, write_json_atomically
+
+if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
+    from prefopt_recipes.magicid.recipe import MagicIDRecipe
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
 MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),
@@ -32,14 +36,14 @@ def video_name(index: int) -> str:
     return f"{index:03d}.mp4"
 
 
-def _models(recipe) -> list[tuple[str, str, list[Path]]]:
+def _models(recipe: MagicIDRecipe) -> list[tuple[str, str, list[Path]]]:
     identity = recipe.lora("identity_lora")
     loras = {"base": [], "identity": [identity], "stage1": [identity, recipe.lora("stage1")],
              "magicid": [identity, recipe.lora("stage2")]}
     return [(label, slug, loras[slug]) for label, slug, _ in MODELS]
 
 
-def _generate(recipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[str, np.ndarray]]:
+def _generate(recipe: MagicIDRecipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[str, np.ndarray]]:
     c = recipe.config
     prompts = recipe.prompts()["eval"]
     jobs = [(p, c.evaluation.seed + i * 1000 + k) for i, p in enumerate(prompts)
@@ -59,12 +63,12 @@ def _generate(recipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[s
     return videos
 
 
-def _rewards(recipe) -> dict:
+def _rewards(recipe: MagicIDRecipe) -> dict:
     return {name: get_registry().create("rewards", spec.name, spec.options)
             for name, spec in recipe.config.rewards.items()}
 
 
-def _face_sim_model(recipe, identity):
+def _face_sim_model(recipe: MagicIDRecipe, identity):
     """The identity reward as Face Sim runs it: with the protocol's detector size where the reward has one."""
     options = recipe.config.rewards["identity"].options
     if not hasattr(options, "det_size") or options.det_size == recipe.config.evaluation.face_det_size:
@@ -73,7 +77,7 @@ def _face_sim_model(recipe, identity):
     return get_registry().create("rewards", recipe.config.rewards["identity"].name, changed)
 
 
-def _metrics_clip(recipe, rewards: dict):
+def _metrics_clip(recipe: MagicIDRecipe, rewards: dict):
     """The CLIP model for the CLIP metrics: a reward that declares CLIP features (the semantic one first), else
     `evaluation.clip_model`."""
     from prefopt_plugins.rewards.semantic import ClipSemanticConfig, ClipSemanticReward
@@ -105,7 +109,7 @@ def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -
     return {**row, **metrics}
 
 
-def evaluate_models(recipe, folder: Path) -> list[dict]:
+def evaluate_models(recipe: MagicIDRecipe, folder: Path) -> list[dict]:
     """Generate and score evaluation videos for every model; writes ``table.json`` and ``table.md``."""
     backbone = recipe.backbone()
     references = load_reference_photos(recipe.photos())

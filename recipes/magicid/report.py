@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
 from prefopt.lora import LORA_WEIGHTS_NAME
@@ -14,6 +15,9 @@ from prefopt.media import read_media
 from prefopt.report import frame_strip, plot_training, pyplot, thumbnail
 from prefopt.selection import PAIRS_FILE, PAIRS_PLOT
 from prefopt_recipes.magicid.evaluation import TABLE_FILE, TABLE_MARKDOWN, video_name
+
+if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
+    from prefopt_recipes.magicid.recipe import MagicIDRecipe
 
 
 def plot_timings(path: Path, timings: dict[str, float]) -> None:
@@ -104,7 +108,7 @@ def _links(out: Path, recipe, rows: list[dict]) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def write_report(recipe, timings: dict[str, float]) -> Path:
+def write_report(recipe: MagicIDRecipe, timings: dict[str, float]) -> Path:
     out = recipe.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     plot_timings(out / "timings.png", timings)
@@ -143,7 +147,7 @@ def _no_face_note(rows: list[dict]) -> str:
             "Face Sim of 0 means “no face”, not “a different person”.</p>")
 
 
-def _html(recipe, rows, strips, timings, sections) -> str:
+def _html(recipe: MagicIDRecipe, rows, strips, timings, sections) -> str:
     banner = ("<p class=warn>This run used tiny randomly initialised models (the quickstart): its videos are "
               "noise, and it shows the mechanics of every stage, not results.</p>"
               if recipe.config.run.build_tiny_models else "")

@@ -39,7 +39,14 @@ from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
 from prefopt_recipes.common.generation import examples_from_pairs, generate_into
 from prefopt_recipes.common.scoring import reward_keys, score_items
-from prefopt_recipes.common.stages import StageRunner, file_digest, run_directory_lock, write_json_atomically
+from prefopt_recipes.common.stages import (
+    StageRunner,
+    clean_stage_folders,
+    file_digest,
+    planned_hashes,
+    run_directory_lock,
+    write_json_atomically,
+)
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
 SUMMARY_FILE = "rewards.json"  # every reward's mean per stage, in the run folder
@@ -114,6 +121,14 @@ class RewardDPORecipe:
                 if main:
                     self.console.print(f"[bold]report:[/bold] {write_report(self, runner.timings())}")
         return self.run_dir
+
+    def clean(self, dry_run: bool = False) -> list[Path]:
+        """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
+        if not self.run_dir.is_dir():
+            raise PrefoptError(f"no run at `{self.run_dir}`: nothing to clean.")
+        current = planned_hashes([(name, covered) for name, covered, _ in self.stage_plan()])
+        with run_directory_lock(self.run_dir):
+            return clean_stage_folders(self.run_dir, current, dry_run=dry_run)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / f"{name}-{self.digests[name]}"

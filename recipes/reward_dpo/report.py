@@ -6,11 +6,15 @@ import html
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
 from prefopt.media import read_media
 from prefopt.report import plot_training, pyplot, thumbnail
 from prefopt.selection import PAIRS_PLOT
+
+if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
+    from prefopt_recipes.reward_dpo.recipe import RewardDPORecipe
 
 SAMPLES_SHOWN = 4
 
@@ -29,7 +33,7 @@ def plot_rewards_by_stage(path: Path, rows: list[dict], rewards: list[str]) -> N
     plt.close(fig)
 
 
-def write_report(recipe, timings: dict[str, float]) -> Path:
+def write_report(recipe: RewardDPORecipe, timings: dict[str, float]) -> Path:
     out = recipe.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     rewards = list(recipe.config.rewards)
