@@ -10,10 +10,13 @@ gets one sentence naming the model, the missing file and how to provide it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 from pathlib import Path
+
+from prefopt.errors import PrefoptError
 
 _ALLOW_DOWNLOADS = False
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -131,3 +134,15 @@ def missing_weights_message(pretrained: str, label: str, marker: str, option: st
     if missing == marker:
         return f"{label} weights {where} are neither a local directory with {marker} nor in the Hugging Face cache. {how}"
     return f"{label} weights {where} are incomplete: `{missing}` is missing. {how}"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """A file path, or ``package://<package>/<path inside it>`` for files shipped in installed packages."""
+    path = os.fspath(path)
+    if not path.startswith("package://"):
+        return Path(path)
+    package, _, inner = path.removeprefix("package://").partition("/")
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PrefoptError(f"`{path}`: package `{package}` is not installed.")
+    return Path(next(iter(spec.submodule_search_locations))) / inner

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from prefopt.config import to_dict
 from prefopt.data import PreferenceExample, SFTExample, verify_safetensors
 from prefopt.errors import PrefoptError
-from prefopt.hub import set_allow_downloads
+from prefopt.hub import resolve_path, set_allow_downloads
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos
@@ -42,17 +41,6 @@ from prefopt_recipes.common.stages import (
 )
 from prefopt_recipes.magicid.config import MagicIDConfig
 from prefopt_recipes.magicid.prompts import resolve_prompts
-
-
-def resolve_path(path: str) -> Path:
-    """A file path, or ``package://<package>/<path inside it>`` for files shipped in installed packages."""
-    if not path.startswith("package://"):
-        return Path(path)
-    package, _, inner = path.removeprefix("package://").partition("/")
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise PrefoptError(f"`{path}`: package `{package}` is not installed.")
-    return Path(next(iter(spec.submodule_search_locations))) / inner
 
 
 def _pool_sources(selection) -> list[str]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from prefopt.errors import MissingWeightsError, PrefoptError
+from prefopt.hub import resolve_path
 from prefopt.interfaces import RewardScore
 from prefopt.scale import to_scale
 from prefopt_plugins.rewards.identity import IdentityConfig, IdentityReward
@@ -33,6 +34,7 @@ from prefopt_recipes.miniature.world import ACTIONS, ATTRIBUTE_SIZES, World
 
 logger = logging.getLogger("prefopt_recipes.miniature.rewards")  # also when run as __main__
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+PACKAGE_WEIGHTS = "package://prefopt_recipes/miniature/weights"  # the same folder, named wherever it is installed
 EMBEDDING = 64
 PROBE_SCALE = 8.0  # unit-norm embeddings give logits in [−|w|, |w|]; scaled, a probe's softmax can be confident
 
@@ -258,7 +260,8 @@ def load_net(cls, path: Path, what: str) -> tuple[nn.Module, dict]:
 
 @dataclass
 class MiniatureIdentityConfig(IdentityConfig):
-    weights: str = field(default=str(WEIGHTS / "identity"), metadata={"help": "The identity net (without suffix)."})
+    weights: str = field(default=f"{PACKAGE_WEIGHTS}/identity",
+                         metadata={"help": "The identity net (without suffix); `package://` paths resolve inside an installed package."})
 
 
 class MiniatureIdentityReward(IdentityReward):
@@ -269,11 +272,11 @@ class MiniatureIdentityReward(IdentityReward):
 
     @classmethod
     def missing_weights(cls, config: MiniatureIdentityConfig) -> str | None:
-        return missing_net(Path(config.weights), "identity")
+        return missing_net(resolve_path(config.weights), "identity")
 
     def __init__(self, config: MiniatureIdentityConfig):
         super().__init__(config)
-        self.net, self.info = load_net(IdentityNet, Path(config.weights), "identity")
+        self.net, self.info = load_net(IdentityNet, resolve_path(config.weights), "identity")
 
     @torch.no_grad()
     def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
@@ -308,7 +311,8 @@ def action_of(prompt: str) -> str:
 
 @dataclass
 class MiniatureActionConfig:
-    weights: str = field(default=str(WEIGHTS / "action"), metadata={"help": "The action classifier (without suffix)."})
+    weights: str = field(default=f"{PACKAGE_WEIGHTS}/action",
+                         metadata={"help": "The action classifier (without suffix); `package://` paths resolve inside an installed package."})
 
 
 class MiniatureActionReward:
@@ -320,11 +324,11 @@ class MiniatureActionReward:
 
     @classmethod
     def missing_weights(cls, config: MiniatureActionConfig) -> str | None:
-        return missing_net(Path(config.weights), "action")
+        return missing_net(resolve_path(config.weights), "action")
 
     def __init__(self, config: MiniatureActionConfig):
         self.config = config
-        self.net, self.info = load_net(ActionNet, Path(config.weights), "action")
+        self.net, self.info = load_net(ActionNet, resolve_path(config.weights), "action")
         self.temperature = float(self.info["temperature"])
 
     @torch.no_grad()
