@@ -250,7 +250,8 @@ def _media_file(value: Any, root: Path, media_dir: Path, row: int, column: str) 
 
 
 def _write_bytes(data: bytes, media_dir: Path, suffix: str | None = None) -> Path:
-    target = media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix or _sniff_suffix(data)}"
+    # Absolute, so pairs files written from these examples read back from any working directory.
+    target = media_dir.resolve() / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix or _sniff_suffix(data)}"
     if not target.is_file():
         media_dir.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # processes may write the same file at once

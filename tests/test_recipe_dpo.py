@@ -62,6 +62,7 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(tmp_pa
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
     assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
     assert Path(pairs[1]["winner"]).read_bytes() == _jpeg(3)  # label_0 = 0: jpg_1 wins
+    assert all(Path(p[role]).is_absolute() for p in pairs for role in ("winner", "loser"))
     first_train = next(run.glob("train-*"))
     _pick_a_pic(data, labels=(0.0, 0.0, 0.5, 1.0))  # the data edited in place: trains anew, keeps the old run
     assert main(["run", str(config), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32))]) == 0
