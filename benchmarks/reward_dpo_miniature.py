@@ -1,7 +1,8 @@
 """Does the generic reward-DPO loop raise the reward it selects on? Measured on the miniature world.
 
 Runs ``recipes/miniature-reward-dpo.yaml`` (two rounds on the three actions the pretrained model follows worst)
-once per seed (``run.seed`` and ``trainer.seed``: other samples, pairs and training noise), then compares every
+once per seed (``run.seed``: disjoint sampling seeds, so other samples and pairs; ``trainer.seed``: other training
+noise), then compares every
 stage's samples with round 0's (the base model) on the same prompt and sampling seed: paired differences, with
 95 % t-intervals over all pairs and over the seeds' means. Resumable: finished runs are read, not redone.
 
@@ -41,6 +42,8 @@ def stage_scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
 
     state = json.loads((run / "stages.json").read_text())
     current = {f"{stage}-{record['hash']}": stage for stage, record in state.items()}
+    for heldout in ("heldout-base", "heldout-final"):  # sampled by the final stage, under its hash
+        current[f"{heldout}-{state['final']['hash']}"] = heldout
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for part in sorted((run / "repository" / "scores").glob("*.parquet")):
         for row in pq.read_table(part).to_pylist():
@@ -48,6 +51,12 @@ def stage_scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
             if prefix in current:
                 scores.setdefault(current[prefix], {}).setdefault(row["reward"], {})[sample] = row["value"]
     return scores
+
+
+def ordered(stages) -> list[str]:
+    """round0, round1, …, final, then the held-out pair."""
+    rank = {"final": 10_000, "heldout-base": 10_001, "heldout-final": 10_002}
+    return sorted(stages, key=lambda s: rank.get(s, int(s.removeprefix("round")) if s.startswith("round") else 0))
 
 
 def paired_differences(scores: dict, stage: str, reward: str, baseline: str = "round0") -> np.ndarray:
@@ -67,27 +76,31 @@ def interval(values) -> tuple[float, float]:
 
 
 def summarise(per_seed: dict[int, dict]) -> dict:
-    stages = [s for s in next(iter(per_seed.values())) if s != "round0"]
+    stages = [s for s in ordered(next(iter(per_seed.values()))) if s not in ("round0", "heldout-base")]
     summary = {}
     for stage in stages:
+        baseline = "heldout-base" if stage == "heldout-final" else "round0"
         for reward in REWARDS:
-            diffs = [paired_differences(scores, stage, reward) for scores in per_seed.values()]
-            summary[f"{stage} − round0, {reward}"] = {
+            diffs = [paired_differences(scores, stage, reward, baseline) for scores in per_seed.values()]
+            summary[f"{stage} − {baseline}, {reward}"] = {
                 "pairs": interval(np.concatenate(diffs)), "seeds": interval([d.mean() for d in diffs]),
                 "n_pairs": int(sum(len(d) for d in diffs)), "seeds_up": int(sum(d.mean() > 0 for d in diffs)),
             }
     means = {s: {r: float(np.mean([np.mean(list(sc[s][r].values())) for sc in per_seed.values()])) for r in REWARDS}
-             for s in ["round0", *stages]}
-    return {"differences": summary, "means": means, "per_prompt": per_prompt(per_seed, stages[-1])}
+             for s in ordered(next(iter(per_seed.values())))}
+    return {"differences": summary, "means": means, "per_prompt": per_prompt(per_seed, "round0", "final"),
+            "per_heldout_prompt": per_prompt(per_seed, "heldout-base", "heldout-final")}
 
 
-def per_prompt(per_seed: dict[int, dict], stage: str) -> dict[str, dict[str, float]]:
-    """Prompt index → round 0's and ``stage``'s mean action reward over every seed's samples of that prompt."""
+def per_prompt(per_seed: dict[int, dict], baseline: str, stage: str) -> dict[str, dict[str, float]]:
+    """Prompt index → ``baseline``'s and ``stage``'s mean action reward over every seed's samples of that prompt."""
     rows: dict[str, dict[str, list[float]]] = {}
     for scores in per_seed.values():
-        for key, before in scores["round0"]["action"].items():
+        if baseline not in scores:
+            return {}
+        for key, before in scores[baseline]["action"].items():
             prompt = key.split("-")[0]
-            rows.setdefault(prompt, {"round0": [], stage: []})["round0"].append(before)
+            rows.setdefault(prompt, {baseline: [], stage: []})[baseline].append(before)
             rows[prompt][stage].append(scores[stage]["action"][key])
     return {p: {s: float(np.mean(v)) for s, v in row.items()} for p, row in sorted(rows.items())}
 
@@ -98,15 +111,20 @@ def plot(path: Path, per_seed: dict[int, dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = list(next(iter(per_seed.values())))
-    fig, axes = plt.subplots(1, len(REWARDS), figsize=(10, 3.6), dpi=110)
+    stages = ordered(next(iter(per_seed.values())))
+    trained = [i for i, s in enumerate(stages) if not s.startswith("heldout")]
+    heldout = [i for i, s in enumerate(stages) if s.startswith("heldout")]
+    fig, axes = plt.subplots(1, len(REWARDS), figsize=(11, 3.8), dpi=110)
     for ax, reward in zip(axes, REWARDS):
         for index, (seed, scores) in enumerate(per_seed.items()):
-            ax.plot(stages, [np.mean(list(scores[s][reward].values())) for s in stages], marker="o",
-                    color=f"C{index}", label=f"seed {seed}")
-        ax.set_title(f"{reward} (1–10), mean of 24 samples")
+            values = [np.mean(list(scores[s][reward].values())) for s in stages]
+            ax.plot(trained, [values[i] for i in trained], marker="o", color=f"C{index}", label=f"seed {seed}")
+            ax.plot(heldout, [values[i] for i in heldout], marker="s", ls="--", color=f"C{index}")
+        ax.set_xticks(range(len(stages)), stages, fontsize=8)
+        ax.set_title(f"{reward} (1–10), mean of 24 samples per stage")
         ax.legend(fontsize=8)
-    fig.suptitle("reward-DPO on the miniature world: round 0 = base model, final = after two rounds")
+    fig.suptitle("reward-DPO on the miniature world: round 0 = base model, final = after two rounds; "
+                 "dashed: held-out prompts, base → final")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -118,6 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "reward-dpo-study")
     parser.add_argument("--figure", type=Path, default=ROOT / "docs" / "images" / "reward_dpo_miniature.png")
     args = parser.parse_args()
+    args.out = args.out.resolve()  # the runs are written from the repository root and read from here
     per_seed = {}
     for seed in args.seeds:
         per_seed[seed] = stage_scores(run_seed(args.out, seed))
@@ -127,7 +146,7 @@ def main() -> None:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     for stage, means in summary["means"].items():
         print(f"{stage:>7}: " + ", ".join(f"{r} {v:.2f}" for r, v in means.items()))
-    for prompt, row in summary["per_prompt"].items():
+    for prompt, row in [*summary["per_prompt"].items(), *summary["per_heldout_prompt"].items()]:
         print(f"prompt {prompt}: action " + " → ".join(f"{s} {v:.2f}" for s, v in row.items()))
     for label, row in summary["differences"].items():
         (m, h), (ms, hs) = row["pairs"], row["seeds"]

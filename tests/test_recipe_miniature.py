@@ -58,7 +58,8 @@ def test_the_miniature_reward_dpo_loop_runs_and_the_study_reads_it(tmp_path, mon
     import reward_dpo_miniature as study
 
     scores = study.stage_scores(tmp_path / "seed0")
-    assert set(scores) == {"round0", "final"} and all(len(scores[s]["action"]) == 9 for s in scores)
+    assert set(scores) == {"round0", "final", "heldout-base", "heldout-final"}
+    assert all(len(scores[s]["action"]) == 9 for s in scores)  # 3 prompts × 3 samples, trained and held out
     diffs = study.paired_differences(scores, "final", "action")
     expected = [scores["final"]["action"][k] - scores["round0"]["action"][k] for k in sorted(scores["round0"]["action"])]
     np.testing.assert_allclose(diffs, expected)

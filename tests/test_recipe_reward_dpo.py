@@ -23,6 +23,7 @@ recipe: reward-dpo
 run: {{name: loop, output_dir: {tmp_path / 'runs'}, build_tiny_models: true}}
 backbone: {{name: stable-diffusion, options: {{pretrained: {tmp_path / 'sd'}, dtype: float32, device: cpu}}}}
 prompts: [a red cube, a blue ball]
+heldout_prompts: [a green tree]
 rounds: 2
 rewards:
   prompt_match: {{name: clip-semantic, options: {{model: {clip}, device: cpu, raw_min: -60, raw_max: 60}}}}
@@ -45,8 +46,9 @@ def test_two_rounds_with_named_rewards_sample_select_per_prompt_train_and_report
     state = json.loads((run / "stages.json").read_text())
     assert list(state) == ["round0", "round1", "final"] and all(s["status"] == "done" for s in state.values())
     rows = json.loads((run / "rewards.json").read_text())
-    assert [r["stage"] for r in rows] == ["round0", "round1", "final"]
-    assert all(set(r) == {"stage", "samples", "prompt_match", "beauty"} and r["samples"] == 8 for r in rows)
+    assert [r["stage"] for r in rows] == ["round0", "round1", "final", "heldout-base", "heldout-final"]
+    assert [r["samples"] for r in rows] == [8, 8, 8, 4, 4]  # 2 prompts × 4 samples; 1 held-out prompt × 4
+    assert all(set(r) == {"stage", "samples", "prompt_match", "beauty"} for r in rows)
     import pyarrow.parquet as pq
 
     pairs = pq.read_table(run / f"round0-{state['round0']['hash']}" / "pairs.parquet").to_pylist()
@@ -63,11 +65,15 @@ def test_two_rounds_with_named_rewards_sample_select_per_prompt_train_and_report
     capsys.readouterr()
     assert main(["run", str(config)]) == 0
     assert capsys.readouterr().out.count("done earlier") == 3
-    assert main(["run", str(config), "trainer.max_steps=1", "rounds=1"]) == 0  # another config: reruns round 0
+    assert main(["run", str(config), "rounds=1"]) == 0  # one round fewer: round 0 is reused, the final reruns
+    assert "round0: done earlier" in capsys.readouterr().out
+    now = json.loads((run / "stages.json").read_text())
+    assert list(now) == ["round0", "final"] and now["round0"]["hash"] == state["round0"]["hash"]
     old = run / f"round1-{state['round1']['hash']}"
     assert old.is_dir()  # a run never deletes another configuration's finished stages
-    assert main(["clean", str(config), "trainer.max_steps=1", "rounds=1"]) == 0
-    assert not old.is_dir() and (run / f"round0-{json.loads((run / 'stages.json').read_text())['round0']['hash']}").is_dir()
+    assert main(["clean", str(config), "rounds=1"]) == 0
+    assert not old.is_dir() and not (run / f"final-{state['final']['hash']}").is_dir()
+    assert (run / f"round0-{state['round0']['hash']}").is_dir() and (run / f"final-{now['final']['hash']}").is_dir()
 
 
 def test_a_selector_naming_a_source_is_refused_in_the_loop(tmp_path, capsys):

@@ -121,6 +121,13 @@ class StageRunner:
         self.log(f"[green]✓ {name}[/green] ({record['seconds']:.1f} s): {summary}")
         return digest
 
+    def keep_only(self, names: list[str]) -> None:
+        """Drop index entries of stages this configuration does not have (a run with fewer rounds than the last
+        one), so the index names one chain and `prefopt clean` sees the rest as superseded."""
+        self.previous_state = {k: v for k, v in self.previous_state.items() if k in names}
+        self.state = {k: v for k, v in self.state.items() if k in names}
+        self._save()
+
     def _forget_from(self, name: str) -> None:
         names = list(self.previous_state)
         for later in names[names.index(name):]:

@@ -56,7 +56,7 @@ def _pairs(out: Path, examples, sources) -> str:
             "<th>prompt</th><th>winner</th><th>loser</th><th>weight</th></tr>" + "".join(rows) + "</table>")
 
 
-def _evaluation(out: Path, recipe, table: list[dict]) -> str:
+def _evaluation(out: Path, recipe: DPORecipe, table: list[dict]) -> str:
     rewards = list(recipe.config.evaluation.rewards)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", "samples", *rewards])
     body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float)

@@ -32,7 +32,7 @@ def plot_timings(path: Path, timings: dict[str, float]) -> None:
     plt.close(fig)
 
 
-def plot_reward_distributions(path: Path, recipe) -> None:
+def plot_reward_distributions(path: Path, recipe: MagicIDRecipe) -> None:
     plt = pyplot()
     table = recipe.scored()
     groups = sorted(set(table.sources))
@@ -62,7 +62,7 @@ PAIRS_SHOWN = 24
 PAIR_FRAMES = 3  # first, middle and last frame: enough to see which of a pair moves
 
 
-def _pairs_table(out: Path, recipe, stage: str) -> str:
+def _pairs_table(out: Path, recipe: MagicIDRecipe, stage: str) -> str:
     """The first pairs of a stage: thumbnails of winner and loser (``PAIR_FRAMES`` frames), sources, prompt, reward gaps."""
     from prefopt.selection import read_pairs_table
 
@@ -86,7 +86,7 @@ def _pairs_table(out: Path, recipe, stage: str) -> str:
             + "".join(rows) + "</table>" + more)
 
 
-def _references(out: Path, recipe) -> str:
+def _references(out: Path, recipe: MagicIDRecipe) -> str:
     images = []
     for index, photo in enumerate(recipe.photos()):
         thumb = thumbnail(out, f"reference-{index}", read_media(photo)[:1])
@@ -95,7 +95,7 @@ def _references(out: Path, recipe) -> str:
     return "".join(images)
 
 
-def _links(out: Path, recipe, rows: list[dict]) -> str:
+def _links(out: Path, recipe: MagicIDRecipe, rows: list[dict]) -> str:
     """Links to every LoRA the run trained and every evaluation video."""
     loras = [(stage, recipe.stage_dir(stage) / "lora" / LORA_WEIGHTS_NAME)
              for stage in ("identity_lora", "stage1", "stage2")]

@@ -12,6 +12,10 @@ from prefopt_recipes.magicid.config import REWARD_NAME, RunConfig, check_selecto
 @dataclass
 class LoopRunConfig(RunConfig):
     name: str = field(default="reward-dpo", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
+    seed: int = field(
+        default=0,
+        metadata={"help": "Sample j of prompt i is drawn with seed seed·10⁶ + i·samples_per_prompt + j in every "
+                          "round: runs with different seeds share no sample."})
     build_tiny_models: bool = field(
         default=False,
         metadata={"help": "Build tiny random models at the configured paths first (the backbone, and CLIP for "
@@ -63,6 +67,10 @@ class RewardDPOConfig:
     selection: LoopSelectionConfig = field(metadata={"help": "How pairs are chosen from each round's samples."})
     prompts: list[str] = field(default_factory=list, metadata={"help": "Prompts to sample (added to `prompts_file`)."})
     prompts_file: str | None = field(default=None, metadata={"help": "A text file of prompts, one per line."})
+    heldout_prompts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Prompts never trained on: the final stage also samples them with the base and the final "
+                          "model (same seeds) and scores both, to show whether a gain carries over."})
     references: list[str] = field(
         default_factory=list, metadata={"help": "Reference photos, for rewards that compare with them (identity)."})
     sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "Sampling in every round."})

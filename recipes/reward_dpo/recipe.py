@@ -50,6 +50,8 @@ from prefopt_recipes.common.stages import (
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
 SUMMARY_FILE = "rewards.json"  # every reward's mean per stage, in the run folder
+HELDOUT_BASE, HELDOUT_FINAL = "heldout-base", "heldout-final"  # samples of prompts never trained on
+SEED_STRIDE = 1_000_000  # sample seeds of `run.seed` s: s·10⁶ + prompt index · samples per prompt + sample index
 
 
 class RewardDPORecipe:
@@ -104,7 +106,7 @@ class RewardDPORecipe:
                   c.run.seed]
         rounds = [(f"round{r}", [*shared, c.selection, c.trainer] if r == 0 else [c.selection, c.trainer],
                    self._round_work(r)) for r in range(c.rounds)]
-        return [*rounds, ("final", [], self._final)]  # chained: its hash covers every round's
+        return [*rounds, ("final", [c.heldout_prompts], self._final)]  # chained: its hash covers every round's
 
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -113,8 +115,10 @@ class RewardDPORecipe:
                 if main:
                     write_json_atomically(self.run_dir / "config.json", to_dict(self.config))
             runner = StageRunner(self.run_dir, self.console.print)
-            for name, covered, work in self.stage_plan():
+            plan = self.stage_plan()
+            for name, covered, work in plan:
                 self.digests[name] = runner.run(name, covered, work)
+            runner.keep_only([name for name, _, _ in plan])  # e.g. fewer rounds: the old last round is not current
             from prefopt_recipes.reward_dpo.report import write_report
 
             with main_first() as main:
@@ -149,8 +153,24 @@ class RewardDPORecipe:
 
     def _final(self, digest: str) -> str:
         self.digests["final"] = digest
-        items = self._sample_and_score("final", digest, self._trained_before(self.config.rounds))
-        return f"{len(items)} samples of the final model scored ({self._means_text(items)})"
+        final = self._trained_before(self.config.rounds)
+        items = self._sample_and_score("final", digest, final)
+        summary = f"{len(items)} samples of the final model scored ({self._means_text(items)})"
+        heldout = self.config.heldout_prompts
+        if heldout:
+            base = self._trained_before(0)  # the base model (with `trainer.init_lora`, as round 0 samples)
+            for stage, loras in ((HELDOUT_BASE, base), (HELDOUT_FINAL, final)):
+                held = self._sample_and_score(stage, digest, loras, heldout)
+                summary += f"; {stage}: {self._means_text(held)}"
+        return summary
+
+    def stages_sampled(self) -> dict[str, str]:
+        """Every stage whose samples the report shows → the stage hash its items carry."""
+        stages = {f"round{r}": self.digests[f"round{r}"] for r in range(self.config.rounds)}
+        stages["final"] = self.digests["final"]
+        if self.config.heldout_prompts:
+            stages.update({HELDOUT_BASE: self.digests["final"], HELDOUT_FINAL: self.digests["final"]})
+        return stages
 
     def _trained_before(self, round_index: int) -> list[Path]:
         """The LoRAs a round samples with: `trainer.init_lora` (fused into the reference and the policy) and the
@@ -169,14 +189,16 @@ class RewardDPORecipe:
         frames, height, width = media_size(backbone, s)
         return dataclasses.replace(s, num_frames=frames, height=height, width=width)
 
-    def _sample_and_score(self, stage: str, digest: str, loras: list[Path]) -> list:
+    def _sample_and_score(self, stage: str, digest: str, loras: list[Path], prompts: list[str] | None = None) -> list:
         backbone, repo = self._backbone(), self.repository()
         backbone.use_loras(loras)
         sampling = self.sampling(backbone)
         per_prompt = sampling.samples_per_prompt
-        # The same seeds every round: round r's samples differ from round r−1's only by the model.
-        jobs = [(f"{stage}-{digest}-{p:04d}-{s:02d}", prompt, self.config.run.seed + p * per_prompt + s)
-                for p, prompt in enumerate(self.prompts()) for s in range(per_prompt)]
+        # The same seeds every round: round r's samples differ from round r−1's only by the model. Runs with
+        # different `run.seed`s draw from disjoint seed ranges, so their samples are independent.
+        base_seed = self.config.run.seed * SEED_STRIDE
+        jobs = [(f"{stage}-{digest}-{p:04d}-{s:02d}", prompt, base_seed + p * per_prompt + s)
+                for p, prompt in enumerate(prompts or self.prompts()) for s in range(per_prompt)]
         generate_into(repo, backbone, jobs, source=stage, stage=digest, video=sampling, fps=sampling.fps,
                       description=f"sampling ({stage})")
         del backbone
@@ -250,10 +272,10 @@ class RewardDPORecipe:
 
     def summary(self) -> list[dict]:
         """Mean of every reward over each stage's samples: round 0 samples the base model, round r the model
-        after r rounds, `final` the last one."""
+        after r rounds, `final` the last one; `heldout-base` and `heldout-final` the held-out prompts."""
         repo, rows = self.repository(), []
-        for name in [f"round{r}" for r in range(self.config.rounds)] + ["final"]:
-            items = [r for r in repo.items([name]) if r.stage == self.digests[name]]
+        for name, digest in self.stages_sampled().items():
+            items = [r for r in repo.items([name]) if r.stage == digest]
             if items:
                 rows.append({"stage": name, "samples": len(items), **self.reward_means(items)})
         path = self.run_dir / SUMMARY_FILE

@@ -23,10 +23,16 @@ def plot_rewards_by_stage(path: Path, rows: list[dict], rewards: list[str]) -> N
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
     stages = [r["stage"] for r in rows]
+    trained = [i for i, s in enumerate(stages) if not s.startswith("heldout")]
+    heldout = [i for i, s in enumerate(stages) if s.startswith("heldout")]
     for index, name in enumerate(rewards):
-        ax.plot(stages, [r[name] for r in rows], marker="o", color=f"C{index}", label=name)
+        values = [r[name] for r in rows]
+        ax.plot(trained, [values[i] for i in trained], marker="o", color=f"C{index}", label=name)
+        if heldout:  # base → final on prompts never trained on: its own dashed segment
+            ax.plot(heldout, [values[i] for i in heldout], marker="s", ls="--", color=f"C{index}")
+    ax.set_xticks(range(len(stages)), stages, fontsize=8)
     ax.set_ylabel("mean reward (1–10)")
-    ax.set_title("rewards of each stage's samples (round 0 = base model)")
+    ax.set_title("rewards of each stage's samples (round 0 = base model; dashed: held-out prompts)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -65,11 +71,11 @@ def write_report(recipe: RewardDPORecipe, timings: dict[str, float]) -> Path:
     return out / "index.html"
 
 
-def _samples(out: Path, recipe) -> str:
+def _samples(out: Path, recipe: RewardDPORecipe) -> str:
     repo = recipe.repository()
     cells = []
-    for stage in [f"round{r}" for r in range(recipe.config.rounds)] + ["final"]:
-        items = sorted((r for r in repo.items([stage]) if r.stage == recipe.digests[stage]), key=lambda r: r.id)
+    for stage, digest in recipe.stages_sampled().items():
+        items = sorted((r for r in repo.items([stage]) if r.stage == digest), key=lambda r: r.id)
         thumbs = "".join(f"<img src='{thumbnail(out, f'{stage}-{i}', read_media(repo.path(item.media_path)), 3)}'> "
                          for i, item in enumerate(items[:SAMPLES_SHOWN]))
         cells.append(f"<tr><td>{stage}</td><td>{thumbs}</td></tr>")
