@@ -33,6 +33,19 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return registration.cls(config)
 
 
+def missing_component_weights(specs: list[Any]) -> list[str]:
+    """The one-sentence messages of every component (a BackboneSpec or RewardSpec) whose weights are missing,
+    from each class's optional ``missing_weights(options)``; nothing is loaded."""
+    registry = get_registry()
+    messages = []
+    for spec in specs:
+        check = getattr(registry.get(spec.kind, spec.name).cls, "missing_weights", None)
+        message = check(spec.options) if check else None
+        if message:
+            messages.append(message)
+    return messages
+
+
 def check_requirements(recipe: Any) -> None:
     """Raise one clear error listing every missing weight or package (one per line), then let the recipe check
     its inputs, before any work starts."""

@@ -9,7 +9,6 @@ each part depends on, so a changed config trains into a new folder and never ove
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import time
@@ -23,17 +22,14 @@ from prefopt.hub import set_allow_downloads
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
+from prefopt.runner import missing_component_weights
 from prefopt.trainer import DiffusionDPOTrainer, media_size
 from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.stages import run_directory_lock
+from prefopt_recipes.common.stages import config_hash, run_directory_lock
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
 PAIRS_FILE = "pairs.jsonl"
 TABLE_FILE = "table.json"
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 class DPORecipe:
@@ -57,11 +53,11 @@ class DPORecipe:
         pairs = [(e.prompt, e.winner, e.loser, e.weight) for e in examples]
         files = [(m, os.stat(m).st_size, os.stat(m).st_mtime_ns) for m in sorted({e.winner for e in examples}
                                                                                   | {e.loser for e in examples})]
-        return self.run_dir / f"train-{_digest(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer), pairs, files)}"
+        return self.run_dir / f"train-{config_hash(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer), pairs, files)}"
 
     @property
     def evaluation_dir(self) -> Path:
-        return self.run_dir / f"evaluation-{_digest(self.train_dir.name, to_dict(self.config.evaluation))}"
+        return self.run_dir / f"evaluation-{config_hash(self.train_dir.name, to_dict(self.config.evaluation))}"
 
     # --- before any model loads ---------------------------------------------------------------------
 
@@ -71,15 +67,7 @@ class DPORecipe:
             from prefopt.tiny_models import save_tiny_pipeline
 
             save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
-        registry = get_registry()
-        specs = [("backbones", c.backbone)] + [("rewards", s) for s in c.evaluation.rewards.values()]
-        missing = []
-        for kind, spec in specs:
-            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)  # optional for rewards
-            message = check(spec.options) if check else None
-            if message:
-                missing.append(message)
-        return missing
+        return missing_component_weights([c.backbone, *c.evaluation.rewards.values()])
 
     def check_inputs(self) -> None:
         """Read the data and open every media file, so a bad row stops the run before a model loads."""

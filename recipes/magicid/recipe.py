@@ -17,6 +17,7 @@ from prefopt.hub import resolve_path, set_allow_downloads
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos
+from prefopt.runner import missing_component_weights
 from prefopt.selection import (
     PAIRS_FILE,
     PAIRS_PLOT,
@@ -74,13 +75,7 @@ class MagicIDRecipe:
                     self._build_tiny_models()
         missing = [f"reference photo `{p}` does not exist." for p in self.config.references.photos
                    if not resolve_path(p).is_file()]
-        registry = get_registry()
-        specs = [("backbones", self.config.backbone)] + [("rewards", spec) for spec in self.config.rewards.values()]
-        for kind, spec in specs:
-            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)
-            message = check(spec.options) if check else None
-            if message:
-                missing.append(message)
+        missing += missing_component_weights([self.config.backbone, *self.config.rewards.values()])
         from prefopt.hub import missing_weights_message
 
         if self.config.prompts.writer_model:

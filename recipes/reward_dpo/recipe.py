@@ -25,6 +25,7 @@ from prefopt.interfaces import PairIndices
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository
+from prefopt.runner import missing_component_weights
 from prefopt.selection import (
     PAIRS_FILE,
     PAIRS_PLOT,
@@ -79,12 +80,7 @@ class RewardDPORecipe:
                 if hasattr(spec.options, "model") and spec.name in ("clip-semantic", "pickscore", "laion-aesthetic"):
                     save_tiny_clip(spec.options.model, seed=c.run.seed)
         missing = [f"reference photo `{p}` does not exist." for p in c.references if not Path(p).is_file()]
-        registry = get_registry()
-        for kind, spec in [("backbones", c.backbone)] + [("rewards", s) for s in c.rewards.values()]:
-            check = getattr(registry.get(kind, spec.name).cls, "missing_weights", None)
-            message = check(spec.options) if check else None
-            if message:
-                missing.append(message)
+        missing += missing_component_weights([c.backbone, *c.rewards.values()])
         if not self.prompts():
             missing.append("no prompts: set `prompts` or `prompts_file`.")
         return missing
