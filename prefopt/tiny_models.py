@@ -88,14 +88,10 @@ def tiny_wan_pipeline(seed: int = 0):
         WanPipeline,
         WanTransformer3DModel,
     )
-    from transformers import T5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
     tokenizer = t5_tokenizer()
-    text_encoder = UMT5EncoderModel(T5Config(
-        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0,
-    ))
+    text_encoder = umt5_encoder(tokenizer)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
         text_dim=16, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
@@ -148,6 +144,16 @@ def clip_with_projection(vocab_size: int, hidden: int = 8, projection: int = 8):
         vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
         num_attention_heads=2, projection_dim=projection, max_position_embeddings=77,
         bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    ))
+
+
+def umt5_encoder(tokenizer, d_model: int = 16):
+    """A tiny UMT5 encoder (Wan's and AuraFlow's text encoder class) for ``tokenizer``."""
+    from transformers import T5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=d_model // 8,
+        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0,
     ))
 
 

@@ -174,6 +174,15 @@ def clean_stage_folders(run_dir: Path, keep: dict[str, str], dry_run: bool = Fal
     return folders
 
 
+def clean_run(run_dir: Path, plan: list[tuple[str, Any]], dry_run: bool = False) -> list[Path]:
+    """``prefopt clean`` for a staged recipe: under the run's lock, remove the stage folders that neither the run's
+    index nor ``plan`` (the configuration's ``(stage, what its hash covers)``, in order) names."""
+    if not run_dir.is_dir():
+        raise PrefoptError(f"no run at `{run_dir}`: nothing to clean.")
+    with run_directory_lock(run_dir):
+        return clean_stage_folders(run_dir, planned_hashes(plan), dry_run=dry_run)
+
+
 LOCK_FILE = ".prefopt.lock"
 
 

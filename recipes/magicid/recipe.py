@@ -34,9 +34,8 @@ from prefopt_recipes.common.generation import examples_from_pairs, generate_into
 from prefopt_recipes.common.scoring import reward_keys, score_items
 from prefopt_recipes.common.stages import (
     StageRunner,
-    clean_stage_folders,
+    clean_run,
     file_digest,
-    planned_hashes,
     run_directory_lock,
     write_json_atomically,
 )
@@ -318,11 +317,7 @@ class MagicIDRecipe:
 
     def clean(self, dry_run: bool = False) -> list[Path]:
         """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
-        if not self.run_dir.is_dir():
-            raise PrefoptError(f"no run at `{self.run_dir}`: nothing to clean.")
-        current = planned_hashes([(name, covered) for name, covered, _, _ in self.stage_plan()])
-        with run_directory_lock(self.run_dir):
-            return clean_stage_folders(self.run_dir, current, dry_run=dry_run)
+        return clean_run(self.run_dir, [(name, covered) for name, covered, _, _ in self.stage_plan()], dry_run)
 
     def select_pairs(self, stage: str = "all") -> None:
         """Re-run pair selection on the existing, scored repository (``prefopt select``)."""

@@ -42,9 +42,8 @@ from prefopt_recipes.common.generation import examples_from_pairs, generate_into
 from prefopt_recipes.common.scoring import reward_keys, score_items
 from prefopt_recipes.common.stages import (
     StageRunner,
-    clean_stage_folders,
+    clean_run,
     file_digest,
-    planned_hashes,
     run_directory_lock,
     write_json_atomically,
 )
@@ -124,11 +123,7 @@ class RewardDPORecipe:
 
     def clean(self, dry_run: bool = False) -> list[Path]:
         """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
-        if not self.run_dir.is_dir():
-            raise PrefoptError(f"no run at `{self.run_dir}`: nothing to clean.")
-        current = planned_hashes([(name, covered) for name, covered, _ in self.stage_plan()])
-        with run_directory_lock(self.run_dir):
-            return clean_stage_folders(self.run_dir, current, dry_run=dry_run)
+        return clean_run(self.run_dir, [(name, covered) for name, covered, _ in self.stage_plan()], dry_run)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / f"{name}-{self.digests[name]}"

@@ -69,16 +69,12 @@ def register_backbones(register):
 def tiny_auraflow_pipeline(seed: int = 0):
     """A tiny random AuraFlowPipeline for tests, built offline from configs with prefopt's tiny-model helpers."""
     from diffusers import AuraFlowPipeline, AuraFlowTransformer2DModel, FlowMatchEulerDiscreteScheduler
-    from transformers import T5Config, UMT5EncoderModel
 
-    from prefopt.tiny_models import image_vae, llama_tokenizer
+    from prefopt.tiny_models import image_vae, llama_tokenizer, umt5_encoder
 
     torch.manual_seed(seed)
     tokenizer = llama_tokenizer()
-    text_encoder = UMT5EncoderModel(T5Config(
-        vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0,
-    ))
+    text_encoder = umt5_encoder(tokenizer)
     transformer = AuraFlowTransformer2DModel(
         sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
         attention_head_dim=8, num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16,
