@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prefopt.files import write_json, write_text
+from prefopt.report import save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "miniature.yaml"
 EVALUATOR = ROOT / "recipes" / "miniature" / "weights" / "evaluator" / "identity"  # seed 1; the reward's is seed 0
@@ -182,7 +185,7 @@ def plot(path: Path, rows: dict) -> None:
         ax.invert_yaxis()
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -201,11 +204,11 @@ def main(argv=None) -> None:
             table3 = {label: (full if rewards is None else run_recipe(out, identity, seed, rewards))["MagicID (final)"]
                       for label, rewards in REWARD_ABLATION.items()}
             runs.append({"identity": identity, "seed": seed, "table2": {m: full[m] for m in TABLE2}, "table3": table3})
-            (out / "study.json").write_text(json.dumps(runs, indent=2))
+            write_json(out / "study.json", runs)
     rows = summarise(runs)
     wall = (f"Wall time of this invocation: {(time.monotonic() - started) / 60:.1f} min (a re-run skips every "
             "finished stage).\n\n")
-    (out / "study.md").write_text(wall + markdown(rows, len(runs)) + "\n" + claims_markdown(claims(runs)))
+    write_text(out / "study.md", wall + markdown(rows, len(runs)) + "\n" + claims_markdown(claims(runs)))
     plot(out / "study.png", rows)
     print((out / "study.md").read_text())
 

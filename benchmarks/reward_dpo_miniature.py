@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prefopt.files import write_json
+from prefopt.report import save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "miniature-reward-dpo.yaml"
 REWARDS = ("action", "motion")
@@ -126,7 +129,7 @@ def plot(path: Path, per_seed: dict[int, dict]) -> None:
     fig.suptitle("reward-DPO on the miniature world: round 0 = base model, final = after two rounds; "
                  "dashed: held-out prompts, base → final")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -143,7 +146,7 @@ def main() -> None:
         print(f"seed {seed}: done", flush=True)
     summary = summarise(per_seed)
     plot(args.figure, per_seed)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(args.out / "summary.json", summary)
     for stage, means in summary["means"].items():
         print(f"{stage:>7}: " + ", ".join(f"{r} {v:.2f}" for r, v in means.items()))
     for prompt, row in [*summary["per_prompt"].items(), *summary["per_heldout_prompt"].items()]:

@@ -24,6 +24,7 @@ import torch
 
 from prefopt.data import load_tensors, save_tensors
 from prefopt.errors import PrefoptError
+from prefopt.files import full_disk_named
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +44,27 @@ def save_checkpoint(
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for adapter, weights in loras.items():
-        save_tensors(tmp / f"lora-{adapter}.safetensors", weights)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    tensors, plain = _rng_state()
-    save_tensors(tmp / RNG_TENSORS, tensors)
-    (tmp / RNG_JSON).write_text(json.dumps(plain))
-    (tmp / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2))
+    try:
+        with full_disk_named(tmp):
+            _write_checkpoint(tmp, step, loras, optimizer, scheduler, extra)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk keeps no half checkpoint, and frees its space
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
+
+
+def _write_checkpoint(folder: Path, step: int, loras: dict[str, dict[str, torch.Tensor]], optimizer: Any,
+                      scheduler: Any, extra: dict) -> None:
+    for adapter, weights in loras.items():
+        save_tensors(folder / f"lora-{adapter}.safetensors", weights)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+    tensors, plain = _rng_state()
+    save_tensors(folder / RNG_TENSORS, tensors)
+    (folder / RNG_JSON).write_text(json.dumps(plain))
+    (folder / STATE_FILE).write_text(json.dumps({"step": step, **extra}, indent=2))
 
 
 def complete_checkpoints(root: Path) -> list[Path]:

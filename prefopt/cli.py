@@ -62,8 +62,19 @@ _DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk
                 errno.ENOLCK: "the file system cannot lock files (e.g. some NFS mounts)"}
 
 
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments, with overrides taken wherever they stand (`select CONFIG --stage stage1 key=value` too)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     from prefopt.progress import configure_logging
 
     configure_logging(debug=args.debug)
@@ -104,10 +115,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise PrefoptError(f"recipe `{recipe.name}` has no pair-selection stage to run on its own.")
         recipe.select_pairs(stage=args.stage)
         return 0
-    check_requirements(recipe)
     from prefopt.progress import quiet_third_party_progress
 
-    quiet_third_party_progress()
+    quiet_third_party_progress()  # before the requirements check, which may save tiny models
+    check_requirements(recipe)
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
     return 0

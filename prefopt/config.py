@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -80,8 +81,20 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys = [k for k in dotted.strip().split(".")]
         if not all(keys):
             raise ConfigError(f"override `{override}` has an empty key.")
-        _set_path(data, keys, yaml.safe_load(raw_value) if raw_value.strip() else "", dotted)
+        _set_path(data, keys, _override_value(raw_value, dotted), dotted)
     return data
+
+
+def _override_value(raw: str, dotted: str) -> Any:
+    """An override's value, read as YAML (the same text inside the config file means the same)."""
+    if not raw.strip():
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"override `{dotted}`: `{raw}` is not a valid YAML value ({problem}); quote text, and "
+                          "write lists as `[a,b]`.") from e
 
 
 def _set_path(node: Any, keys: list[str], value: Any, dotted: str) -> None:
@@ -124,6 +137,7 @@ def parse(cls: type, data: Any, path: str = "", registry: Any = None) -> Any:
         kwargs[name] = _convert(data[name], hints[name], field_path, registry)
     try:
         instance = cls(**kwargs)
+        check_bounds(instance)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"`{path or cls.__name__}`: {e}") from e
     if isinstance(instance, ComponentSpec) and registry is not None:
@@ -200,14 +214,11 @@ def _convert_scalar(value: Any, hint: Any, path: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML reads `2e-5` (no decimal point) as a string; accept numeric strings for floats.
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        number = _float(value)
+        if number is not None:
+            if not math.isfinite(number):  # no option means anything with nan or inf; found here, not mid-run
+                raise ConfigError(f"`{path}` must be a finite number, got `{value}`.")
+            return number
     elif hint is str:
         if isinstance(value, str):
             return value
@@ -219,6 +230,35 @@ def _convert_scalar(value: Any, hint: Any, path: str) -> Any:
     elif isinstance(hint, type) and isinstance(value, hint):
         return value
     raise ConfigError(f"`{path}` must be {_type_name(hint)}, got {_kind(value)} `{value!r}`.")
+
+
+def check_bounds(config: Any) -> None:
+    """Raise ValueError for the first field outside the bounds its metadata declares: ``min``/``max`` (inclusive),
+    ``above``/``below`` (exclusive). Every parsed config is checked; a config's ``__post_init__`` may call it too,
+    so that one built in Python is held to the same bounds."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        m = f.metadata
+        rules = (("min", value < m.get("min", value), "at least"), ("max", value > m.get("max", value), "at most"),
+                 ("above", "above" in m and value <= m["above"], "greater than"),
+                 ("below", "below" in m and value >= m["below"], "less than"))
+        for key, broken, words in rules:
+            if broken:
+                raise ValueError(f"`{f.name}` must be {words} {m[key]}, got {value}")
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    # PyYAML reads `2e-5` (no decimal point) as a string; accept numeric strings for floats.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _unknown_key_message(path: str, key: str, valid: list[str]) -> str:
@@ -285,10 +325,17 @@ def help_text(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[s
         default = _field_default(f, defaults)
         nested = dataclasses.is_dataclass(hint) and not issubclass(hint, ComponentSpec)
         shown = "required" if default is dataclasses.MISSING else "" if nested else _show_default(default)
-        rows.append((key, _type_name(hint), shown, _help(f)))
+        rows.append((key, _type_name(hint) + _bounds_text(f), shown, _help(f)))
         if nested:
             rows.extend(help_text(hint, key, default if dataclasses.is_dataclass(default) else None))
     return rows
+
+
+def _bounds_text(f: dataclasses.Field) -> str:
+    """The bounds a field declares, as `prefopt options` and docs/options.md show them (` ≥ 0, < 1`)."""
+    symbols = {"min": "≥", "above": ">", "max": "≤", "below": "<"}
+    shown = [f"{symbol} {f.metadata[key]}" for key, symbol in symbols.items() if key in f.metadata]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _field_default(f: dataclasses.Field, instance: Any) -> Any:

@@ -84,12 +84,40 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """safetensors write, atomically (write a temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """A safetensors file, whole or not at all (:func:`prefopt.files.write_file`; checked by reading its header)."""
+    from prefopt.files import write_file
+
+    plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_file(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata),
+               lambda tmp: _check_header(tmp, set(plain)))
+
+
+def _check_header(path: Path, names: set[str]) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        if set(f.keys()) != names:
+            raise PrefoptError(f"tensor file `{path}` did not read back with the tensors written.")
+
+
+def tensors_digest(path: str | os.PathLike) -> str:
+    """sha256 of a safetensors file's tensors (names, dtypes, shapes, values) and metadata, not of its bytes:
+    safetensors writes its metadata map in a different order in every process, so one LoRA saved twice gives two
+    different files, and results keyed by file bytes would be made again for identical weights."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+            for name in sorted(f.keys()):
+                tensor = f.get_tensor(name).contiguous()
+                digest.update(f"{name}\x1f{tensor.dtype}\x1f{tuple(tensor.shape)}\x1f".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    except (OSError, SafetensorError) as e:
+        raise PrefoptError(f"tensor file `{path}` cannot be read ({e}); it is missing, truncated or corrupt.") from e
+    return digest.hexdigest()
 
 
 def load_tensors(path: str | os.PathLike, what: str = "tensor file") -> dict[str, torch.Tensor]:

@@ -29,43 +29,99 @@ def read_media(path: str | os.PathLike) -> np.ndarray:
             frames = np.load(path)
         else:
             frames = iio.imread(path, index=None)
-    except (OSError, ValueError) as e:
-        raise PrefoptError(f"media file `{path}` could not be read: {e}") from e
-    return _as_rgb_video(frames, path)
+        return _as_rgb_video(np.asarray(frames), path)
+    except (PrefoptError, MemoryError):
+        raise
+    except Exception as e:  # decoders fail on damaged files with any error type (SyntaxError, IndexError, …)
+        said = (str(e).strip().splitlines() or [""])[0].rstrip(".")  # decoders' messages run over several lines
+        raise PrefoptError(f"media file `{path}` could not be read ({type(e).__name__}: {said}); it is damaged or "
+                           "not a picture or video.") from e
 
 
 def _as_rgb_video(frames: np.ndarray, path: Path) -> np.ndarray:
     if frames.ndim == 3:  # [F, H, W] grayscale video, or a single [H, W, C] image
         frames = frames[..., None] if frames.shape[-1] not in (3, 4) else frames[None]
-    if frames.ndim != 4:
-        raise PrefoptError(f"media file `{path}` has shape {frames.shape}; expected frames × height × width × channels.")
-    if frames.shape[-1] == 1:
-        frames = np.repeat(frames, 3, axis=-1)
-    if frames.dtype != np.uint8:
+    if frames.ndim != 4 or frames.shape[-1] not in (1, 2, 3, 4) or 0 in frames.shape:
+        raise PrefoptError(f"media file `{path}` has shape {frames.shape}; expected frames × height × width × channels "
+                           "(1 to 4 channels).")
+    if frames.shape[-1] <= 2:  # grey, or grey and alpha
+        frames = np.repeat(frames[..., :1], 3, axis=-1)
+    if frames.dtype == np.bool_:  # 1-bit images
+        frames = frames.astype(np.uint8) * 255
+    elif frames.dtype == np.uint16:  # 16-bit PNGs
+        frames = (frames >> 8).astype(np.uint8)
+    elif frames.dtype != np.uint8:
         frames = np.clip(frames, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(frames[..., :3])
 
 
 def write_media(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
-    """Write uint8 ``[F, H, W, 3]`` frames as mp4/gif (or png for one frame), atomically."""
-    import imageio.v3 as iio
+    """Write uint8 ``[F, H, W, 3]`` frames as mp4/gif (or png for one frame) whole or not at all: under a temporary
+    name, read back and checked (frame count and size), then renamed. A full disk is an ``ENOSPC`` error, also when
+    ffmpeg (which reports it only in words) was the writer."""
+    from prefopt.files import write_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        iio.imwrite(tmp, frames[0])
-    elif path.suffix.lower() == ".npy":
+    suffix = path.suffix.lower()
+    # What reading the file back must give: (frames, height, width). Pillow merges repeated GIF frames, so a GIF's
+    # frame count is not checked; mp4 frames are cropped to even sizes.
+    count = 1 if suffix in IMAGE_SUFFIXES else None if suffix == ".gif" else len(frames)
+    size = _even(frames).shape[1:3] if suffix not in IMAGE_SUFFIXES | {".npy", ".gif"} else frames.shape[1:3]
+    expected = (count or "any", *size)
+
+    def check(tmp: Path) -> None:
+        try:
+            written = read_media(tmp)
+        except PrefoptError as e:
+            raise _write_failure(path, str(e)) from e
+        if written.shape[1:3] != tuple(size) or count not in (None, len(written)):
+            raise _write_failure(path, f"it reads back as {written.shape[:3]} (frames, height, width), not {expected}")
+
+    return write_file(path, lambda tmp: _write_frames(tmp, frames, fps), check)
+
+
+def _write_frames(tmp: Path, frames: np.ndarray, fps: int) -> None:
+    import imageio.v3 as iio
+
+    suffix = tmp.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        from PIL import Image
+
+        # Pillow directly: imageio's plugin raises a full disk's error again, unnamed, when it is collected.
+        Image.fromarray(np.ascontiguousarray(frames[0])).save(tmp)
+    elif suffix == ".npy":
         with open(tmp, "wb") as f:
             np.save(f, frames)
-    elif path.suffix.lower() == ".gif":
+    elif suffix == ".gif":
         iio.imwrite(tmp, frames, duration=1000 / fps, loop=0)
     else:
-        # Even sizes for yuv420p; lossless enough (crf 12) that rewards see what the model made.
-        iio.imwrite(tmp, _even(frames), fps=fps, codec="libx264", output_params=["-crf", "12"],
-                    macro_block_size=1)
-    os.replace(tmp, path)
-    return path
+        _ffmpeg_h264(tmp, _even(frames), fps)
+
+
+def _ffmpeg_h264(path: Path, frames: np.ndarray, fps: int) -> None:
+    """H.264 through imageio-ffmpeg's ffmpeg with imageio's own settings (so the pixels are the same), but with its
+    exit status and error text read: imageio returns quietly when ffmpeg could not write (a full disk)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    _, height, width, _ = frames.shape
+    # yuv420p for players; crf 12 is lossless enough that rewards see what the model made.
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+               "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt", "yuv420p",
+               "-v", "error", "-crf", "12", str(path)]
+    # Its own session: a ctrl-C in the terminal reaches prefopt, which stops cleanly, not ffmpeg mid-write.
+    done = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True,
+                          start_new_session=True, check=False)
+    if done.returncode != 0:
+        said = " / ".join(done.stderr.decode(errors="replace").strip().splitlines()[-4:])
+        raise _write_failure(path, f"ffmpeg: {said}" if said else f"ffmpeg exited with status {done.returncode}")
+
+
+def _write_failure(path: Path, detail: str) -> PrefoptError:
+    """A media file that did not write or read back; :func:`prefopt.files.full_disk_named` turns it into a full
+    disk's error when the disk is the cause."""
+    return PrefoptError(f"writing media file `{path}` failed: {detail}.")
 
 
 def _even(frames: np.ndarray) -> np.ndarray:

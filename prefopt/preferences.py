@@ -20,6 +20,7 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ from typing import Any, Literal
 
 from prefopt.data import PreferenceExample
 from prefopt.errors import PrefoptError
+from prefopt.files import write_bytes
+from prefopt.hub import downloads_allowed
 from prefopt.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -66,6 +69,11 @@ class PreferenceDataConfig:
     tie_weight: float = field(default=0.5, metadata={"help": "Weight of each order of a tied pair (`ties: both`)."})
     media_root: str | None = field(
         default=None, metadata={"help": "Folder relative media paths start from; empty: the data file's folder."})
+    allow_outside_paths: bool = field(
+        default=False,
+        metadata={"help": "Let media paths in the data lead outside the data folder (or `media_root`). Off, a path "
+                          "that leaves it (`../…`, or an absolute path elsewhere) is refused, so pairs from someone "
+                          "else cannot make prefopt read other files of yours."})
     max_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs (after ties)."})
 
     def __post_init__(self) -> None:
@@ -86,6 +94,9 @@ def read_rows(config: PreferenceDataConfig) -> tuple[Iterable[dict[str, Any]], P
         return _read_folder(path, config.split)
     if not HUB_ID.fullmatch(config.path) or path.suffix.lower() in DATA_SUFFIXES:
         raise PrefoptError(f"preference data `{config.path}` does not exist.")
+    if not downloads_allowed():  # a mistyped local `data/pairs` must not become a connection to the hub
+        raise PrefoptError(f"preference data `{config.path}` is not a file or folder here; to read the Hugging Face "
+                           "dataset of that id, set `run.allow_downloads: true`.")
     return _read_hub_dataset(config.path, config.split), Path.cwd()
 
 
@@ -103,10 +114,21 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
             text = path.read_text()
             if suffix == ".json" and text.lstrip().startswith("["):
                 return json.loads(text)
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return _json_lines(text, path)
     except (OSError, ValueError) as e:
         raise PrefoptError(f"preference data `{path}` could not be read: {e}") from e
     raise PrefoptError(f"preference data `{path}` is not a {', '.join(DATA_SUFFIXES)} file.")
+
+
+def _json_lines(text: str, path: Path) -> list[Any]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise PrefoptError(f"preference data `{path}`, line {number}, is not valid JSON ({e}).") from e
+    return rows
 
 
 def _read_folder(path: Path, split: str) -> tuple[list[dict[str, Any]], Path]:
@@ -186,13 +208,13 @@ def to_examples(config: PreferenceDataConfig, rows: Iterable[dict[str, Any]], ba
     first_row = next(rows, None)
     if first_row is None:
         raise PrefoptError(f"preference data `{config.path}` holds no rows.")
-    columns = resolve_columns(config, list(first_row))
+    columns = resolve_columns(config, list(_record(first_row, 0)))
     root = Path(config.media_root).expanduser() if config.media_root else base
     examples, sources = [], []
     for index, row in enumerate(itertools.chain([first_row], rows)):
         if config.max_pairs is not None and len(examples) >= config.max_pairs:
             break
-        for winner, loser, prompt, weight in _row_pairs(config, row, index, columns, root, media_dir):
+        for winner, loser, prompt, weight in _row_pairs(config, _record(row, index), index, columns, root, media_dir):
             examples.append(PreferenceExample(prompt=prompt, winner=winner, loser=loser, weight=weight))
             sources.append(index)
     if config.max_pairs is not None:
@@ -200,6 +222,17 @@ def to_examples(config: PreferenceDataConfig, rows: Iterable[dict[str, Any]], ba
     if not examples:
         raise PrefoptError(f"preference data `{config.path}` has no pairs left after dropping ties.")
     return examples, sources
+
+
+def _record(row: Any, index: int) -> dict[str, Any]:
+    """A row as named cells; anything else (a list, a number, a CSV line with more cells than the header) is one
+    sentence naming the row."""
+    if not isinstance(row, dict):
+        raise PrefoptError(f"row {index}: expected named columns (an object or a table row), got {type(row).__name__} "
+                           f"`{str(row)[:80]}`.")
+    if None in row or not all(isinstance(k, str) for k in row):
+        raise PrefoptError(f"row {index}: has cells without a column name (more cells than the header has columns).")
+    return row
 
 
 def _row_pairs(config: PreferenceDataConfig, row: dict[str, Any], index: int, columns, root: Path, media_dir: Path):
@@ -210,11 +243,15 @@ def _row_pairs(config: PreferenceDataConfig, row: dict[str, Any], index: int, co
                if c is not None and (row.get(c) is None or (c != prompt_col and row.get(c) == ""))]
     if missing:
         raise PrefoptError(f"row {index}: column `{missing[0]}` is empty or missing.")
-    first, second = (_media_file(row[c], root, media_dir, index, c) for c in (winner_col, loser_col))
+    first, second = (_media_file(row[c], root, media_dir, index, c, config.allow_outside_paths)
+                     for c in (winner_col, loser_col))
     label = 1.0 if label_col is None else _number(row[label_col], index, label_col)
     weight = 1.0 if row.get("weight") in (None, "") else _number(row["weight"], index, "weight")
     if weight <= 0:
         raise PrefoptError(f"row {index}: weight {weight:g} must be positive (drop the row instead).")
+    if not isinstance(row[prompt_col], (str, int, float)) or isinstance(row[prompt_col], bool):
+        raise PrefoptError(f"row {index}: the prompt in column `{prompt_col}` is {type(row[prompt_col]).__name__}, "
+                           "not text.")
     prompt = str(row[prompt_col])
     if label == 0.5:
         tie = config.tie_weight
@@ -226,19 +263,28 @@ def _row_pairs(config: PreferenceDataConfig, row: dict[str, Any], index: int, co
 
 def _number(value: Any, index: int, column: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise PrefoptError(f"row {index}: `{value}` in column `{column}` is not a number.") from None
+    if not math.isfinite(number):
+        raise PrefoptError(f"row {index}: `{value}` in column `{column}` must be a finite number.")
+    return number
 
 
-def _media_file(value: Any, root: Path, media_dir: Path, row: int, column: str) -> str:
-    """A media file path for a cell: a path as is (relative to ``root``), in-memory media written once."""
+def _media_file(value: Any, root: Path, media_dir: Path, row: int, column: str, outside: bool = False) -> str:
+    """A media file path for a cell: a path (relative to ``root``, which it may not leave unless ``outside``), or
+    in-memory media written once."""
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
         value = data if data is not None else path
     if isinstance(value, (str, os.PathLike)):
-        path = Path(value).expanduser()
-        return str(path if path.is_absolute() else (root / path).resolve())
+        # Lexically, `..` and all: a link the user put inside their data folder is theirs to follow.
+        path = Path(os.path.normpath(root.absolute() / Path(value).expanduser()))
+        if not outside and not path.is_relative_to(Path(os.path.normpath(root.absolute()))):
+            raise PrefoptError(f"row {row}, column `{column}`: media path `{value}` leads outside the data folder "
+                               f"`{root}`; set `data.media_root` to a folder that holds it, or "
+                               "`data.allow_outside_paths: true`.")
+        return str(path.resolve())
     if isinstance(value, (bytes, bytearray)):
         return str(_write_bytes(bytes(value), media_dir))
     if hasattr(value, "save"):  # a PIL image (a decoded `datasets` Image column)
@@ -253,10 +299,7 @@ def _write_bytes(data: bytes, media_dir: Path, suffix: str | None = None) -> Pat
     # Absolute, so pairs files written from these examples read back from any working directory.
     target = media_dir.resolve() / f"{hashlib.sha256(data).hexdigest()[:32]}{suffix or _sniff_suffix(data)}"
     if not target.is_file():
-        media_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # processes may write the same file at once
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_bytes(target, data)  # its temporary name is per process: processes may write the same file at once
     return target
 
 

@@ -36,6 +36,15 @@ def configure_logging(debug: bool = False) -> None:
         log = logging.getLogger(name)
         log.handlers[:] = [handler]
         log.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        for name, words in THIRD_PARTY_NOISE:
+            logging.getLogger(name).addFilter(lambda record, words=words: words not in str(record.msg))
+
+
+# Notices other libraries print at import that say nothing about the user's run: torchao (the fp8 extra) makes torch
+# warn about torchao's own enums, and diffusers about torchao classes it looks for (both shown with --debug).
+THIRD_PARTY_NOISE = (("torch.utils._pytree", "is an Enum subclass and is now natively supported"),
+                     ("diffusers.quantizers.torchao.torchao_quantizer", "Unable to import `torchao` Tensor objects"))
 
 
 def _format_fields(fields: dict[str, object]) -> str:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
+
+from prefopt.files import read_jsonl, write_file
+from prefopt.media import read_media, write_media
 
 
 def pyplot():
@@ -18,11 +21,17 @@ def pyplot():
     return plt
 
 
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as an image (the format from the suffix), whole or not at all: checked by reading it
+    back."""
+    return write_file(path, lambda tmp: figure.savefig(tmp), lambda tmp: read_media(tmp))
+
+
 def read_metrics(folder: Path) -> list[dict]:
+    """The trainer's metrics log in ``folder`` (torn lines of a killed run skipped)."""
     from prefopt.trainer import METRICS_FILE
 
-    path = folder / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
+    return read_jsonl(folder / METRICS_FILE)
 
 
 def plot_training(path: Path, runs: dict[str, Path]) -> None:
@@ -43,7 +52,7 @@ def plot_training(path: Path, runs: dict[str, Path]) -> None:
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -54,9 +63,7 @@ def frame_strip(path: Path, video: np.ndarray, frames: int = 6, min_height: int 
     factor = -(-min_height // strip.shape[0])
     if factor > 1:
         strip = strip.repeat(factor, axis=0).repeat(factor, axis=1)
-    import imageio.v3 as iio
-
-    iio.imwrite(path, strip)
+    write_media(path, strip[None])
 
 
 THUMB_SIDE = 96
@@ -66,8 +73,6 @@ def thumbnail(out: Path, name: str, video: np.ndarray, frames: int = 1) -> str:
     """A PNG under report/thumbs/ of ``frames`` evenly spaced frames side by side (the first frame when 1),
     each scaled to ``THUMB_SIDE`` on its longer side (small videos by whole pixels, so they stay sharp);
     returns its path relative to the report."""
-    import imageio.v3 as iio
-
     from prefopt.media import resize_frames
 
     indices = np.unique(np.linspace(0, len(video) - 1, frames).round().astype(int))
@@ -78,6 +83,5 @@ def thumbnail(out: Path, name: str, video: np.ndarray, frames: int = 1) -> str:
     else:
         scale = THUMB_SIDE / max(height, width)
         small = resize_frames(picked, max(1, round(height * scale)), max(1, round(width * scale)))
-    (out / "thumbs").mkdir(exist_ok=True)
-    iio.imwrite(out / "thumbs" / f"{name}.png", np.concatenate(list(small), axis=1))
+    write_media(out / "thumbs" / f"{name}.png", np.concatenate(list(small), axis=1)[None])
     return f"thumbs/{name}.png"

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from prefopt.errors import PrefoptError
+from prefopt.files import write_parquet
 from prefopt.interfaces import RewardScore, ScoredItems
 
 
@@ -128,15 +129,12 @@ class MediaRepository:
 
     def _write_part(self, table: str, rows: list[dict]) -> None:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         directory = self.root / table
         # Time first, so parts read back in the order they were appended (a later score of an item wins);
         # the random suffix keeps names of processes appending at once distinct.
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = directory / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, directory / name)
+        write_parquet(directory / name, pa.Table.from_pylist(rows))
 
     def _read_parts(self, table: str) -> list[dict]:
         import pyarrow.parquet as pq

@@ -14,10 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.errors import PrefoptError
+from prefopt.files import write_parquet
 from prefopt.interfaces import Pair, PairIndices, ScoredItems
+from prefopt.report import save_figure
 
 PAIRS_FILE = "pairs.parquet"  # a selection stage's pairs (write_pairs), in its folder
 PAIRS_PLOT = "pairs.png"  # and their picture (plot_selection)
+# The picture of a selection that chose nothing: it never replaces an earlier selection's pairs or picture.
+EMPTY_PAIRS_PLOT = "pairs-empty.png"
 STRICT_BLOCK = 512  # rows of the strict-dominance matrix built at once (bounds the N×M temporary)
 
 
@@ -117,10 +121,7 @@ def to_records(items: ScoredItems, pairs: PairIndices, selector: str, prompt_fro
 def write_pairs(path: str | os.PathLike, pairs: Sequence[Pair]) -> Path:
     """Pairs parquet: winner_id, loser_id, prompt, selector, weight, delta_<reward> (atomic write)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     reward_names = sorted({name for p in pairs for name in p.deltas})
     columns = {
         "winner_id": [p.winner_id for p in pairs], "loser_id": [p.loser_id for p in pairs],
@@ -128,16 +129,16 @@ def write_pairs(path: str | os.PathLike, pairs: Sequence[Pair]) -> Path:
         "weight": [p.weight for p in pairs],
         **{f"delta_{n}": [p.deltas.get(n, float("nan")) for p in pairs] for n in reward_names},
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.table(columns), tmp)
-    os.replace(tmp, path)
-    return path
+    return write_parquet(path, pa.table(columns))
 
 
 def read_pairs_table(path: str | os.PathLike) -> list[Pair]:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(path).to_pylist()
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise PrefoptError(f"pairs file `{path}` cannot be read ({e}).") from e
     return [Pair(winner_id=r["winner_id"], loser_id=r["loser_id"], prompt=r["prompt"], weight=r["weight"],
                  selector=r["selector"], deltas={k[6:]: v for k, v in r.items() if k.startswith("delta_")})
             for r in rows]
@@ -202,8 +203,6 @@ def plot_selection(path: str | os.PathLike, items: ScoredItems, pairs: PairIndic
     ax.set_title(f"{title}: {len(pairs)} pairs{extra} from {len(items)} items")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path

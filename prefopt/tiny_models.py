@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from prefopt.files import write_folder
+
 _CHARS = list(string.ascii_letters + string.digits + string.punctuation)
 
 
@@ -329,9 +331,7 @@ def save_tiny_pipeline(backbone: str, directory: str | Path, seed: int = 0) -> P
     directory = Path(directory)
     if not (directory / "model_index.json").is_file():
         pipe = TINY_BUILDERS[backbone](seed)
-        tmp = directory.with_name(directory.name + ".tmp")
-        pipe.save_pretrained(tmp)
-        tmp.rename(directory)  # atomic: a crash never leaves a half-written model directory
+        write_folder(directory, pipe.save_pretrained)  # a crash never leaves a half-written model directory
     return directory
 
 
@@ -361,10 +361,12 @@ def _save_model_and_processor(directory: str | Path, build) -> Path:
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         model, processor = build()
-        tmp = directory.with_name(directory.name + ".tmp")
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        tmp.rename(directory)
+
+        def save(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+        write_folder(directory, save)
     return directory
 
 

@@ -26,9 +26,18 @@ from prefopt.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from prefopt.data import EncodedCache, PreferenceExample, SFTExample, load_tensors, save_tensors
+from prefopt.config import check_bounds
+from prefopt.data import (
+    EncodedCache,
+    PreferenceExample,
+    SFTExample,
+    load_tensors,
+    save_tensors,
+    verify_safetensors,
+)
 from prefopt.dpo_steps import SCHEDULES
 from prefopt.errors import PrefoptError
+from prefopt.files import read_jsonl, write_folder, write_text
 from prefopt.lora import (
     LORA_WEIGHTS_NAME,
     POLICY_ADAPTER,
@@ -79,16 +88,16 @@ class TrainerConfig:
     max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=1, metadata={"help": "Pairs (or SFT samples) per process per micro-step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (paper: 2e-5)."})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (paper: 1e-4)."})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW β1."})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW β2."})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW ε."})
+    learning_rate: float = field(default=2e-5, metadata={"above": 0, "help": "AdamW learning rate (paper: 2e-5)."})
+    weight_decay: float = field(default=1e-4, metadata={"min": 0, "help": "AdamW weight decay (paper: 1e-4)."})
+    adam_beta1: float = field(default=0.9, metadata={"min": 0, "below": 1, "help": "AdamW β1."})
+    adam_beta2: float = field(default=0.999, metadata={"min": 0, "below": 1, "help": "AdamW β2."})
+    adam_epsilon: float = field(default=1e-8, metadata={"above": 0, "help": "AdamW ε."})
     lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = field(
         default="constant_with_warmup", metadata={"help": "Learning-rate schedule (diffusers.optimization)."}
     )
-    lr_warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables."})
+    lr_warmup_steps: int = field(default=0, metadata={"min": 0, "help": "Linear warmup steps."})
+    max_grad_norm: float = field(default=1.0, metadata={"min": 0, "help": "Gradient clipping norm; 0 disables."})
     beta: float = field(
         default=5000.0,
         metadata={"help": "DPO β in −log σ(−β/2·Δ) (Salesforce's convention and value; the same strength as "
@@ -99,11 +108,11 @@ class TrainerConfig:
     )
     label_smoothing: float = field(default=0.0, metadata={"help": "Label-flip rate for `robust`."})
     rpo_alpha: float = field(
-        default=0.0, metadata={"help": "Weight of an SFT term on winners added to the DPO loss (trl's name)."}
+        default=0.0, metadata={"min": 0, "help": "Weight of an SFT term on winners added to the DPO loss (trl's name)."}
     )
     lora_rank: int = field(default=32, metadata={"help": "LoRA rank."})
-    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA α (scale = α / rank)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_alpha: float = field(default=32.0, metadata={"above": 0, "help": "LoRA α (scale = α / rank)."})
+    lora_dropout: float = field(default=0.0, metadata={"min": 0, "below": 1, "help": "LoRA dropout."})
     lora_target_modules: list[str] = field(
         default_factory=list, metadata={"help": "Module names LoRA adapts; empty uses the backbone's default."}
     )
@@ -160,7 +169,7 @@ class TrainerConfig:
     )
     seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order, noise and timesteps."})
     checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept on disk."})
+    keep_checkpoints: int = field(default=2, metadata={"min": 0, "help": "Newest checkpoints kept on disk."})
     log_every: int = field(default=1, metadata={"help": "Write metrics every N steps."})
     report_to: str = field(
         default="none",
@@ -178,6 +187,7 @@ class TrainerConfig:
                                                                 "backbone's default."})
 
     def __post_init__(self) -> None:
+        check_bounds(self)
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank", "checkpoint_every",
                      "log_every", "ref_model_sync_steps", "checkpoint_every_n_blocks"):
             if getattr(self, name) < 1:
@@ -243,6 +253,8 @@ class DiffusionDPOTrainer:
         model, optimizer = self.accelerator.prepare(denoiser, optimizer)
         if resume:
             self._resume(denoiser, optimizer, scheduler)
+        else:
+            self._truncate_metrics(0)
         self._start_trackers()
         self._loop(examples, denoiser, model, optimizer, scheduler)
         lora_file = self._save_final(denoiser)
@@ -313,6 +325,7 @@ class DiffusionDPOTrainer:
     def _resume(self, denoiser, optimizer, scheduler) -> None:
         checkpoint = newest_readable_checkpoint(self.output_dir / "checkpoints", set_aside=self.is_main)
         if checkpoint is None:
+            self._truncate_metrics(0)  # an attempt killed before its first checkpoint starts over: so do its metrics
             return
         apply_checkpoint(checkpoint, optimizer, scheduler)
         for adapter, weights in checkpoint.loras.items():
@@ -456,11 +469,12 @@ class DiffusionDPOTrainer:
                 f.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
-        """After a crash, drop metrics logged past the checkpoint we resume from."""
+        """After a crash, drop metrics logged past the checkpoint we resume from (and a line the crash tore), so the
+        log holds each step once."""
         path = self.output_dir / METRICS_FILE
         if self.is_main and path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [row for row in read_jsonl(path) if isinstance(row.get("step"), int) and row["step"] <= step]
+            write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def _checkpoint(self, denoiser, optimizer, scheduler) -> None:
         self.accelerator.wait_for_everyone()
@@ -479,8 +493,12 @@ class DiffusionDPOTrainer:
         directory = self.output_dir / "lora"
         if self.is_main:
             state = lora_state_dict(denoiser)
-            self.backbone.save_lora(directory, state, adapter_config=_adapter_config(denoiser))
-            save_tensors(directory / ADAPTER_FILE, state)
+
+            def write(tmp: Path) -> None:
+                self.backbone.save_lora(tmp, state, adapter_config=_adapter_config(denoiser))
+                save_tensors(tmp / ADAPTER_FILE, state)
+
+            write_folder(directory, write, check=lambda tmp: verify_safetensors(tmp / LORA_WEIGHTS_NAME, "final LoRA"))
         self.accelerator.wait_for_everyone()
         return directory / LORA_WEIGHTS_NAME
 

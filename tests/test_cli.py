@@ -165,3 +165,13 @@ def test_prefopt_plugins_lists_every_first_party_backbone_and_recipe(capsys):
     assert backbones == {"hunyuan-video", "wan", "ltx-video", "cogvideox", "stable-diffusion", "sdxl", "sd3", "flux"}
     assert {r["name"] for r in rows if r["kind"] == "recipe"} >= {"magicid", "dpo", "reward-dpo"}
     assert {"pickscore", "laion-aesthetic"} <= {r["name"] for r in rows if r["kind"] == "reward"}
+
+
+def test_overrides_may_follow_options():
+    """`prefopt select CONFIG --stage stage1 key=value` takes the override; other stray arguments are refused."""
+    from prefopt.cli import parse_arguments
+
+    args = parse_arguments(["select", "x.yaml", "a.b=1", "--stage", "stage1", "c.d=2"])
+    assert args.overrides == ["a.b=1", "c.d=2"] and args.stage == "stage1"
+    with pytest.raises(SystemExit):
+        parse_arguments(["select", "x.yaml", "--stage", "stage1", "stray"])

@@ -25,6 +25,18 @@ QUICKSTART = "recipes/quickstart.yaml"
     ("run.name=../../x", "`name` must be a plain folder name"),
     ("run.name=.hidden", "`name` must be a plain folder name"),
     ("run.output_dir=", "`output_dir` must not be empty"),
+    # numbers no option means anything with, refused before any work (not after a model loads)
+    ("dpo_stage1.learning_rate=nan", "`dpo_stage1.learning_rate` must be a finite number, got `nan`"),
+    ("dpo_stage1.learning_rate=-1e-5", "`learning_rate` must be greater than 0, got -1e-05"),
+    ("dpo_stage1.beta=.inf", "`dpo_stage1.beta` must be a finite number, got `inf`"),
+    ("dpo_stage2.max_grad_norm=-1", "`max_grad_norm` must be at least 0, got -1.0"),
+    ("identity_lora.lora_dropout=1", "`lora_dropout` must be less than 1, got 1.0"),
+    ("rewards.semantic.options.raw_max=-100", "`raw_max` (-100.0) must exceed `raw_min` (-60.0)"),
+    ("rewards.dynamic.options.sample_fps=0", "`sample_fps` must be greater than 0, got 0.0"),
+    ("rewards.identity.options.frames=0", "`frames` must be at least 1, got 0"),
+    # a malformed value on the command line is the same clean error as inside the file
+    ("dpo_stage1.learning_rate=[1,", "override `dpo_stage1.learning_rate`: `[1,` is not a valid YAML value"),
+    ("run.name={a: 1", "override `run.name`: `{a: 1` is not a valid YAML value"),
 ])
 def test_validate_names_the_key_and_exits_2(override, message, capsys):
     assert main(["validate", QUICKSTART, override]) == 2

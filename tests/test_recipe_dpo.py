@@ -59,7 +59,9 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(tmp_pa
                  "evaluation.num_inference_steps=2"])
     assert code == 0
     run = tmp_path / "runs" / "dpo"
-    pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    train = next(run.glob("train-*"))  # the pairs and config it was trained from are kept with it
+    pairs = [json.loads(line) for line in (train / "pairs.jsonl").read_text().splitlines()]
+    assert json.loads((train / "config.json").read_text()) == json.loads((run / "config.json").read_text())
     assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
     assert Path(pairs[1]["winner"]).read_bytes() == _jpeg(3)  # label_0 = 0: jpg_1 wins
     first_train = next(run.glob("train-*"))
@@ -198,3 +200,86 @@ def test_media_from_bytes_get_absolute_paths_that_read_from_anywhere(tmp_path, m
     assert Path(examples[0].winner).is_absolute()
     monkeypatch.chdir(tmp_path.parent)
     assert Path(examples[0].winner).read_bytes() == _jpeg(0)
+
+
+def _png(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _one_sentence(stderr: str) -> bool:
+    """prefopt said one line, an error, and no traceback (other libraries' import notices aside)."""
+    ours = [line for line in stderr.splitlines() if line.startswith("prefopt")]
+    return len(ours) == 1 and ours[0].startswith("prefopt: error: ") and "Traceback" not in stderr
+
+
+def _run_dpo(tmp_path, data_path: str, *extra: str) -> int:
+    return main(["run", str(ROOT / "recipes" / "dpo.yaml"), f"data.path={data_path}",
+                 *_overrides(tmp_path, "sdxl", (1, 32, 32)), *extra])
+
+
+def test_a_missing_path_that_looks_like_a_hub_id_never_reaches_the_hub(tmp_path, monkeypatch, capsys):
+    """`data/pairs` mistyped (it does not exist here) is a missing local path, not a hub dataset: nothing connects
+    unless `run.allow_downloads` is set."""
+    import socket
+
+    import datasets
+
+    attempts = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: attempts.append(("load_dataset", a)) or [])
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: attempts.append(("connect", address)))
+    monkeypatch.chdir(tmp_path)
+    assert _run_dpo(tmp_path, "data/pairs") == 2
+    error = capsys.readouterr().err
+    assert "preference data `data/pairs` is not a file or folder here" in error and "run.allow_downloads" in error
+    assert attempts == [] and _one_sentence(error)
+
+    from prefopt.hub import set_allow_downloads
+
+    try:  # allowed, the same id is read as a hub dataset (here the spy, not the network)
+        set_allow_downloads(True)
+        _rows, _ = read_rows(PreferenceDataConfig(path="data/pairs"))
+    finally:
+        set_allow_downloads(False)
+    assert attempts and attempts[0][0] == "load_dataset" and attempts[0][1] == ("data/pairs",)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ('{"prompt": "p", "winner": "a.png", "loser": "broken.png"}',
+     r"row 1 \(loser\): media file `.*broken.png` could not be read \(SyntaxError: broken PNG file"),
+    ('["p", "a.png", "a.png"]', r"row 1: expected named columns \(an object or a table row\), got list"),
+    ('{"prompt": {"text": "p"}, "winner": "a.png", "loser": "a.png"}', r"row 1: the prompt in column `prompt` is dict"),
+    ('{"prompt": "p", "winner": "a.png", "loser": "a.png", "weight": NaN}',
+     r"row 1: `nan` in column `weight` must be a finite number"),
+    ('{"prompt": "p", "winner": "../outside.png", "loser": "a.png"}',
+     r"row 1, column `winner`: media path `../outside.png` leads outside the data folder"),
+    ('{"prompt": "p", "winner": "a.png", "loser": "a.png"', r"line 2, is not valid JSON"),
+])
+def test_every_bad_row_or_media_file_stops_the_run_before_a_model_loads(tmp_path, capsys, row, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes(_png(0))
+    corrupt = bytearray(_png(1))
+    corrupt[corrupt.index(b"IHDR") + 12] = 7  # an impossible colour type: PIL raises SyntaxError, not OSError
+    (data / "broken.png").write_bytes(bytes(corrupt))
+    (tmp_path / "outside.png").write_bytes(_png(2))
+    (data / "pairs.jsonl").write_text('{"prompt": "p", "winner": "a.png", "loser": "a.png"}\n' + row + "\n")
+    assert _run_dpo(tmp_path, str(data / "pairs.jsonl")) == 2
+    error = capsys.readouterr().err
+    assert _one_sentence(error)
+    import re
+
+    assert re.search(message, error), error
+    assert not (tmp_path / "models" / "sdxl").exists() or not list((tmp_path / "runs" / "dpo").glob("train-*"))
+
+
+def test_paths_outside_the_data_folder_are_read_when_the_user_allows_them(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "outside.png").write_bytes(_png(2))
+    rows = [{"prompt": "p", "winner": "../outside.png", "loser": str(tmp_path / "outside.png")}]
+    with pytest.raises(PrefoptError, match="leads outside the data folder"):
+        to_examples(PreferenceDataConfig(path="x"), rows, data, tmp_path / "media")
+    examples, _ = to_examples(PreferenceDataConfig(path="x", allow_outside_paths=True), rows, data, tmp_path / "m")
+    assert examples[0].winner == examples[0].loser == str((tmp_path / "outside.png").resolve())

@@ -103,12 +103,34 @@ def test_a_failing_config_change_keeps_the_finished_stage(finished_run):
     run = tmp_path / "quickstart"
     state = json.loads((run / "stages.json").read_text())
     lora = run / f"stage1-{state['stage1']['hash']}" / "lora" / "pytorch_lora_weights.safetensors"
-    before = lora.read_bytes()
+    before, record = lora.read_bytes(), (run / "config.json").read_text()
     result = subprocess.run(_command(tmp_path, "dpo_stage1.learning_rate=1e30"), check=False, capture_output=True,
                             text=True, env=_env(), timeout=600, cwd=tmp_path)
     assert result.returncode == 2 and "the training loss became nan" in result.stderr
     assert lora.read_bytes() == before
+    assert (run / "config.json").read_text() == record  # still the record of the folders that finished
+    failed = next(p for p in run.glob("stage1-*") if '"learning_rate": 1e+30' in (p / "config.json").read_text())
+    assert json.loads((failed / ".prefopt-stage.json").read_text())["status"] == "running"
     assert _run(tmp_path).count("done earlier") == 8  # the original config still finds every stage finished
+
+
+def test_a_finished_stage_whose_lora_was_truncated_since_is_trained_again(finished_run):
+    """Skipped stages are re-verified: a damaged final LoRA is not trusted as `done earlier` (exit 0, "run
+    finished"); the stage runs again in its folder, resuming from its last checkpoint, and the LoRA is whole."""
+    from prefopt.data import verify_safetensors
+
+    tmp_path, _ = finished_run
+    run = tmp_path / "quickstart"
+    state = json.loads((run / "stages.json").read_text())
+    lora = run / f"stage1-{state['stage1']['hash']}" / "lora" / "pytorch_lora_weights.safetensors"
+    tensors = lora.read_bytes()
+    lora.write_bytes(tensors[: len(tensors) // 2])
+    out = _run(tmp_path)
+    assert "↻ stage1: finished earlier, but the final LoRA of stage `stage1`" in out and "resuming training" in out
+    assert out.count("done earlier") == 7
+    verify_safetensors(lora, "the LoRA")
+    assert json.loads((run / "stages.json").read_text()) == {**state, "stage1": json.loads(
+        (run / "stages.json").read_text())["stage1"]}  # the same chain of stages, nothing else rerun
 
 
 def test_killed_mid_stage_resumes_without_recomputing(tmp_path):
@@ -140,6 +162,34 @@ def test_killed_mid_stage_resumes_without_recomputing(tmp_path):
     assert len(ids) == len(set(ids)) == 13
 
 
+def _interrupt_at(tmp_path, marker: str) -> subprocess.CompletedProcess:
+    """Run in a terminal's way (its own process group) and press ctrl-C, which reaches the whole group, as soon as
+    a line containing ``marker`` is printed."""
+    process = subprocess.Popen(_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**_env(), "PYTHONUNBUFFERED": "1"}, cwd=tmp_path, start_new_session=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    lines.append(process.stdout.read())
+    process.wait(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, "".join(lines), "")
+
+
+def test_ctrl_c_during_scoring_and_evaluation_stops_cleanly_and_a_rerun_finishes(tmp_path):
+    for marker in ("scoring identity", "evaluating: generating for identity"):
+        stopped = _interrupt_at(tmp_path, marker)
+        assert stopped.returncode == 130, stopped.stdout[-2000:]
+        assert "interrupted; finished work is kept and a re-run resumes" in stopped.stdout
+        assert "Traceback" not in stopped.stdout
+    finished = _run(tmp_path)
+    assert "✓ evaluation" in finished and "Traceback" not in finished
+    leftovers = [p for p in (tmp_path / "quickstart").rglob("*") if ".tmp" in p.name and p.is_file()]
+    assert leftovers == []
+
+
 def test_prefopt_select_reselects_on_the_existing_repository(finished_run):
     tmp_path, _ = finished_run
     command = [sys.executable, "-m", "prefopt", "select", QUICKSTART, f"run.output_dir={tmp_path}",
@@ -147,7 +197,22 @@ def test_prefopt_select_reselects_on_the_existing_repository(finished_run):
                f"rewards.semantic.options.model={tmp_path}/tiny-models/clip", *SMALL, "--stage", "stage1"]
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert (tmp_path / "quickstart" / "stage1-reselect" / "pairs.parquet").is_file()
+    pairs = tmp_path / "quickstart" / "stage1-reselect" / "pairs.parquet"
+    selected = pairs.read_bytes()
+    # A selection that chooses nothing is an error, and leaves the previous re-selection as it was.
+    empty = subprocess.run([*command, "stage1.selectors.0.options.margin=100"], check=False, capture_output=True,
+                           text=True, env=_env(), cwd=tmp_path, timeout=300)
+    assert empty.returncode == 2 and "stage1 selected no pairs" in empty.stderr and "pairs-empty.png" in empty.stderr
+    assert pairs.read_bytes() == selected and (pairs.parent / "pairs-empty.png").is_file()
+
+
+def test_clean_with_a_reference_photo_that_is_gone_is_one_sentence(finished_run, tmp_path):
+    finished, _ = finished_run
+    command = [sys.executable, "-m", "prefopt", "clean", QUICKSTART, f"run.output_dir={finished}",
+               f"references.photos=[{tmp_path / 'gone.png'}]", "--dry-run"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "input file `" in result.stderr and "gone.png` cannot be read (No such file or directory)" in result.stderr
 
 
 def test_a_reference_photo_without_a_face_stops_the_run_before_any_work(tmp_path):

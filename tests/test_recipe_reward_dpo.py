@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -80,3 +81,24 @@ def test_a_selector_naming_a_source_is_refused_in_the_loop(tmp_path, capsys):
     config = _config(tmp_path)
     code = main(["validate", str(config), "selection.selectors.1.options.reward=beuty"])
     assert code == 2 and "names `beuty`, which is not one of prompt_match, beauty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("prompts_file={tmp}/binary.txt", "prompts file `{tmp}/binary.txt` is not UTF-8 text"),
+    ("prompts_file={tmp}", "prompts file `{tmp}` is a folder, not a file"),
+    ("prompts_file={tmp}/gone.txt", "prompts file `{tmp}/gone.txt` does not exist"),
+    ("references=[{tmp}/ref.png]", "media file `{tmp}/ref.png` could not be read"),
+    ("heldout_prompts=[a person flies]", "reward `action`: prompt `a person flies` names no action"),
+    ("rewards.action.options.weights={tmp}/none", "the miniature action model `{tmp}/none.safetensors` is missing"),
+])
+def test_bad_inputs_stop_the_loop_before_any_sampling(tmp_path, capsys, override, message):
+    """Found in the first seconds, in one sentence, not after a round of sampling and training."""
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00 not text")
+    (tmp_path / "ref.png").write_bytes(b"not an image")
+    code = main(["run", str(ROOT / "recipes" / "miniature-reward-dpo.yaml"), f"run.output_dir={tmp_path / 'runs'}",
+                 override.format(tmp=tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and "Traceback" not in err
+    assert next(line for line in err.splitlines() if line.startswith("prefopt")).startswith("prefopt: error: ")
+    assert not list((tmp_path / "runs").glob("*/round0-*"))

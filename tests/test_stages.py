@@ -118,3 +118,57 @@ def test_plain_progress_after_a_resume_estimates_from_this_processs_rate(monkeyp
     plain = progress._PlainLines("training", total=100, completed=90, interval=5.0)
     plain.advance(1)  # 1 step in 10 s: 9 steps left ≈ 90 s (the 90 earlier steps must not count)
     assert lines == ["training: 91/100 (91%), 0:00:10 elapsed, ~0:01:30 left"]
+
+
+def test_a_finished_stage_whose_output_was_damaged_since_runs_again(tmp_path):
+    """Re-verified when skipped: a LoRA truncated after its stage finished is not trusted as `done earlier`."""
+    output = {}
+
+    def work(digest):
+        (tmp_path / "lora.txt").write_text("whole")
+        output["ran"] = output.get("ran", 0) + 1
+        return "trained"
+
+    def verify(digest):
+        if (tmp_path / "lora.txt").read_text() != "whole":
+            raise PrefoptError("the final LoRA `lora.txt` cannot be read.")
+
+    StageRunner(tmp_path).run("train", {}, work, verify)
+    StageRunner(tmp_path).run("train", {}, work, verify)
+    assert output["ran"] == 1  # whole: skipped
+    (tmp_path / "lora.txt").write_text("who")  # truncated afterwards
+    messages = []
+    StageRunner(tmp_path, messages.append).run("train", {}, work, verify)
+    assert output["ran"] == 2 and (tmp_path / "lora.txt").read_text() == "whole"
+    assert "finished earlier, but the final LoRA `lora.txt` cannot be read. Running it again." in messages[0]
+
+
+def test_clean_never_follows_or_removes_a_symlinked_folder(tmp_path):
+    """A link to another run's finished stage folder carries that folder's marker; clean leaves link and target."""
+    other, run = tmp_path / "other", tmp_path / "run"
+    kept = StageRunner(other).run("stage1", {"lr": 1}, _work(other, "a"))
+    StageRunner(run).run("stage1", {"lr": 2}, _work(run, "b"))
+    old = StageRunner(run).run("stage1", {"lr": 3}, _work(run, "c"))
+    StageRunner(run).run("stage1", {"lr": 2}, _work(run, "b"))
+    (run / f"stage1-{kept}").symlink_to(other / f"stage1-{kept}", target_is_directory=True)
+    assert clean_stage_folders(run, {}) == [run / f"stage1-{old}"]
+    assert (run / f"stage1-{kept}").is_symlink() and (other / f"stage1-{kept}" / MARKER).is_file()
+
+
+def test_each_stage_folder_records_its_config_and_the_run_record_waits_for_the_end(tmp_path):
+    """`config.json` of the run describes the last configuration that finished; a failing one changes only its own
+    stage folder's record."""
+    StageRunner(tmp_path, config={"lr": 1}).run("train", {"lr": 1}, _work(tmp_path, "a"))
+    runner = StageRunner(tmp_path, config={"lr": 1})
+    runner.run("train", {"lr": 1}, _work(tmp_path, "a"))
+    runner.finish()
+    assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 1}
+
+    def fails(digest):
+        raise PrefoptError("the training loss became nan")
+
+    with pytest.raises(PrefoptError):
+        StageRunner(tmp_path, config={"lr": 1e30}).run("train", {"lr": 1e30}, fails)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"lr": 1}
+    failed = StageRunner(tmp_path).stage_hash({"lr": 1e30})
+    assert json.loads((tmp_path / f"train-{failed}" / "config.json").read_text()) == {"lr": 1e30}

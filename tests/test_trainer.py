@@ -89,6 +89,25 @@ def test_resume_continues_exactly(tmp_path, make_backbone):
     assert steps == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_torn_metrics_line_and_an_attempt_before_the_first_checkpoint_leave_each_step_logged_once(
+        tmp_path, make_backbone):
+    """A kill tears the metrics log's last line, or comes before the first checkpoint: the run resumes (no
+    JSONDecodeError), and the log holds steps 1…N once, not an earlier attempt's steps too."""
+    examples = _pairs(_videos(tmp_path, 4))
+    run = tmp_path / "run"
+    DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=2, checkpoint_every=2), run).train(examples)
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 3, "loss": 0.69')  # a step logged past the checkpoint, torn mid-line by a kill
+    DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=4, checkpoint_every=2), run).train(examples)
+    assert [row["step"] for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3, 4]
+
+    early = tmp_path / "early"  # an attempt killed before its first checkpoint left steps 1–2 in the log
+    early.mkdir()
+    (early / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n{"step": 2, "loss": 0.6}\n')
+    DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(max_steps=3), early).train(examples)
+    assert [row["step"] for row in map(json.loads, (early / "metrics.jsonl").read_text().splitlines())] == [1, 2, 3]
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_last_checkpoint(tmp_path, make_backbone):
     videos = _videos(tmp_path, 2)
     good = [PreferenceExample("a man walks", videos[0], videos[1])]

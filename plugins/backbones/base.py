@@ -58,8 +58,8 @@ class FlowMatchingConfig(DiffusersBackboneConfig):
                           "as a face forms; 1 trains on the unshifted grid (finetrainers)."},
     )
     logit_mean: float = field(default=0.0, metadata={"help": "Mean of the logit-normal σ density."})
-    logit_std: float = field(default=1.0, metadata={"help": "Std of the logit-normal σ density."})
-    mode_scale: float = field(default=1.29, metadata={"help": "Scale of the `mode` σ density."})
+    logit_std: float = field(default=1.0, metadata={"above": 0, "help": "Std of the logit-normal σ density."})
+    mode_scale: float = field(default=1.29, metadata={"min": 0, "help": "Scale of the `mode` σ density."})
     loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] = field(
         default="none", metadata={"help": "Per-sample loss weight as a function of σ (SD3 schemes)."}
     )

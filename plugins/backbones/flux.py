@@ -18,7 +18,7 @@ class FluxConfig(FlowMatchingConfig):
         metadata={"help": "Hub id or local directory of a FluxPipeline in diffusers format (FLUX.1-dev is gated: "
                           "accept its licence and `hf auth login` first)."},
     )
-    max_sequence_length: int = field(default=512, metadata={"help": "T5 text tokens per prompt."})
+    max_sequence_length: int = field(default=512, metadata={"min": 1, "help": "T5 text tokens per prompt."})
     guidance: float = field(
         default=3.5,
         metadata={"help": "Embedded guidance in training forwards (FLUX.1-dev is guidance-distilled; diffusers' "

@@ -40,7 +40,7 @@ class HunyuanVideoConfig(FlowMatchingConfig):
         default=True,
         metadata={"help": "Wrap prompts in HunyuanVideo's Llama system template (off for tiny test models)."},
     )
-    max_sequence_length: int = field(default=256, metadata={"help": "Llama text tokens kept per prompt."})
+    max_sequence_length: int = field(default=256, metadata={"min": 1, "help": "Llama text tokens kept per prompt."})
     text_padding: Literal["trim", "keep"] = field(
         default="trim",
         metadata={"help": "Training forwards: `trim` drops padded text tokens and then the all-True attention "

@@ -17,15 +17,15 @@ class LTXVideoConfig(FlowMatchingConfig):
         default="Lightricks/LTX-Video",
         metadata={"help": "Hub id or local directory of an LTXPipeline (text-to-video) in diffusers format."},
     )
-    max_sequence_length: int = field(default=128, metadata={"help": "T5 text tokens per prompt."})
+    max_sequence_length: int = field(default=128, metadata={"min": 1, "help": "T5 text tokens per prompt."})
     frame_rate: float = field(
-        default=25.0, metadata={"help": "Frame rate the model is told (scales its temporal rotary positions)."}
+        default=25.0, metadata={"above": 0, "help": "Frame rate the model is told (scales its temporal rotary positions)."}
     )
     decode_timestep: float = field(
-        default=0.05, metadata={"help": "Timestep of the VAE decoder for VAEs with timestep conditioning (0.9.1+)."}
+        default=0.05, metadata={"min": 0, "help": "Timestep of the VAE decoder for VAEs with timestep conditioning (0.9.1+)."}
     )
     decode_noise_scale: float = field(
-        default=0.025, metadata={"help": "Noise mixed into latents before such a decoder (0.9.1+)."}
+        default=0.025, metadata={"min": 0, "help": "Noise mixed into latents before such a decoder (0.9.1+)."}
     )
 
 

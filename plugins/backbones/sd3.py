@@ -17,7 +17,7 @@ class SD3Config(FlowMatchingConfig):
         metadata={"help": "Hub id or local directory of a StableDiffusion3Pipeline in diffusers format (gated on "
                           "the Hub: accept the licence and `hf auth login` first)."},
     )
-    max_sequence_length: int = field(default=256, metadata={"help": "T5 text tokens per prompt."})
+    max_sequence_length: int = field(default=256, metadata={"min": 1, "help": "T5 text tokens per prompt."})
 
 
 class SD3Backbone(FlowMatchingBackbone):

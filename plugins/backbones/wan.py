@@ -16,7 +16,7 @@ class WanConfig(FlowMatchingConfig):
         default="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
         metadata={"help": "Hub id or local directory of a Wan 2.1 text-to-video pipeline in diffusers format."},
     )
-    max_sequence_length: int = field(default=226, metadata={"help": "UMT5 text tokens per prompt."})
+    max_sequence_length: int = field(default=226, metadata={"min": 1, "help": "UMT5 text tokens per prompt."})
 
 
 class WanBackbone(FlowMatchingBackbone):

@@ -22,7 +22,7 @@ import numpy as np
 
 from prefopt.errors import ConfigError, MissingWeightsError
 from prefopt.interfaces import OPTICAL_FLOW, RewardScore
-from prefopt.scale import to_scale
+from prefopt.scale import check_raw_range, to_scale
 from prefopt_plugins.rewards.common import fps_indices
 
 VBENCH_THRESHOLD = 6.0  # on the min(H, W)/256-normalised scale
@@ -45,10 +45,13 @@ def vbench_is_dynamic(pair_scores: list[float], height: int, width: int, sampled
 
 @dataclass
 class DynamicsConfig:
-    video_fps: float = field(default=24.0, metadata={"help": "Frame rate of the videos being scored."})
-    sample_fps: float = field(default=8.0, metadata={"help": "Rate frames are sampled at (VBench: 8)."})
+    video_fps: float = field(default=24.0, metadata={"above": 0, "help": "Frame rate of the videos being scored."})
+    sample_fps: float = field(default=8.0, metadata={"above": 0, "help": "Rate frames are sampled at (VBench: 8)."})
     raw_min: float = field(default=0.0, metadata={"help": "Normalised motion mapped to score 1."})
     raw_max: float = field(default=12.0, metadata={"help": "Normalised motion mapped to score 10 (VBench moving: > 6)."})
+
+    def __post_init__(self) -> None:
+        check_raw_range(self)
 
 
 class DynamicsReward(abc.ABC):
@@ -135,8 +138,8 @@ class RaftDynamicsConfig(DynamicsConfig):
         default="",
         metadata={"help": "A RAFT state-dict file; empty takes `torchvision_weights` from the torch hub cache."},
     )
-    iterations: int = field(default=20, metadata={"help": "RAFT refinement iterations (VBench: 20)."})
-    batch_size: int = field(default=16, metadata={"help": "Frame pairs per RAFT call."})
+    iterations: int = field(default=20, metadata={"min": 1, "help": "RAFT refinement iterations (VBench: 20)."})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "Frame pairs per RAFT call."})
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})
 
 

@@ -24,13 +24,13 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import FACE_EMBEDDING, RewardScore
-from prefopt.scale import to_scale
+from prefopt.scale import check_raw_range, to_scale
 from prefopt_plugins.rewards.common import describe, linspace_indices
 
 
 @dataclass
 class IdentityConfig:
-    frames: int = field(default=8, metadata={"help": "Frames sampled per video (evenly spaced)."})
+    frames: int = field(default=8, metadata={"min": 1, "help": "Frames sampled per video (evenly spaced)."})
     no_face_floor: float = field(
         default=0.0, metadata={"help": "Raw similarity a frame without a detectable face contributes."}
     )
@@ -38,8 +38,7 @@ class IdentityConfig:
     raw_max: float = field(default=1.0, metadata={"help": "Raw similarity mapped to score 10."})
 
     def __post_init__(self) -> None:
-        if self.raw_max <= self.raw_min:
-            raise ValueError(f"`raw_max` ({self.raw_max}) must exceed `raw_min` ({self.raw_min})")
+        check_raw_range(self)
 
 
 class IdentityReward(abc.ABC):
@@ -117,7 +116,7 @@ class DlibIdentityConfig(IdentityConfig):
     models_dir: str = field(
         default="", metadata={"help": "Folder with dlib's model files; empty uses the face-recognition-models package."}
     )
-    upsample: int = field(default=1, metadata={"help": "Detector upsampling (finds smaller faces, slower)."})
+    upsample: int = field(default=1, metadata={"min": 0, "help": "Detector upsampling (finds smaller faces, slower)."})
 
 
 def dlib_models_dir(configured: str) -> Path:
@@ -190,8 +189,8 @@ class InsightFaceIdentityConfig(IdentityConfig):
     pack: str = field(default="antelopev2", metadata={"help": "insightface model pack (antelopev2 or buffalo_l)."})
     root: str = field(default="~/.insightface", metadata={"help": "insightface root; packs live in `<root>/models/<pack>`."})
     model_dir: str = field(default="", metadata={"help": "A folder with the pack's ONNX files (overrides pack/root)."})
-    det_size: int = field(default=640, metadata={"help": "Detector input size (square)."})
-    det_thresh: float = field(default=0.5, metadata={"help": "Face detection confidence threshold."})
+    det_size: int = field(default=640, metadata={"min": 32, "help": "Detector input size (square)."})
+    det_thresh: float = field(default=0.5, metadata={"min": 0, "max": 1, "help": "Face detection confidence threshold."})
     device: str = field(default="auto", metadata={"help": "`auto` (CUDA when onnxruntime has it), `cpu` or `cuda`."})
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import RewardScore
-from prefopt.scale import to_scale
+from prefopt.scale import check_raw_range, to_scale
 from prefopt_plugins.rewards.common import linspace_indices
 from prefopt_plugins.rewards.semantic import (
     ClipSemanticConfig,
@@ -40,7 +40,7 @@ class PickScoreConfig(ClipSemanticConfig):
         default="laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
         metadata={"help": "Hub id or local directory of the CLIP processor; empty: the model's own."},
     )
-    frames: int = field(default=4, metadata={"help": "Frames scored per video (evenly spaced)."})
+    frames: int = field(default=4, metadata={"min": 1, "help": "Frames scored per video (evenly spaced)."})
     raw_min: float = field(default=17.0, metadata={"help": "Raw PickScore mapped to score 1."})
     raw_max: float = field(default=24.0, metadata={"help": "Raw PickScore mapped to score 10."})
 
@@ -97,12 +97,15 @@ class AestheticConfig:
         default="sac+logos+ava1-l14-linearMSE.pth",
         metadata={"help": f"The predictor's MLP weights (.pth or .safetensors), e.g. downloaded from {AESTHETIC_HEAD_URL}."},
     )
-    frames: int = field(default=4, metadata={"help": "Frames scored per video (evenly spaced)."})
+    frames: int = field(default=4, metadata={"min": 1, "help": "Frames scored per video (evenly spaced)."})
     raw_min: float = field(default=1.0, metadata={"help": "Predicted rating mapped to score 1 (the predictor's scale is "
                                                           "already 1–10; real images mostly rate 4–7)."})
     raw_max: float = field(default=10.0, metadata={"help": "Predicted rating mapped to score 10."})
-    batch_size: int = field(default=64, metadata={"help": "Frames per image-encoder call."})
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "Frames per image-encoder call."})
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})
+
+    def __post_init__(self) -> None:
+        check_raw_range(self)
 
 
 def aesthetic_head(input_size: int):

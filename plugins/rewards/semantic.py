@@ -12,18 +12,21 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import CLIP_FEATURES, RewardScore
-from prefopt.scale import to_scale
+from prefopt.scale import check_raw_range, to_scale
 from prefopt_plugins.rewards.common import linspace_indices
 
 
 @dataclass
 class ClipSemanticConfig:
     model: str = field(default="openai/clip-vit-large-patch14", metadata={"help": "Hub id or local CLIP directory."})
-    frames: int = field(default=8, metadata={"help": "Frames sampled per video (evenly spaced)."})
+    frames: int = field(default=8, metadata={"min": 1, "help": "Frames sampled per video (evenly spaced)."})
     raw_min: float = field(default=15.0, metadata={"help": "100·cosine mapped to score 1."})
     raw_max: float = field(default=35.0, metadata={"help": "100·cosine mapped to score 10."})
-    batch_size: int = field(default=64, metadata={"help": "Frames per image-encoder call."})
+    batch_size: int = field(default=64, metadata={"min": 1, "help": "Frames per image-encoder call."})
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})
+
+    def __post_init__(self) -> None:
+        check_raw_range(self)
 
 
 def load_clip(model: str, device):
@@ -122,8 +125,8 @@ DEFAULT_QUESTION = (
 class VLMSemanticConfig:
     model: str = field(default="Qwen/Qwen2.5-VL-7B-Instruct",
                        metadata={"help": "Hub id or local directory of an image-text-to-text model."})
-    frames: int = field(default=4, metadata={"help": "Frames shown to the model per video (evenly spaced)."})
-    max_side: int = field(default=448, metadata={"help": "Frames are downscaled so their longer side is at most this."})
+    frames: int = field(default=4, metadata={"min": 1, "help": "Frames shown to the model per video (evenly spaced)."})
+    max_side: int = field(default=448, metadata={"min": 1, "help": "Frames are downscaled so their longer side is at most this."})
     question: str = field(default=DEFAULT_QUESTION, metadata={"help": "The rating question; `{prompt}` is replaced."})
     dtype: str = field(default="bfloat16", metadata={"help": "Model dtype: bfloat16, float16 or float32."})
     device: str = field(default="auto", metadata={"help": "`auto`, `cpu` or `cuda:N`."})

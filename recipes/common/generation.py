@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from prefopt.data import PreferenceExample, save_tensors
+from prefopt.errors import PrefoptError
 from prefopt.media import write_media
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository
@@ -54,3 +55,14 @@ def examples_from_pairs(repository: MediaRepository, pairs) -> list[PreferenceEx
         return str(repository.path(record.latent_path or record.media_path))
 
     return [PreferenceExample(p.prompt, media(p.winner_id), media(p.loser_id), p.weight) for p in pairs]
+
+
+def verify_items(repository: MediaRepository, items: list[MediaRecord], expected: int, what: str) -> None:
+    """A finished generation step's delivery: ``expected`` items, each with its media (and latent) file on disk;
+    otherwise one sentence saying what is missing."""
+    if len(items) < expected:
+        raise PrefoptError(f"{what}: {expected - len(items)} of {expected} items are missing from `{repository.root}`.")
+    for record in items:
+        for relative in (record.media_path, record.latent_path):
+            if relative and not repository.path(relative).is_file():
+                raise PrefoptError(f"{what}: file `{repository.path(relative)}` of item `{record.id}` is missing.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from prefopt.config import RewardSpec, to_dict
+from prefopt.errors import PrefoptError
 from prefopt.media import read_media
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
@@ -43,3 +44,13 @@ def score_items(repository: MediaRepository, rewards: Mapping[str, RewardSpec], 
                 bar.advance(len(batch))
         barrier()
     return counts
+
+
+def verify_scored(repository: MediaRepository, rewards: Mapping[str, RewardSpec], items: Sequence[MediaRecord],
+                  what: str) -> None:
+    """A finished scoring step's delivery: every item scored by every named reward; otherwise one sentence."""
+    for name, key in reward_keys(rewards).items():
+        missing = len({r.id for r in items} - repository.scored_ids(key))
+        if missing:
+            raise PrefoptError(f"{what}: {missing} of {len(items)} items have no `{name}` score in "
+                               f"`{repository.root}`.")

@@ -24,10 +24,12 @@ from typing import Any
 
 from prefopt.config import to_dict
 from prefopt.errors import PrefoptError
+from prefopt.files import write_json
 from prefopt_recipes.common.distributed import barrier, is_main
 
 STATE_FILE = "stages.json"
 MARKER = ".prefopt-stage.json"
+CONFIG_FILE = "config.json"  # in the run folder (the last configuration that finished) and in each stage folder
 
 
 def config_hash(*parts: Any) -> str:
@@ -38,16 +40,14 @@ def config_hash(*parts: Any) -> str:
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (inputs whose content, not only their path, decides a stage's result)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as e:
+        raise PrefoptError(f"input file `{path}` cannot be read ({e.strerror or e}); the stages' hashes cover its "
+                           "content, so it must be there.") from e
     return digest.hexdigest()
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def read_marker(folder: Path) -> dict:
@@ -62,8 +62,9 @@ def read_marker(folder: Path) -> dict:
 class StageRunner:
     """Runs named stages in order, skipping finished ones whose hash has not changed."""
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: Path, log: Callable[[str], None] = print, config: Any = None):
         self.run_dir = run_dir
+        self.config = to_dict(config)
         self.log = log if is_main() else (lambda message: None)
         self.previous_hash = ""
         self.previous_state: dict[str, dict] = self._load()
@@ -79,7 +80,7 @@ class StageRunner:
     def _save(self) -> None:
         if is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(self.run_dir / STATE_FILE, {**self.previous_state, **self.state})
+            write_json(self.run_dir / STATE_FILE, {**self.previous_state, **self.state})
 
     def stage_hash(self, config: Any) -> str:
         return config_hash(self.previous_hash, config)
@@ -92,10 +93,15 @@ class StageRunner:
         folder = self.run_dir / f"{name}-{digest}"
         marker = read_marker(folder)
         if marker.get("status") == "done":
-            self.state[name] = marker
-            self._save()
-            self.log(f"[dim]✓ {name}: done earlier ({marker['seconds']:.1f} s) — {marker['summary']}[/dim]")
-            return digest
+            problem = _check(verify, digest)
+            if problem is None:
+                self.state[name] = marker
+                self._save()
+                self.log(f"[dim]✓ {name}: done earlier ({marker['seconds']:.1f} s) — {marker['summary']}[/dim]")
+                return digest
+            # What a finished stage delivered was damaged since (a truncated LoRA, a deleted file): run it again in
+            # its folder, which resumes from what is still whole (training from its last checkpoint).
+            self.log(f"[yellow]↻ {name}: finished earlier, but {problem} Running it again.[/yellow]")
         earlier = self.previous_state.get(name, {}).get("hash")
         if earlier not in (None, digest):
             self.log(f"[yellow]↻ {name}: configuration or inputs changed; running it in {folder.name}/ "
@@ -105,7 +111,9 @@ class StageRunner:
         record = {"stage": name, "hash": digest, "status": "running", "started": time.time()}
         if is_main():
             folder.mkdir(parents=True, exist_ok=True)
-            write_json_atomically(folder / MARKER, record)
+            if self.config is not None:  # the configuration that made this folder, whatever later configs do
+                write_json(folder / CONFIG_FILE, self.config)
+            write_json(folder / MARKER, record)
         self.state[name] = record
         self._save()
         barrier()
@@ -115,11 +123,17 @@ class StageRunner:
         barrier()
         record = {**record, "status": "done", "seconds": time.perf_counter() - started, "summary": summary}
         if is_main():
-            write_json_atomically(folder / MARKER, record)
+            write_json(folder / MARKER, record)
         self.state[name] = record
         self._save()
         self.log(f"[green]✓ {name}[/green] ({record['seconds']:.1f} s): {summary}")
         return digest
+
+    def finish(self) -> None:
+        """Every stage of the configuration has finished: the run's ``config.json`` now describes its folders (it
+        is written only here, so a configuration that fails leaves the record of the last finished one)."""
+        if is_main() and self.config is not None:
+            write_json(self.run_dir / CONFIG_FILE, self.config)
 
     def keep_only(self, names: list[str]) -> None:
         """Drop index entries of stages this configuration does not have (a run with fewer rounds than the last
@@ -135,6 +149,17 @@ class StageRunner:
 
     def timings(self) -> dict[str, float]:
         return {name: record.get("seconds", 0.0) for name, record in self.state.items() if record.get("status") == "done"}
+
+
+def _check(verify: Callable[[str], None] | None, digest: str) -> str | None:
+    """None when a finished stage's output still checks, else the one-sentence reason it does not."""
+    if verify is None:
+        return None
+    try:
+        verify(digest)
+    except PrefoptError as e:
+        return str(e)
+    return None
 
 
 def planned_hashes(plan: list[tuple[str, Any]]) -> dict[str, str]:
@@ -161,8 +186,9 @@ def superseded_stage_folders(run_dir: Path, keep: dict[str, str]) -> list[Path]:
                            "(re-run `prefopt run`) before cleaning, so nothing it replaces is removed too early.")
     names = {f"{name}-{record.get('hash')}" for name, record in index.items()}
     names |= {f"{name}-{digest}" for name, digest in keep.items()}
+    # A symlink is never a folder prefopt made (it makes real folders), whatever its target holds: not followed.
     return sorted(folder for folder in run_dir.iterdir()
-                  if folder.is_dir() and folder.name not in names and read_marker(folder))
+                  if not folder.is_symlink() and folder.is_dir() and folder.name not in names and read_marker(folder))
 
 
 def clean_stage_folders(run_dir: Path, keep: dict[str, str], dry_run: bool = False) -> list[Path]:

@@ -1,8 +1,10 @@
 """Offline Diffusion-DPO: preference pairs from a file, folder or dataset → LoRA → optional evaluation → report.
 
-Run folder ``<output_dir>/<name>/``: ``pairs.jsonl`` (the pairs as trained, with their source rows), ``media/``
-(media that came as bytes), ``train-<hash>/`` (the trainer's cache, checkpoints, metrics and ``lora/``),
-``evaluation-<hash>/`` (samples and ``table.json``) and ``report/index.html``. The hashes cover the options
+Run folder ``<output_dir>/<name>/``: ``media/`` (media that came as bytes), ``train-<hash>/`` (``pairs.jsonl``, the
+pairs as trained with their source rows, the ``config.json`` that made it, the trainer's cache, checkpoints, metrics
+and ``lora/``),
+``evaluation-<hash>/`` (samples and ``table.json``), ``report/index.html`` and ``config.json`` (the last configuration
+that finished). The hashes cover the options
 each part depends on, so a changed config trains into a new folder and never overwrites finished work.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import numpy as np
 
 from prefopt.config import to_dict
 from prefopt.errors import PrefoptError
+from prefopt.files import read_json, read_lines, write_json, write_text
 from prefopt.hub import set_allow_downloads
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
@@ -25,11 +29,13 @@ from prefopt.registry import get_registry
 from prefopt.runner import missing_component_weights
 from prefopt.trainer import DiffusionDPOTrainer, media_size
 from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.stages import config_hash, run_directory_lock
+from prefopt_recipes.common.stages import CONFIG_FILE, config_hash, run_directory_lock
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
 PAIRS_FILE = "pairs.jsonl"
 TABLE_FILE = "table.json"
+
+logger = logging.getLogger(__name__)
 
 
 class DPORecipe:
@@ -94,8 +100,9 @@ class DPORecipe:
         started = time.monotonic()
         examples, sources = self.examples()
         with main_first() as main:
-            if main:
+            if main:  # the pairs and config a training folder was made from live in it, whatever later runs do
                 self._write_pairs(examples, sources)
+                write_json(self.train_dir / CONFIG_FILE, to_dict(self.config))
         backbone = self._backbone()
         lora = DiffusionDPOTrainer(backbone, self.config.trainer, self.train_dir).train(examples)
         del backbone  # its encoders are unloaded; evaluation samples with a freshly loaded pipeline
@@ -105,6 +112,7 @@ class DPORecipe:
                 from prefopt_recipes.dpo.report import write_report
 
                 write_report(self, table, seconds=time.monotonic() - started)
+                write_json(self.run_dir / CONFIG_FILE, to_dict(self.config))  # the last configuration that finished
         return self.run_dir
 
     def _backbone(self):
@@ -112,12 +120,9 @@ class DPORecipe:
         return get_registry().create("backbones", spec.name, spec.options)
 
     def _write_pairs(self, examples, sources) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
                 for e, row in zip(examples, sources)]
-        tmp = self.run_dir / f".{PAIRS_FILE}.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.run_dir / PAIRS_FILE)
+        write_text(self.train_dir / PAIRS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
 
     # --- evaluation -----------------------------------------------------------------------------------
 
@@ -125,17 +130,17 @@ class DPORecipe:
         e = self.config.evaluation
         prompts = list(e.prompts)
         if e.prompts_file:
-            path = Path(e.prompts_file)
-            if not path.is_file():
-                raise PrefoptError(f"evaluation prompts file `{path}` does not exist.")
-            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            prompts += read_lines(e.prompts_file, "evaluation prompts file")
         return prompts
 
     def evaluate(self, lora: Path) -> list[dict]:
         """Sample base and trained model on every (prompt, seed); score both with every named reward."""
         table_path = self.evaluation_dir / TABLE_FILE
         if table_path.is_file():
-            return json.loads(table_path.read_text())
+            try:
+                return read_json(table_path, "the evaluation table")
+            except PrefoptError as e:  # damaged since it was written: made again from the samples on disk
+                logger.warning("%s It is made again.", e)
         samples = self._sample(lora)
         rows = []
         for model, videos in samples.items():
@@ -145,9 +150,7 @@ class DPORecipe:
                 scores = reward.score([v for _, v in videos], [p for p, _ in videos], [])
                 row[reward_name] = float(np.mean([s.value for s in scores]))
             rows.append(row)
-        tmp = table_path.with_name(f".{TABLE_FILE}.tmp")
-        tmp.write_text(json.dumps(rows, indent=2))
-        tmp.replace(table_path)
+        write_json(table_path, rows)
         return rows
 
     def _sample(self, lora: Path) -> dict[str, list[tuple[str, np.ndarray]]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
+from prefopt.files import write_text
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.media import read_media
 from prefopt.report import plot_training, read_metrics, thumbnail
@@ -41,7 +42,7 @@ def write_report(recipe: DPORecipe, table: list[dict], seconds: float) -> Path:
             "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px}table{border-collapse:collapse}"
             "</style><h1>Diffusion-DPO run <code>" + html.escape(recipe.config.run.name) + "</code></h1>"
             + "".join(sections))
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"
 
 

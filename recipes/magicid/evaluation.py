@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from prefopt.data import tensors_digest
+from prefopt.files import write_json, write_text
 from prefopt.interfaces import CLIP_FEATURES, FACE_EMBEDDING, OPTICAL_FLOW, measures
 from prefopt.media import read_media, write_media
 from prefopt.progress import progress_bar
 from prefopt.registry import get_registry
 from prefopt_plugins.rewards.common import load_reference_photos
-from prefopt_recipes.common.stages import config_hash, file_digest, write_json_atomically
+from prefopt_recipes.common.stages import config_hash
 
 if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
     from prefopt_recipes.magicid.recipe import MagicIDRecipe
@@ -118,14 +120,15 @@ def evaluate_models(recipe: MagicIDRecipe, folder: Path) -> list[dict]:
     face_model = _face_sim_model(recipe, rewards["identity"])
     table = []
     for label, slug, loras in _models(recipe):
-        # Named by the LoRAs' content: a video on disk is reused only for the weights that made it.
-        made_by = config_hash(*(file_digest(path) for path in loras))[:8]
+        # Named by the LoRAs' tensors and metadata (not file bytes, which differ between two saves of one LoRA): a
+        # video on disk is reused only for the weights that made it.
+        made_by = config_hash(*(tensors_digest(path) for path in loras))[:8]
         model_folder = folder / f"{slug}-{made_by}"
         videos = _generate(recipe, backbone, model_folder, loras)
         table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
                       **_score(rewards, clip, videos, references, face_model, recipe.config.evaluation.face_sim)})
-    write_json_atomically(folder / TABLE_FILE, table)
-    (folder / TABLE_MARKDOWN).write_text(ablation_table(table))
+    write_json(folder / TABLE_FILE, table)
+    write_text(folder / TABLE_MARKDOWN, ablation_table(table))
     return table
 
 

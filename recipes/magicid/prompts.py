@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefopt.errors import PrefoptError
+from prefopt.files import read_lines
 
 SHIPPED = Path(__file__).with_name("action_prompts.txt")
 
 
 def read_prompt_file(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise PrefoptError(f"prompt file `{path}` does not exist.")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    """A prompt per line; lines starting with `#` are comments."""
+    return [line for line in read_lines(path, "prompt file") if not line.startswith("#")]
 
 
 def write_prompts(model: str, request: str, count: int, max_new_tokens: int = 400) -> list[str]:

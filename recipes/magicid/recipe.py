@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from prefopt.config import to_dict
 from prefopt.data import PreferenceExample, SFTExample, verify_safetensors
 from prefopt.errors import PrefoptError
+from prefopt.files import read_json, write_json
 from prefopt.hub import resolve_path, set_allow_downloads
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository, add_static_videos
 from prefopt.runner import missing_component_weights
 from prefopt.selection import (
+    EMPTY_PAIRS_PLOT,
     PAIRS_FILE,
     PAIRS_PLOT,
     plot_selection,
@@ -30,14 +31,13 @@ from prefopt.selection import (
 from prefopt.trainer import DiffusionDPOTrainer
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.generation import examples_from_pairs, generate_into
-from prefopt_recipes.common.scoring import reward_keys, score_items
+from prefopt_recipes.common.generation import examples_from_pairs, generate_into, verify_items
+from prefopt_recipes.common.scoring import reward_keys, score_items, verify_scored
 from prefopt_recipes.common.stages import (
     StageRunner,
     clean_run,
     file_digest,
     run_directory_lock,
-    write_json_atomically,
 )
 from prefopt_recipes.magicid.config import MagicIDConfig
 from prefopt_recipes.magicid.prompts import resolve_prompts
@@ -139,8 +139,39 @@ class MagicIDRecipe:
         return self.stage_dir(stage, digest) / "lora" / LORA_WEIGHTS_NAME
 
     def _verify_lora(self, stage: str, digest: str) -> None:
-        """A training stage is done only when its final LoRA reads back whole."""
+        """A training stage is done only when its final LoRA reads back whole (and its pairs, for DPO stages)."""
         verify_safetensors(self.lora(stage, digest), f"the final LoRA of stage `{stage}`")
+        if stage in ("stage1", "stage2"):
+            read_pairs_table(self.stage_dir(stage, digest) / PAIRS_FILE)
+
+    def _verify_prompts(self, digest: str) -> None:
+        prompts = read_json(self.stage_dir("prompts", digest) / "prompts.json", "the prompts file")
+        if not (isinstance(prompts, dict) and prompts.get("train") and prompts.get("eval")):
+            raise PrefoptError(f"the prompts file in `{self.stage_dir('prompts', digest)}` lacks train or eval prompts.")
+
+    def _stage_items(self, stage: str) -> list:
+        return [r for r in self.repository().items() if r.stage == stage]
+
+    def _verify_repository(self, digest: str) -> None:
+        c = self.config.repository
+        verify_items(self.repository(), self._stage_items(digest), c.lora_videos + c.base_videos,
+                     "the repository stage")
+
+    def _verify_scored(self, digest: str) -> None:
+        verify_scored(self.repository(), self.config.rewards, self.current_items(), "the scoring stage")
+
+    def _verify_regenerated(self, digest: str) -> None:
+        items = self._stage_items(f"regen-{digest}")
+        verify_items(self.repository(), items, self.config.repository.regenerate_videos, "the regenerate stage")
+        verify_scored(self.repository(), self.config.rewards, items, "the regenerate stage")
+
+    def _verify_evaluation(self, digest: str) -> None:
+        from prefopt_recipes.magicid.evaluation import TABLE_FILE, video_name
+
+        table = read_json(self.stage_dir("evaluation", digest) / TABLE_FILE, "the evaluation table")
+        for row in table:
+            if not (Path(row["folder"]) / video_name(0)).is_file():
+                raise PrefoptError(f"evaluation video `{Path(row['folder']) / video_name(0)}` is missing.")
 
     # --- the pipeline ------------------------------------------------------------------------------
 
@@ -163,20 +194,18 @@ class MagicIDRecipe:
         return [
             ("identity_lora", [c.backbone, c.references, self.photo_digests(), c.video, c.identity_lora],
              self._identity_lora, trained("identity_lora")),
-            ("prompts", [c.prompts], self._prompts, None),
-            ("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed], self._repo, None),
-            ("scoring", [c.rewards], self._score_repository, None),
+            ("prompts", [c.prompts], self._prompts, self._verify_prompts),
+            ("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed], self._repo,
+             self._verify_repository),
+            ("scoring", [c.rewards], self._score_repository, self._verify_scored),
             ("stage1", [c.stage1, c.dpo_stage1], self._stage1, trained("stage1")),
-            ("regenerate", [c.repository.regenerate_videos], self._regenerate, None),
+            ("regenerate", [c.repository.regenerate_videos], self._regenerate, self._verify_regenerated),
             ("stage2", [c.stage2, c.dpo_stage2], self._stage2, trained("stage2")),
-            ("evaluation", [c.evaluation], self._evaluate, None),
+            ("evaluation", [c.evaluation], self._evaluate, self._verify_evaluation),
         ]
 
     def _run_stages(self) -> Path:
-        with main_first() as main:
-            if main:
-                write_json_atomically(self.run_dir / "config.json", to_dict(self.config))
-        runner = StageRunner(self.run_dir, self.console.print)
+        runner = StageRunner(self.run_dir, self.console.print, config=self.config)
         for name, stage_config, work, verify in self.stage_plan():
             self.digests[name] = runner.run(name, stage_config, work, verify)
         from prefopt_recipes.magicid.report import write_report
@@ -185,6 +214,7 @@ class MagicIDRecipe:
             if main:
                 index = write_report(self, runner.timings())
                 self.console.print(f"[bold]report:[/bold] {index}")
+        runner.finish()
         return self.run_dir
 
     def _identity_lora(self, digest: str) -> str:
@@ -206,7 +236,7 @@ class MagicIDRecipe:
         train, evaluation = resolve_prompts(self.config.prompts)
         with main_first() as main:
             if main:
-                write_json_atomically(self.stage_dir("prompts", digest) / "prompts.json",
+                write_json(self.stage_dir("prompts", digest) / "prompts.json",
                                       {"train": train, "eval": evaluation})
         return f"{len(train)} train and {len(evaluation)} held-out evaluation prompts"
 
@@ -261,12 +291,14 @@ class MagicIDRecipe:
         fronts = selectors[0].frontiers(items) if hasattr(selectors[0], "frontiers") else None
         records = records + [p for p in (extra_pairs or []) if (p.winner_id, p.loser_id) not in
                              {(r.winner_id, r.loser_id) for r in records}]
-        plot_selection(folder / PAIRS_PLOT, items, pairs, selection.plot_x, selection.plot_y, stage, fronts,
+        # An empty selection's picture goes beside, not over, an earlier selection's pairs (`prefopt select`).
+        plot = folder / (PAIRS_PLOT if records else EMPTY_PAIRS_PLOT)
+        plot_selection(plot, items, pairs, selection.plot_x, selection.plot_y, stage, fronts,
                        pool=_pool_sources(selection), trained=len(records))
-        write_pairs(folder / PAIRS_FILE, records)
         if not records:
             raise PrefoptError(f"{stage} selected no pairs from {len(items)} scored videos; loosen the selector "
-                               f"options under `{stage}.selectors` (see {folder / 'pairs.png'}).")
+                               f"options under `{stage}.selectors` (see {plot}).")
+        write_pairs(folder / PAIRS_FILE, records)
         return records
 
     def _examples(self, pairs) -> list[PreferenceExample]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import html
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
+from prefopt.files import copy_file, write_text
 from prefopt.lora import LORA_WEIGHTS_NAME
 from prefopt.media import read_media
-from prefopt.report import frame_strip, plot_training, pyplot, thumbnail
+from prefopt.report import frame_strip, plot_training, pyplot, save_figure, thumbnail
 from prefopt.selection import PAIRS_FILE, PAIRS_PLOT
 from prefopt_recipes.magicid.evaluation import TABLE_FILE, TABLE_MARKDOWN, video_name
 
@@ -28,7 +28,7 @@ def plot_timings(path: Path, timings: dict[str, float]) -> None:
     ax.set_xlabel("seconds")
     ax.set_title("stage timings")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -44,7 +44,7 @@ def plot_reward_distributions(path: Path, recipe: MagicIDRecipe) -> None:
         ax.set_title(f"{role} reward by source")
         ax.set_ylim(0.5, 10.5)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -117,7 +117,7 @@ def write_report(recipe: MagicIDRecipe, timings: dict[str, float]) -> Path:
                                          "DPO stage 1": recipe.stage_dir("stage1"),
                                          "DPO stage 2": recipe.stage_dir("stage2")})
     for stage in ("stage1", "stage2"):
-        shutil.copy(recipe.stage_dir(stage) / PAIRS_PLOT, out / f"{stage}_pairs.png")
+        copy_file(recipe.stage_dir(stage) / PAIRS_PLOT, out / f"{stage}_pairs.png")
     rows = json.loads((recipe.stage_dir("evaluation") / TABLE_FILE).read_text())
     strips = []
     for row in rows:
@@ -126,7 +126,7 @@ def write_report(recipe: MagicIDRecipe, timings: dict[str, float]) -> Path:
         strips.append((row["model"], name))
     sections = {"references": _references(out, recipe), "links": _links(out, recipe, rows),
                 "pairs": {stage: _pairs_table(out, recipe, stage) for stage in ("stage1", "stage2")}}
-    (out / "index.html").write_text(_html(recipe, rows, strips, timings, sections))
+    write_text(out / "index.html", _html(recipe, rows, strips, timings, sections))
     return out / "index.html"
 
 

@@ -9,7 +9,6 @@ upscaled 4× with nearest-neighbour so a reader sees the pixels the model made.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -29,15 +28,14 @@ def action_strips(model: str, seeds=(0, 1), steps: int = 20) -> np.ndarray:
 
 
 def main(argv=None) -> None:
-    import imageio.v3 as iio
+    from prefopt.media import write_media
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("out")
     args = parser.parse_args(argv)
     strip = action_strips(args.model)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(args.out, strip.repeat(4, axis=0).repeat(4, axis=1))
+    write_media(args.out, strip.repeat(4, axis=0).repeat(4, axis=1)[None])
     print(f"{args.out}: rows are, two seeds each: {', '.join(ACTIONS)}")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from prefopt.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from prefopt.files import write_folder, write_json
 from prefopt.progress import configure_logging, progress_bar
 from prefopt_recipes.miniature.model import (
     PROMPT_TOKENS,
@@ -109,13 +109,13 @@ def train(args) -> dict:
     if step > first_step:  # a re-run of a finished budget only saves the pipeline and the record again
         _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds, phases)
     transformer.eval()
-    pipe.save_pretrained(out)
+    write_folder(out, pipe.save_pretrained)
     record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "world_seed": args.world_seed, "prompt_phases": phases, "model": dataclasses.asdict(model_config(args)),
               "parameters": sum(p.numel() for p in transformer.parameters()),
               "loss_every_50_steps": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "command": _command(args), "reproduce": _reproduce(args, phases, step)}
-    (out / "pretraining.json").write_text(json.dumps(record, indent=2))
+    write_json(out / "pretraining.json", record)
     logger.info("saved the miniature model to %s after %d steps (%.0f s)", out, step, seconds)
     return record
 

@@ -229,9 +229,10 @@ def calibrate_action(net: ActionNet, world: World, seed: int) -> tuple[float, di
 
 def save_net(net: nn.Module, path: Path, record: dict) -> None:
     from prefopt.data import save_tensors
+    from prefopt.files import write_json
 
     save_tensors(path.with_suffix(".safetensors"), net.state_dict())
-    path.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    write_json(path.with_suffix(".json"), record)
 
 
 def missing_net(path: Path, what: str) -> str | None:
@@ -325,6 +326,12 @@ class MiniatureActionReward:
     @classmethod
     def missing_weights(cls, config: MiniatureActionConfig) -> str | None:
         return missing_net(resolve_path(config.weights), "action")
+
+    @classmethod
+    def check_prompts(cls, config: MiniatureActionConfig, prompts: list[str]) -> None:
+        """Every prompt must name one action of the world (found before any sampling, not after a round)."""
+        for prompt in prompts:
+            action_of(prompt)
 
     def __init__(self, config: MiniatureActionConfig):
         self.config = config

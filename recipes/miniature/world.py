@@ -265,13 +265,12 @@ def save_stills(world: World, identity: int, seeds, folder, size: int = 64) -> l
     """Write reference photos ``avatar-<identity>-<seed>.png`` (the recipe's `references.photos`)."""
     from pathlib import Path
 
-    import imageio.v3 as iio
+    from prefopt.media import write_media
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed in seeds:
         path = folder / f"avatar-{identity}-{seed}.png"
-        iio.imwrite(path, world.still(identity, seed, size))
+        write_media(path, world.still(identity, seed, size)[None])
         paths.append(path)
     return paths

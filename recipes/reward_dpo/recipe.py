@@ -11,15 +11,14 @@ finished work of the old config stays on disk.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
-from prefopt.config import to_dict
 from prefopt.data import verify_safetensors
 from prefopt.errors import PrefoptError
+from prefopt.files import read_lines, write_json
 from prefopt.hub import set_allow_downloads
 from prefopt.interfaces import PairIndices
 from prefopt.lora import LORA_WEIGHTS_NAME
@@ -27,6 +26,7 @@ from prefopt.registry import get_registry
 from prefopt.repository import MediaRepository
 from prefopt.runner import missing_component_weights
 from prefopt.selection import (
+    EMPTY_PAIRS_PLOT,
     PAIRS_FILE,
     PAIRS_PLOT,
     plot_selection,
@@ -38,14 +38,13 @@ from prefopt.selection import (
 from prefopt.trainer import DiffusionDPOTrainer, media_size
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.generation import examples_from_pairs, generate_into
-from prefopt_recipes.common.scoring import reward_keys, score_items
+from prefopt_recipes.common.generation import examples_from_pairs, generate_into, verify_items
+from prefopt_recipes.common.scoring import reward_keys, score_items, verify_scored
 from prefopt_recipes.common.stages import (
     StageRunner,
     clean_run,
     file_digest,
     run_directory_lock,
-    write_json_atomically,
 )
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
@@ -87,11 +86,22 @@ class RewardDPORecipe:
     def prompts(self) -> list[str]:
         prompts = list(self.config.prompts)
         if self.config.prompts_file:
-            path = Path(self.config.prompts_file)
-            if not path.is_file():
-                raise PrefoptError(f"prompts file `{path}` does not exist.")
-            prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            prompts += read_lines(self.config.prompts_file, "prompts file")
         return prompts
+
+    def check_inputs(self) -> None:
+        """Before any sampling: reference photos read, and every reward that can check prompts (the miniature
+        action reward needs an action in each) accepts the training and held-out prompts."""
+        if self.config.references:
+            load_reference_photos(self.config.references)
+        prompts = [*self.prompts(), *self.config.heldout_prompts]
+        for name, spec in self.config.rewards.items():
+            check = getattr(get_registry().get("rewards", spec.name).cls, "check_prompts", None)
+            if check is not None:
+                try:
+                    check(spec.options, prompts)
+                except PrefoptError as e:
+                    raise PrefoptError(f"reward `{name}`: {e}") from e
 
     # --- stages -----------------------------------------------------------------------------------
 
@@ -100,30 +110,29 @@ class RewardDPORecipe:
         shared = [c.backbone, c.rewards, self.prompts(), [file_digest(p) for p in c.references], c.sampling,
                   c.run.seed]
         rounds = [(f"round{r}", [*shared, c.selection, c.trainer] if r == 0 else [c.selection, c.trainer],
-                   self._round_work(r)) for r in range(c.rounds)]
-        return [*rounds, ("final", [c.heldout_prompts], self._final)]  # chained: its hash covers every round's
+                   self._round_work(r), self._round_check(r)) for r in range(c.rounds)]
+        # chained: the final stage's hash covers every round's
+        return [*rounds, ("final", [c.heldout_prompts], self._final, self._verify_final)]
 
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_directory_lock(self.run_dir):
-            with main_first() as main:
-                if main:
-                    write_json_atomically(self.run_dir / "config.json", to_dict(self.config))
-            runner = StageRunner(self.run_dir, self.console.print)
+            runner = StageRunner(self.run_dir, self.console.print, config=self.config)
             plan = self.stage_plan()
-            for name, covered, work in plan:
-                self.digests[name] = runner.run(name, covered, work)
-            runner.keep_only([name for name, _, _ in plan])  # e.g. fewer rounds: the old last round is not current
+            for name, covered, work, verify in plan:
+                self.digests[name] = runner.run(name, covered, work, verify)
+            runner.keep_only([name for name, *_ in plan])  # e.g. fewer rounds: the old last round is not current
             from prefopt_recipes.reward_dpo.report import write_report
 
             with main_first() as main:
                 if main:
                     self.console.print(f"[bold]report:[/bold] {write_report(self, runner.timings())}")
+            runner.finish()
         return self.run_dir
 
     def clean(self, dry_run: bool = False) -> list[Path]:
         """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
-        return clean_run(self.run_dir, [(name, covered) for name, covered, _ in self.stage_plan()], dry_run)
+        return clean_run(self.run_dir, [(name, covered) for name, covered, *_ in self.stage_plan()], dry_run)
 
     def stage_dir(self, name: str) -> Path:
         return self.run_dir / f"{name}-{self.digests[name]}"
@@ -141,6 +150,27 @@ class RewardDPORecipe:
                     f"{self.config.trainer.max_steps} steps")
 
         return work
+
+    def _round_check(self, round_index: int):
+        def verify(digest: str) -> None:
+            """What a round delivers: its scored samples, its pairs and its LoRA, whole."""
+            self._verify_sampled(f"round{round_index}", digest, self.prompts())
+            folder = self.run_dir / f"round{round_index}-{digest}"
+            read_pairs_table(folder / PAIRS_FILE)
+            verify_safetensors(folder / "lora" / LORA_WEIGHTS_NAME, f"the LoRA of round {round_index}")
+
+        return verify
+
+    def _verify_final(self, digest: str) -> None:
+        self._verify_sampled("final", digest, self.prompts())
+        for stage in (HELDOUT_BASE, HELDOUT_FINAL) if self.config.heldout_prompts else ():
+            self._verify_sampled(stage, digest, self.config.heldout_prompts)
+
+    def _verify_sampled(self, stage: str, digest: str, prompts: list[str]) -> None:
+        repo = self.repository()
+        items = [r for r in repo.items([stage]) if r.stage == digest]
+        verify_items(repo, items, len(prompts) * self.config.sampling.samples_per_prompt, f"the samples of `{stage}`")
+        verify_scored(repo, self.config.rewards, items, f"the samples of `{stage}`")
 
     def _final(self, digest: str) -> str:
         self.digests["final"] = digest
@@ -215,14 +245,14 @@ class RewardDPORecipe:
                 chosen = self._chain(table, selectors)
                 label = "→".join(s.name for s in selection.selectors)
                 fronts = selectors[0].frontiers(table) if hasattr(selectors[0], "frontiers") else None
-                plot_selection(folder / PAIRS_PLOT, table, chosen, selection.plot_x, selection.plot_y,
-                               f"round {round_index}", fronts)
-                write_pairs(folder / PAIRS_FILE, unite([(table, chosen, label)]))
-        pairs = read_pairs_table(folder / PAIRS_FILE)
-        if not pairs:
+                plot = folder / (PAIRS_PLOT if len(chosen) else EMPTY_PAIRS_PLOT)
+                plot_selection(plot, table, chosen, selection.plot_x, selection.plot_y, f"round {round_index}", fronts)
+                if len(chosen):
+                    write_pairs(folder / PAIRS_FILE, unite([(table, chosen, label)]))
+        if not (folder / PAIRS_FILE).is_file():
             raise PrefoptError(f"round {round_index} selected no pairs from {len(items)} scored samples; loosen the "
-                               f"options under `selection.selectors` (see {folder / PAIRS_PLOT}).")
-        return pairs
+                               f"options under `selection.selectors` (see {folder / EMPTY_PAIRS_PLOT}).")
+        return read_pairs_table(folder / PAIRS_FILE)
 
     def _chain(self, table, selectors) -> PairIndices:
         """The selector chain. With `per_prompt`, the first selector makes pairs within each prompt's samples
@@ -248,7 +278,6 @@ class RewardDPORecipe:
         config = dataclasses.replace(self.config.trainer, num_frames=sampling.num_frames, height=sampling.height,
                                      width=sampling.width, init_adapter=init)
         DiffusionDPOTrainer(backbone, config, folder).train(examples_from_pairs(self.repository(), pairs))
-        verify_safetensors(self.lora(round_index), f"the LoRA of round {round_index}")
 
     def _backbone(self):
         spec = self.config.backbone
@@ -269,6 +298,5 @@ class RewardDPORecipe:
             items = [r for r in repo.items([name]) if r.stage == digest]
             if items:
                 rows.append({"stage": name, "samples": len(items), **self.reward_means(items)})
-        path = self.run_dir / SUMMARY_FILE
-        path.write_text(json.dumps(rows, indent=2))
+        write_json(self.run_dir / SUMMARY_FILE, rows)
         return rows

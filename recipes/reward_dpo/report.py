@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
+from prefopt.files import copy_file, write_text
 from prefopt.media import read_media
-from prefopt.report import plot_training, pyplot, thumbnail
+from prefopt.report import plot_training, pyplot, save_figure, thumbnail
 from prefopt.selection import PAIRS_PLOT
 
 if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
@@ -35,7 +35,7 @@ def plot_rewards_by_stage(path: Path, rows: list[dict], rewards: list[str]) -> N
     ax.set_title("rewards of each stage's samples (round 0 = base model; dashed: held-out prompts)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -49,7 +49,7 @@ def write_report(recipe: RewardDPORecipe, timings: dict[str, float]) -> Path:
     plot_training(out / "training.png", rounds)
     pair_plots = []
     for r in range(recipe.config.rounds):
-        shutil.copyfile(recipe.stage_dir(f"round{r}") / PAIRS_PLOT, out / f"round{r}_pairs.png")
+        copy_file(recipe.stage_dir(f"round{r}") / PAIRS_PLOT, out / f"round{r}_pairs.png")
         pair_plots.append(f"<h3>Round {r}</h3><img src='round{r}_pairs.png'>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["stage", "samples", *rewards])
     body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r[c], float) else f"<td>{r[c]}</td>"
@@ -67,7 +67,7 @@ def write_report(recipe: RewardDPORecipe, timings: dict[str, float]) -> Path:
             f"<table><tr>{head}</tr>{body}</table><h2>Samples (first prompt)</h2>{_samples(out, recipe)}"
             f"<h2>Pairs</h2>{''.join(pair_plots)}<h2>Training</h2><img src='training.png'>"
             f"<h2>Config</h2><pre>{config}</pre>")
-    (out / "index.html").write_text(page)
+    write_text(out / "index.html", page)
     return out / "index.html"
 
 
