@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import statistics
 import time
@@ -27,6 +26,8 @@ from datetime import date
 import torch
 import torch.nn.functional as F
 from dpo_flops import LORA_TARGETS, PEAK_BF16_FLOPS, TEXT_TOKENS, formula
+
+from prefopt.files import write_json
 
 TINY = dict(in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,  # noqa: C408
             num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
@@ -271,9 +272,8 @@ def main() -> None:
     floor = flop_floor(backbone, tokens, args.pairs) / PEAK_BF16_FLOPS
     print_table(args, results, tokens, floor)
     if args.json:
-        with open(args.json, "w") as f:
-            args_json = {k: v for k, v in vars(args).items() if k not in ("initial_lora", "variant_list")}
-            json.dump({"args": args_json, "tokens": tokens, "floor_s": floor, "results": results}, f, indent=2)
+        args_json = {k: v for k, v in vars(args).items() if k not in ("initial_lora", "variant_list")}
+        write_json(args.json, {"args": args_json, "tokens": tokens, "floor_s": floor, "results": results})
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def independent_metrics(folder: Path, photos: list[Path]) -> dict[str, float]:
     evaluator = _evaluator()
     reference = evaluator.reference_embedding([read_media(p)[0] for p in photos])
     face, temporal = [], []
-    for video in sorted(folder.glob("*.mp4")):
+    for video in sorted(p for p in folder.glob("*.mp4") if not p.name.startswith(".")):
         embeddings = np.stack([evaluator.embed_largest_face(frame) for frame in read_media(video)])
         face.append(float((embeddings @ reference).mean()))
         temporal.append(float((embeddings[:-1] * embeddings[1:]).sum(axis=1).mean()))

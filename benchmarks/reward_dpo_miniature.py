@@ -48,7 +48,7 @@ def stage_scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
     for heldout in ("heldout-base", "heldout-final"):  # sampled by the final stage, under its hash
         current[f"{heldout}-{state['final']['hash']}"] = heldout
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    for part in sorted((run / "repository" / "scores").glob("*.parquet")):
+    for part in sorted((run / "repository" / "scores").glob("part-*.parquet")):
         for row in pq.read_table(part).to_pylist():
             prefix, sample = row["item_id"].rsplit("-", 2)[0], "-".join(row["item_id"].rsplit("-", 2)[1:])
             if prefix in current:

@@ -24,7 +24,7 @@ import torch
 
 from prefopt.data import load_tensors, save_tensors
 from prefopt.errors import PrefoptError
-from prefopt.files import full_disk_named
+from prefopt.files import flush_folder, full_disk_named
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def save_checkpoint(
     try:
         with full_disk_named(tmp):
             _write_checkpoint(tmp, step, loras, optimizer, scheduler, extra)
+            flush_folder(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # a full disk keeps no half checkpoint, and frees its space
         raise

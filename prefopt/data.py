@@ -84,13 +84,15 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:24]
 
 
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """A safetensors file, whole or not at all (:func:`prefopt.files.write_file`; checked by reading its header)."""
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 durable: bool = True) -> None:
+    """A safetensors file, whole or not at all (:func:`prefopt.files.write_file`; checked by reading its header);
+    not ``durable``: not flushed to the disk (a cache entry, made again when lost)."""
     from prefopt.files import write_file
 
     plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     write_file(path, lambda tmp: save_file(plain, str(tmp), metadata=metadata),
-               lambda tmp: _check_header(tmp, set(plain)))
+               lambda tmp: _check_header(tmp, set(plain)), durable=durable)
 
 
 def _check_header(path: Path, names: set[str]) -> None:
@@ -165,13 +167,13 @@ class EncodedCache:
         if todo_prompts:
             encoded = self.backbone.encode_prompts(todo_prompts)
             for i, prompt in enumerate(todo_prompts):
-                save_tensors(self.text_path(prompt), {k: v[i : i + 1] for k, v in encoded.items()})
+                save_tensors(self.text_path(prompt), {k: v[i : i + 1] for k, v in encoded.items()}, durable=False)
         for item in dict.fromkeys(media):
             target = self.latent_path(item)
             if not target.is_file():
                 if item.endswith(LATENT_SUFFIX):
                     raise PrefoptError(f"latent file `{item}` does not exist.")
-                save_tensors(target, {"latents": self.backbone.encode_media(self._pixels(item))[0:1]})
+                save_tensors(target, {"latents": self.backbone.encode_media(self._pixels(item))[0:1]}, durable=False)
             if on_progress:
                 on_progress()
 

@@ -3,9 +3,10 @@
 Every file prefopt writes goes through :func:`write_file`: the content is written under a temporary name in the
 same folder (``.<stem>.<pid>.tmp<suffix>``: the suffix is kept because writers pick the format by it), flushed to
 the disk, checked, and only then renamed over the final name, which is one atomic step on POSIX file systems. A
-crash, a kill or a full disk leaves at most a temporary file, which nothing reads and the next write of the same
-file replaces, never a torn file under the final name. The one exception is the trainer's metrics log, which is
-appended to line by line; :func:`read_jsonl` reads it whatever its last line holds.
+crash, a kill or a full disk leaves at most a temporary file, which nothing reads (listings skip names that start
+with a dot) and the next run removes (:func:`remove_temporaries`), never a torn file under the final name. The one
+exception is the trainer's metrics log, which is appended to line by line; :func:`read_jsonl` reads it whatever its
+last line holds.
 """
 
 from __future__ import annotations
@@ -33,24 +34,26 @@ def temporary_path(path: Path) -> Path:
 
 
 def is_temporary(path: str | os.PathLike) -> bool:
-    """True for a temporary name of :func:`temporary_path`, or anything inside a folder being written
-    (``….tmp/``, as checkpoints are)."""
+    """True for a temporary name of :func:`temporary_path`, a folder being written (``….tmp/``, as checkpoints
+    are) or anything inside one."""
     parts = Path(path).parts
-    return any(part.endswith(TEMPORARY_MARK) for part in parts[:-1]) or (
+    return any(part.endswith(TEMPORARY_MARK) for part in parts) or (
         parts[-1].startswith(".") and TEMPORARY_MARK in parts[-1])
 
 
 def write_file(path: str | os.PathLike, write: Callable[[Path], None],
-               check: Callable[[Path], None] | None = None) -> Path:
-    """Write ``path`` whole or not at all: ``write(tmp)``, flush it to the disk, ``check(tmp)`` (raise if it is not
-    what was meant to be written), then rename it over ``path``."""
+               check: Callable[[Path], None] | None = None, durable: bool = True) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)``, flush it to the disk (unless not ``durable``: a cache
+    entry that is made again when lost), ``check(tmp)`` (raise if it is not what was meant to be written), then
+    rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
         with full_disk_named(path):
             write(tmp)
-            _flush_to_disk(tmp)
+            if durable:
+                _flush_to_disk(tmp)
             if check is not None:
                 check(tmp)
         os.replace(tmp, path)
@@ -91,12 +94,16 @@ def _disk_full(error: BaseException, path: str | os.PathLike, margin: int = 1 <<
 
 
 def write_folder(path: str | os.PathLike, write: Callable[[Path], None],
-                 check: Callable[[Path], None] | None = None) -> Path:
+                 check: Callable[[Path], None] | None = None, replaces: str | None = None) -> Path:
     """A folder written whole (``save_pretrained``, a LoRA folder): ``write(tmp)`` fills a temporary folder beside
-    it, ``check(tmp)``, then it takes the final name. An earlier folder of that name is moved aside first and deleted
-    after; a crash between the two renames leaves no folder under the final name (a later run writes it again),
-    never a mix of two."""
+    it, ``check(tmp)``, then it takes the final name. An earlier folder of that name is replaced only when it is
+    empty or holds ``replaces`` (the file that marks what prefopt writes there): anything else is the user's, and is
+    one sentence, never deleted. The earlier folder is moved aside first and deleted after; a crash between the two
+    renames leaves no folder under the final name (a later run writes it again), never a mix of two."""
     path = Path(path)
+    if path.exists() and not _replaceable(path, replaces):
+        raise PrefoptError(f"`{path}` already exists and is not a folder prefopt wrote (it has no `{replaces}`); "
+                           "move it, or choose another path.")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_MARK}")
     old = path.with_name(f".{path.name}.{os.getpid()}.old{TEMPORARY_MARK}")
@@ -105,8 +112,7 @@ def write_folder(path: str | os.PathLike, write: Callable[[Path], None],
     try:
         with full_disk_named(path):
             write(tmp)
-            for file in (f for f in tmp.rglob("*") if f.is_file()):
-                _flush_to_disk(file)
+            flush_folder(tmp)
             if check is not None:
                 check(tmp)
         if path.exists():
@@ -116,6 +122,33 @@ def write_folder(path: str | os.PathLike, write: Callable[[Path], None],
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _replaceable(path: Path, replaces: str | None) -> bool:
+    return path.is_dir() and not path.is_symlink() and (
+        not any(path.iterdir()) or (replaces is not None and (path / replaces).is_file()))
+
+
+def flush_folder(folder: Path) -> None:
+    """fsync every file of a folder about to be renamed into place."""
+    for file in (f for f in folder.rglob("*") if f.is_file()):
+        _flush_to_disk(file)
+
+
+def remove_temporaries(root: Path) -> list[Path]:
+    """Delete what killed writers left under ``root`` (files and folders with temporary names): a SIGKILL or an
+    out-of-memory kill skips the cleanup of :func:`write_file`. Call it only while no other process writes there
+    (under the run's lock, before any work)."""
+    removed = []
+    for found in sorted(root.rglob(f"*{TEMPORARY_MARK}*"), key=lambda p: len(p.parts)):
+        if not is_temporary(found) or not os.path.lexists(found) or any(p in removed for p in found.parents):
+            continue
+        if found.is_dir() and not found.is_symlink():
+            shutil.rmtree(found, ignore_errors=True)
+        else:
+            found.unlink(missing_ok=True)
+        removed.append(found)
+    return removed
 
 
 def _flush_to_disk(path: Path) -> None:
@@ -151,7 +184,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """JSON, indented; checked by parsing it back."""
-    text = json.dumps(data, indent=2, default=str)
+    text = json.dumps(data, indent=2)
 
     def check(tmp: Path) -> None:
         json.loads(tmp.read_text())

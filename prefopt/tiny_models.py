@@ -331,7 +331,7 @@ def save_tiny_pipeline(backbone: str, directory: str | Path, seed: int = 0) -> P
     directory = Path(directory)
     if not (directory / "model_index.json").is_file():
         pipe = TINY_BUILDERS[backbone](seed)
-        write_folder(directory, pipe.save_pretrained)  # a crash never leaves a half-written model directory
+        write_folder(directory, pipe.save_pretrained, replaces="model_index.json")  # never half written
     return directory
 
 
@@ -366,7 +366,7 @@ def _save_model_and_processor(directory: str | Path, build) -> Path:
             model.save_pretrained(tmp)
             processor.save_pretrained(tmp)
 
-        write_folder(directory, save)
+        write_folder(directory, save, replaces="config.json")
     return directory
 
 

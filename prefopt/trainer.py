@@ -37,7 +37,7 @@ from prefopt.data import (
 )
 from prefopt.dpo_steps import SCHEDULES
 from prefopt.errors import PrefoptError
-from prefopt.files import read_jsonl, write_folder, write_text
+from prefopt.files import full_disk_named, read_jsonl, write_folder, write_text
 from prefopt.lora import (
     LORA_WEIGHTS_NAME,
     POLICY_ADAPTER,
@@ -85,9 +85,9 @@ class TrainerConfig:
     mode: Literal["dpo", "sft"] = field(
         default="dpo", metadata={"help": "`dpo` trains on preference pairs; `sft` on single media (identity LoRA)."}
     )
-    max_steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=1, metadata={"help": "Pairs (or SFT samples) per process per micro-step."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-steps per optimizer step."})
+    max_steps: int = field(default=1000, metadata={"min": 1, "help": "Optimizer steps."})
+    batch_size: int = field(default=1, metadata={"min": 1, "help": "Pairs (or SFT samples) per process per micro-step."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"min": 1, "help": "Micro-steps per optimizer step."})
     learning_rate: float = field(default=2e-5, metadata={"above": 0, "help": "AdamW learning rate (paper: 2e-5)."})
     weight_decay: float = field(default=1e-4, metadata={"min": 0, "help": "AdamW weight decay (paper: 1e-4)."})
     adam_beta1: float = field(default=0.9, metadata={"min": 0, "below": 1, "help": "AdamW β1."})
@@ -100,17 +100,17 @@ class TrainerConfig:
     max_grad_norm: float = field(default=1.0, metadata={"min": 0, "help": "Gradient clipping norm; 0 disables."})
     beta: float = field(
         default=5000.0,
-        metadata={"help": "DPO β in −log σ(−β/2·Δ) (Salesforce's convention and value; the same strength as "
+        metadata={"above": 0, "help": "DPO β in −log σ(−β/2·Δ) (Salesforce's convention and value; the same strength as "
                           "diffusers' −log σ(−β·Δ) with β = 2500). See docs/losses.md."},
     )
     loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = field(
         default="sigmoid", metadata={"help": "DPO loss variant (trl's names)."}
     )
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label-flip rate for `robust`."})
+    label_smoothing: float = field(default=0.0, metadata={"min": 0, "below": 0.5, "help": "Label-flip rate for `robust`."})
     rpo_alpha: float = field(
         default=0.0, metadata={"min": 0, "help": "Weight of an SFT term on winners added to the DPO loss (trl's name)."}
     )
-    lora_rank: int = field(default=32, metadata={"help": "LoRA rank."})
+    lora_rank: int = field(default=32, metadata={"min": 1, "help": "LoRA rank."})
     lora_alpha: float = field(default=32.0, metadata={"above": 0, "help": "LoRA α (scale = α / rank)."})
     lora_dropout: float = field(default=0.0, metadata={"min": 0, "below": 1, "help": "LoRA dropout."})
     lora_target_modules: list[str] = field(
@@ -133,8 +133,8 @@ class TrainerConfig:
     sync_ref_model: bool = field(
         default=False, metadata={"help": "TR-DPO: periodically mix the policy LoRA into a reference LoRA (trl's name)."}
     )
-    ref_model_sync_steps: int = field(default=512, metadata={"help": "Steps between reference syncs."})
-    ref_model_mixup_alpha: float = field(default=0.6, metadata={"help": "ref ← α·policy + (1 − α)·ref."})
+    ref_model_sync_steps: int = field(default=512, metadata={"min": 1, "help": "Steps between reference syncs."})
+    ref_model_mixup_alpha: float = field(default=0.6, metadata={"above": 0, "max": 1, "help": "ref ← α·policy + (1 − α)·ref."})
     mixed_precision: Literal["no", "bf16", "fp16"] = field(default="no", metadata={"help": "accelerate autocast."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations in backward."})
     attention_backend: str | None = field(
@@ -148,7 +148,7 @@ class TrainerConfig:
                           "(torch.autograd.graph.save_on_cpu): less GPU memory, more transfers."},
     )
     checkpoint_every_n_blocks: int = field(
-        default=1, metadata={"help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
+        default=1, metadata={"min": 1, "help": "With gradient checkpointing: checkpoint only every n-th block (1 = all)."}
     )
     checkpoint_save_attention: bool = field(
         default=False,
@@ -168,9 +168,9 @@ class TrainerConfig:
                           "device, no speed-up. LoRA weights stay in high precision."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for LoRA init, data order, noise and timesteps."})
-    checkpoint_every: int = field(default=100, metadata={"help": "Save a resumable checkpoint every N steps."})
+    checkpoint_every: int = field(default=100, metadata={"min": 1, "help": "Save a resumable checkpoint every N steps."})
     keep_checkpoints: int = field(default=2, metadata={"min": 0, "help": "Newest checkpoints kept on disk."})
-    log_every: int = field(default=1, metadata={"help": "Write metrics every N steps."})
+    log_every: int = field(default=1, metadata={"min": 1, "help": "Write metrics every N steps."})
     report_to: str = field(
         default="none",
         metadata={"help": "accelerate tracker: `tensorboard`, `wandb`, `mlflow`, `comet_ml`, `aim`, `clearml`, "
@@ -178,31 +178,18 @@ class TrainerConfig:
                           "tracker's package must be installed (`pip install prefopt[tensorboard]`, `wandb`, …)."},
     )
     num_frames: int | None = field(
-        default=None, metadata={"help": "Frames media files are encoded at; empty: the backbone's default (1 for "
+        default=None, metadata={"min": 1, "help": "Frames media files are encoded at; empty: the backbone's default (1 for "
                                         "image backbones)."})
     height: int | None = field(
-        default=None, metadata={"help": "Height media files are encoded at; empty: the backbone's default (an "
+        default=None, metadata={"min": 1, "help": "Height media files are encoded at; empty: the backbone's default (an "
                                         "image backbone's native resolution)."})
-    width: int | None = field(default=None, metadata={"help": "Width media files are encoded at; empty: the "
+    width: int | None = field(default=None, metadata={"min": 1, "help": "Width media files are encoded at; empty: the "
                                                                 "backbone's default."})
 
     def __post_init__(self) -> None:
-        check_bounds(self)
-        for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "lora_rank", "checkpoint_every",
-                     "log_every", "ref_model_sync_steps", "checkpoint_every_n_blocks"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
-        if self.beta <= 0:
-            raise ValueError(f"`beta` must be positive, got {self.beta}")
+        check_bounds(self)  # the bounds each field declares (shown by `prefopt options trainer`)
         if self.report_to not in TRACKERS:
             raise ValueError(f"`report_to` must be one of {', '.join(TRACKERS)}, got `{self.report_to}`")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"`label_smoothing` must be in [0, 0.5), got {self.label_smoothing}")
-        if not 0.0 < self.ref_model_mixup_alpha <= 1.0:
-            raise ValueError(f"`ref_model_mixup_alpha` must be in (0, 1], got {self.ref_model_mixup_alpha}")
-        for name in ("num_frames", "height", "width"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
         if self.checkpoint_save_attention and not self.gradient_checkpointing:
             raise ValueError("`checkpoint_save_attention` keeps attention outputs in checkpointed blocks: it needs "
                              "`gradient_checkpointing: true`.")
@@ -465,7 +452,7 @@ class DiffusionDPOTrainer:
             self.accelerator.log(metrics, step=self.step)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / METRICS_FILE, "a") as f:
+            with full_disk_named(self.output_dir / METRICS_FILE), open(self.output_dir / METRICS_FILE, "a") as f:
                 f.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
@@ -498,7 +485,8 @@ class DiffusionDPOTrainer:
                 self.backbone.save_lora(tmp, state, adapter_config=_adapter_config(denoiser))
                 save_tensors(tmp / ADAPTER_FILE, state)
 
-            write_folder(directory, write, check=lambda tmp: verify_safetensors(tmp / LORA_WEIGHTS_NAME, "final LoRA"))
+            write_folder(directory, write, check=lambda tmp: verify_safetensors(tmp / LORA_WEIGHTS_NAME, "final LoRA"),
+                         replaces=LORA_WEIGHTS_NAME)
         self.accelerator.wait_for_everyone()
         return directory / LORA_WEIGHTS_NAME
 

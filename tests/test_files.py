@@ -123,7 +123,7 @@ def test_every_writer_reports_a_full_disk_as_enospc(small_disk, suffix):
 
 def test_a_folder_is_replaced_whole(tmp_path):
     target = tmp_path / "lora"
-    write_folder(target, lambda tmp: (tmp.mkdir(), (tmp / "a.txt").write_text("first")))
+    write_folder(target, lambda tmp: (tmp.mkdir(), (tmp / "a.txt").write_text("first")), replaces="a.txt")
 
     def half(tmp):
         tmp.mkdir()
@@ -131,8 +131,36 @@ def test_a_folder_is_replaced_whole(tmp_path):
         raise OSError(errno.EIO, "disk failed")
 
     with pytest.raises(OSError):
-        write_folder(target, half)
+        write_folder(target, half, replaces="a.txt")
     assert (target / "a.txt").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["lora"]
+
+
+def test_a_folder_prefopt_did_not_write_is_never_replaced(tmp_path):
+    """`run.build_tiny_models` pointed at a folder of the user's (no `model_index.json` in it): one sentence, and
+    the folder is kept as it was."""
+    mine = tmp_path / "models"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(PrefoptError, match=r"`.*models` already exists and is not a folder prefopt wrote"):
+        write_folder(mine, lambda tmp: tmp.mkdir(), replaces="model_index.json")
+    assert (mine / "notes.txt").read_text() == "mine"
+
+
+def test_what_killed_writers_left_is_removed_and_nothing_else(tmp_path):
+    from prefopt.files import remove_temporaries
+
+    (tmp_path / "media").mkdir()
+    keep = [tmp_path / "media" / "003.mp4", tmp_path / ".prefopt-stage.json", tmp_path / "metrics.jsonl"]
+    for path in keep:
+        path.write_text("whole")
+    stale = [temporary_path(tmp_path / "media" / "004.mp4"), tmp_path / ".lora.4242.tmp" / "adapter.safetensors",
+             tmp_path / "checkpoints" / "step-000010.tmp" / "optimizer.pt"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("torn")
+    remove_temporaries(tmp_path)
+    assert all(p.is_file() for p in keep) and not any(os.path.lexists(p) for p in stale)
+    assert not (tmp_path / ".lora.4242.tmp").exists() and (tmp_path / "checkpoints").is_dir()
 
 
 def test_temporary_names_are_recognised():
@@ -195,6 +223,8 @@ def _audit(event: str, args: tuple) -> None:
             _WRITES.append(("open", os.fsdecode(args[0])))
     elif event == "subprocess.Popen" and "ffmpeg" in os.fsdecode(args[1][0]):
         _WRITES.append(("ffmpeg", os.fsdecode(args[1][-1])))
+    elif event == "os.rename":  # os.replace too
+        _WRITES.append(("renamed", os.fsdecode(args[1])))
 
 
 @pytest.fixture
@@ -224,8 +254,15 @@ def test_every_file_a_recipe_run_writes_goes_through_a_temporary_name(tmp_path, 
     assert code == 0
     written = [(kind, path) for kind, path in recorded_writes if path.startswith(str(tmp_path))]
     assert len(written) > 50 and any(kind == "ffmpeg" for kind, _ in written)
-    direct = [path for _, path in written if not is_temporary(path) and Path(path).name not in APPENDED]
+    direct = [path for kind, path in written
+              if kind != "renamed" and not is_temporary(path) and Path(path).name not in APPENDED]
     assert direct == []
+    # Writers Python does not see (safetensors in Rust, pyarrow in C++): every file the run left arrived by a
+    # rename, itself or a folder holding it.
+    renamed = {Path(path) for kind, path in written if kind == "renamed"}
+    left = [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in APPENDED]
+    unrenamed = [p for p in left if p not in renamed and not renamed.intersection(p.parents)]
+    assert len(left) > 50 and unrenamed == []
 
 
 QUICKSTART_SMALL = ["video.num_frames=5", "video.height=96", "video.width=96", "repository.lora_videos=4",

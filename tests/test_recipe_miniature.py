@@ -66,3 +66,13 @@ def test_the_miniature_reward_dpo_loop_runs_and_the_study_reads_it(tmp_path, mon
     summary = study.summarise({0: scores})
     assert summary["differences"]["final − round0, action"]["n_pairs"] == 9 and set(summary["per_prompt"]) == {
         "0000", "0001", "0002"}
+
+
+def test_a_prompt_the_action_reward_cannot_score_stops_magicid_before_any_work(tmp_path, capsys):
+    from prefopt.cli import main
+
+    code = main(["run", str(ROOT / "recipes" / "miniature.yaml"), f"run.output_dir={tmp_path}",
+                 "prompts.eval=[a person flies]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "reward `semantic`: prompt `a person flies` names no action" in err
+    assert not list(tmp_path.glob("*/identity_lora-*"))

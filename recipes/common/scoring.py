@@ -54,3 +54,15 @@ def verify_scored(repository: MediaRepository, rewards: Mapping[str, RewardSpec]
         if missing:
             raise PrefoptError(f"{what}: {missing} of {len(items)} items have no `{name}` score in "
                                f"`{repository.root}`.")
+
+
+def check_prompts(rewards: Mapping[str, RewardSpec], prompts: Sequence[str]) -> None:
+    """Every reward that can check prompts (the miniature action reward needs an action in each) accepts them:
+    found before any work, not after a stage of sampling and training."""
+    for name, spec in rewards.items():
+        check = getattr(get_registry().get("rewards", spec.name).cls, "check_prompts", None)
+        if check is not None:
+            try:
+                check(spec.options, list(prompts))
+            except PrefoptError as e:
+                raise PrefoptError(f"reward `{name}`: {e}") from e

@@ -24,7 +24,7 @@ from typing import Any
 
 from prefopt.config import to_dict
 from prefopt.errors import PrefoptError
-from prefopt.files import write_json
+from prefopt.files import remove_temporaries, write_json
 from prefopt_recipes.common.distributed import barrier, is_main
 
 STATE_FILE = "stages.json"
@@ -69,6 +69,9 @@ class StageRunner:
         self.previous_hash = ""
         self.previous_state: dict[str, dict] = self._load()
         self.state: dict[str, dict] = {}
+        if is_main() and run_dir.is_dir():  # what killed writers left (the caller holds the run's lock)
+            remove_temporaries(run_dir)
+        barrier()
 
     def _load(self) -> dict:
         path = self.run_dir / STATE_FILE

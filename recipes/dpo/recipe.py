@@ -21,7 +21,7 @@ import numpy as np
 
 from prefopt.config import to_dict
 from prefopt.errors import PrefoptError
-from prefopt.files import read_json, read_lines, write_json, write_text
+from prefopt.files import read_json, read_lines, remove_temporaries, write_json, write_text
 from prefopt.hub import set_allow_downloads
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
@@ -94,6 +94,7 @@ class DPORecipe:
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with run_directory_lock(self.run_dir):
+            remove_temporaries(self.run_dir)  # what killed writers left
             return self._run()
 
     def _run(self) -> Path:

@@ -32,7 +32,7 @@ from prefopt.trainer import DiffusionDPOTrainer
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
 from prefopt_recipes.common.generation import examples_from_pairs, generate_into, verify_items
-from prefopt_recipes.common.scoring import reward_keys, score_items, verify_scored
+from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
 from prefopt_recipes.common.stages import (
     StageRunner,
     clean_run,
@@ -40,7 +40,7 @@ from prefopt_recipes.common.stages import (
     run_directory_lock,
 )
 from prefopt_recipes.magicid.config import MagicIDConfig
-from prefopt_recipes.magicid.prompts import resolve_prompts
+from prefopt_recipes.magicid.prompts import read_prompt_file, resolve_prompts
 
 
 def _pool_sources(selection) -> list[str]:
@@ -93,6 +93,8 @@ class MagicIDRecipe:
         """Before the first expensive step: every reference photo reads, and the identity reward finds its face
         (a reward that can check references offers ``check_references``)."""
         references = load_reference_photos(self.photos())
+        p = self.config.prompts
+        check_prompts(self.config.rewards, [*p.train, *(read_prompt_file(p.file) if p.file else []), *p.eval])
         spec = self.config.rewards["identity"]
         reward = get_registry().create("rewards", spec.name, spec.options)
         check = getattr(reward, "check_references", None)
@@ -168,10 +170,16 @@ class MagicIDRecipe:
     def _verify_evaluation(self, digest: str) -> None:
         from prefopt_recipes.magicid.evaluation import TABLE_FILE, video_name
 
-        table = read_json(self.stage_dir("evaluation", digest) / TABLE_FILE, "the evaluation table")
-        for row in table:
-            if not (Path(row["folder"]) / video_name(0)).is_file():
-                raise PrefoptError(f"evaluation video `{Path(row['folder']) / video_name(0)}` is missing.")
+        folder = self.stage_dir("evaluation", digest)
+        table = read_json(folder / TABLE_FILE, "the evaluation table")
+        videos = len(self.prompts()["eval"]) * self.config.evaluation.videos_per_prompt
+        try:
+            missing = [folder / Path(row["folder"]).name / video_name(i) for row in table for i in range(videos)
+                       if not (folder / Path(row["folder"]).name / video_name(i)).is_file()]
+        except (KeyError, TypeError) as e:
+            raise PrefoptError(f"the evaluation table `{folder / TABLE_FILE}` has been edited ({e!r}).") from e
+        if missing:
+            raise PrefoptError(f"evaluation video `{missing[0]}` is missing.")
 
     # --- the pipeline ------------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ def _links(out: Path, recipe: MagicIDRecipe, rows: list[dict]) -> str:
     items = [f"<li>{html.escape(stage)}: <a href='{html.escape(os.path.relpath(path, out))}'>"
              f"{html.escape(path.name)}</a></li>" for stage, path in loras]
     for row in rows:
-        videos = sorted(Path(row["folder"]).glob("*.mp4"))
+        videos = sorted(p for p in Path(row["folder"]).glob("*.mp4") if not p.name.startswith("."))
         links = " ".join(f"<a href='{html.escape(os.path.relpath(v, out))}'>{html.escape(v.stem)}</a>" for v in videos)
         items.append(f"<li>{html.escape(row['model'])} videos: {links}</li>")
     return "<ul>" + "".join(items) + "</ul>"

@@ -109,7 +109,7 @@ def train(args) -> dict:
     if step > first_step:  # a re-run of a finished budget only saves the pipeline and the record again
         _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds, phases)
     transformer.eval()
-    write_folder(out, pipe.save_pretrained)
+    write_folder(out, pipe.save_pretrained, replaces="model_index.json")
     record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "world_seed": args.world_seed, "prompt_phases": phases, "model": dataclasses.asdict(model_config(args)),
               "parameters": sum(p.numel() for p in transformer.parameters()),

@@ -39,7 +39,7 @@ from prefopt.trainer import DiffusionDPOTrainer, media_size
 from prefopt_plugins.rewards.common import load_reference_photos
 from prefopt_recipes.common.distributed import main_first
 from prefopt_recipes.common.generation import examples_from_pairs, generate_into, verify_items
-from prefopt_recipes.common.scoring import reward_keys, score_items, verify_scored
+from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
 from prefopt_recipes.common.stages import (
     StageRunner,
     clean_run,
@@ -94,14 +94,7 @@ class RewardDPORecipe:
         action reward needs an action in each) accepts the training and held-out prompts."""
         if self.config.references:
             load_reference_photos(self.config.references)
-        prompts = [*self.prompts(), *self.config.heldout_prompts]
-        for name, spec in self.config.rewards.items():
-            check = getattr(get_registry().get("rewards", spec.name).cls, "check_prompts", None)
-            if check is not None:
-                try:
-                    check(spec.options, prompts)
-                except PrefoptError as e:
-                    raise PrefoptError(f"reward `{name}`: {e}") from e
+        check_prompts(self.config.rewards, [*self.prompts(), *self.config.heldout_prompts])
 
     # --- stages -----------------------------------------------------------------------------------
 
@@ -249,6 +242,8 @@ class RewardDPORecipe:
                 plot_selection(plot, table, chosen, selection.plot_x, selection.plot_y, f"round {round_index}", fronts)
                 if len(chosen):
                     write_pairs(folder / PAIRS_FILE, unite([(table, chosen, label)]))
+                else:  # an earlier attempt's pairs (other scores) must not stand in for an empty selection
+                    (folder / PAIRS_FILE).unlink(missing_ok=True)
         if not (folder / PAIRS_FILE).is_file():
             raise PrefoptError(f"round {round_index} selected no pairs from {len(items)} scored samples; loosen the "
                                f"options under `selection.selectors` (see {folder / EMPTY_PAIRS_PLOT}).")
