@@ -122,8 +122,8 @@ def prefopt_step(schedule: str):
     """prefopt's step with one of its DPO schedules (prefopt.dpo_steps), as the trainer runs it."""
 
     def step(backbone, latents, conditioning, noise, timesteps, beta):
-        from prefopt.dpo_steps import SCHEDULES
-        from prefopt.trainer import Batch, TrainerConfig
+        from prefopt.dpo_steps import SCHEDULES, Batch
+        from prefopt.trainer import TrainerConfig
 
         weights = torch.ones(noise.shape[0], device=noise.device)
         batch = Batch(latents=latents, conditioning=conditioning, weights=weights)

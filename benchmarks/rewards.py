@@ -17,10 +17,9 @@ import numpy as np
 import skimage.data
 
 from prefopt.config import parse
-from prefopt.media import resize_frames
-from prefopt.registry import get_registry
+from prefopt.media import ReferencePhoto, resize_frames
+from prefopt.plugins import get_registry
 from prefopt.tiny_models import save_tiny_clip
-from prefopt_plugins.rewards.common import ReferencePhoto
 
 
 def reward(name, **options):

@@ -17,7 +17,7 @@ import numpy as np
 
 from prefopt.config import parse
 from prefopt.interfaces import PairIndices, ScoredItems
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 from prefopt.selection import run_chain
 
 BASELINE_LIMIT = 20_000

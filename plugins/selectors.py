@@ -14,7 +14,7 @@ import numpy as np
 
 from prefopt.errors import ConfigError
 from prefopt.hookspecs import hookimpl
-from prefopt.interfaces import PairIndices, ScoredItems
+from prefopt.interfaces import FILTERS_PAIRS, MAKES_PAIRS, PairIndices, ScoredItems
 from prefopt.selection import dominates, upper_and_lower_fronts
 
 WINNER_BLOCK = 1024
@@ -35,16 +35,16 @@ def _column(items: ScoredItems, reward: str, option: str) -> np.ndarray:
 
 @dataclass
 class ThresholdConfig:
-    reward: str = field(default="identity", metadata={"help": "Primary reward: winner − loser must be ≥ margin."})
+    reward: str = field(default="identity", metadata={"names": "reward", "help": "Primary reward: winner − loser must be ≥ margin."})
     margin: float = field(default=1.0, metadata={"help": "Minimum primary-reward difference (1–10 scale)."})
     tolerance: float = field(
         default=1.5, metadata={"help": "Maximum |difference| allowed on each tolerance reward (1–10 scale)."}
     )
     tolerance_rewards: list[str] = field(
-        default_factory=list, metadata={"help": "Rewards held within the tolerance; empty means every other reward."}
+        default_factory=list, metadata={"names": "reward", "help": "Rewards held within the tolerance; empty means every other reward."}
     )
-    winner_sources: list[str] = field(default_factory=list, metadata={"help": "Sources winners come from; empty: any."})
-    loser_sources: list[str] = field(default_factory=list, metadata={"help": "Sources losers come from; empty: any."})
+    winner_sources: list[str] = field(default_factory=list, metadata={"names": "source", "help": "Sources winners come from; empty: any."})
+    loser_sources: list[str] = field(default_factory=list, metadata={"names": "source", "help": "Sources losers come from; empty: any."})
     max_pairs_per_winner: int = field(
         default=8, metadata={"help": "Cap per winner; the losers with the largest primary gap are kept."}
     )
@@ -60,6 +60,7 @@ class ThresholdSelector:
 
     name = "threshold"
     Config = ThresholdConfig
+    roles = frozenset({MAKES_PAIRS, FILTERS_PAIRS})
 
     def __init__(self, config: ThresholdConfig):
         self.config = config
@@ -122,9 +123,9 @@ class ThresholdSelector:
 class ParetoConfig:
     rewards: list[str] = field(
         default_factory=lambda: ["identity", "dynamic", "semantic"],
-        metadata={"help": "Rewards spanning the Pareto space (all maximised)."},
+        metadata={"names": "reward", "help": "Rewards spanning the Pareto space (all maximised)."},
     )
-    sources: list[str] = field(default_factory=list, metadata={"help": "Sources in the candidate pool; empty: any."})
+    sources: list[str] = field(default_factory=list, metadata={"names": "source", "help": "Sources in the candidate pool; empty: any."})
     depth: int = field(default=1, metadata={"help": "How many fronts form the upper (and the lower) frontier."})
     dominance: Literal["standard", "strict"] = field(
         default="standard",
@@ -136,7 +137,7 @@ class ParetoConfig:
         metadata={"help": "A pair needs the winner to dominate the loser, or only a gain on `primary`."},
     )
     primary: str | None = field(
-        default=None, metadata={"help": "Reward for the `primary_gain` rule; empty: the first of `rewards`."})
+        default=None, metadata={"names": "reward", "help": "Reward for the `primary_gain` rule; empty: the first of `rewards`."})
 
     def __post_init__(self) -> None:
         # One reward is allowed: its fronts are the score levels (the paper's Table 3 "ID only" row).
@@ -149,6 +150,7 @@ class ParetoSelector:
 
     name = "pareto"
     Config = ParetoConfig
+    roles = frozenset({MAKES_PAIRS, FILTERS_PAIRS})
 
     def __init__(self, config: ParetoConfig):
         self.config = config
@@ -188,7 +190,7 @@ class ParetoSelector:
 @dataclass
 class TopKConfig:
     k: int = field(default=100, metadata={"help": "Pairs kept (paper: 100)."})
-    reward: str = field(default="identity", metadata={"help": "Pairs ranked by winner − loser on this reward."})
+    reward: str = field(default="identity", metadata={"names": "reward", "help": "Pairs ranked by winner − loser on this reward."})
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -200,6 +202,7 @@ class TopKSelector:
 
     name = "topk"
     Config = TopKConfig
+    roles = frozenset({FILTERS_PAIRS})
 
     def __init__(self, config: TopKConfig):
         self.config = config

@@ -75,11 +75,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_arguments(argv)
-    from prefopt.progress import configure_logging
+    from prefopt.progress import catching_interrupts, configure_logging
 
     configure_logging(debug=args.debug)
     try:
-        return _dispatch(args)
+        with catching_interrupts():
+            return _dispatch(args)
     except PrefoptError as e:
         if args.debug:
             raise
@@ -111,13 +112,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "clean":
         return _clean(recipe, dry_run=args.dry_run)
     if args.command == "select":
-        if not hasattr(recipe, "select_pairs"):
+        from prefopt.interfaces import ReselectsPairs
+
+        if not isinstance(recipe, ReselectsPairs):
             raise PrefoptError(f"recipe `{recipe.name}` has no pair-selection stage to run on its own.")
         recipe.select_pairs(stage=args.stage)
         return 0
     from prefopt.progress import quiet_third_party_progress
 
-    quiet_third_party_progress()  # before the requirements check, which may save tiny models
+    quiet_third_party_progress()  # before tiny models are saved
+    recipe.prepare()
     check_requirements(recipe)
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
@@ -125,8 +129,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _clean(recipe, dry_run: bool) -> int:
-    if not hasattr(recipe, "clean"):
-        raise PrefoptError(f"recipe `{recipe.name}` keeps no stage folders to clean.")
     removed = recipe.clean(dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     for folder in removed:
@@ -167,7 +169,8 @@ def _options(name: str | None, kind: str | None, markdown: bool) -> int:
 
 
 def _plugins(as_json: bool) -> int:
-    from prefopt.registry import KIND_LABELS, KINDS, get_registry
+    from prefopt.plugins import get_registry
+    from prefopt.registry import KIND_LABELS, KINDS
 
     registry = get_registry()
     rows = [
@@ -177,6 +180,7 @@ def _plugins(as_json: bool) -> int:
             "package": entry.package,
             "plugin": entry.plugin,
             "class": f"{entry.cls.__module__}.{entry.cls.__qualname__}",
+            "abilities": entry.abilities,
             "summary": (entry.cls.__doc__ or "").strip().splitlines()[0] if entry.cls.__doc__ else "",
         }
         for kind in KINDS

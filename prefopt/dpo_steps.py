@@ -14,19 +14,47 @@ pair: the loser's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
+from prefopt.interfaces import Backbone
 from prefopt.lora import reference_mode
 from prefopt.losses import diffusion_dpo_loss, dpo_metrics, per_sample_mse
 
+Backward = Callable[[torch.Tensor], None]
 
-def _errors(backbone, model, batch, noise, timesteps) -> torch.Tensor:
+
+@dataclass
+class Batch:
+    """One micro-batch of cached tensors, on the training device."""
+
+    latents: torch.Tensor  # [2B, ...] winners then losers for DPO, [B, ...] for SFT
+    conditioning: dict[str, torch.Tensor]
+    weights: torch.Tensor  # per pair (DPO) or ones (SFT)
+
+
+class StepOptions(Protocol):
+    """The trainer options a DPO step reads (TrainerConfig has them all)."""
+
+    beta: float
+    loss_type: str
+    label_smoothing: float
+    rpo_alpha: float
+    offload_activations: bool
+
+
+
+
+def _errors(backbone: Backbone, model: torch.nn.Module, batch: Batch, noise: torch.Tensor,
+            timesteps: torch.Tensor) -> torch.Tensor:
     out = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=model)
     return per_sample_mse(out.prediction, out.target) * out.weights
 
 
-def _policy_errors(backbone, model, batch, noise, timesteps, config) -> torch.Tensor:
+def _policy_errors(backbone: Backbone, model: torch.nn.Module, batch: Batch, noise: torch.Tensor,
+                   timesteps: torch.Tensor, config: StepOptions) -> torch.Tensor:
     """The policy's errors with gradients; activations saved on the host when ``offload_activations``."""
     if not config.offload_activations:
         return _errors(backbone, model, batch, noise, timesteps)
@@ -34,19 +62,22 @@ def _policy_errors(backbone, model, batch, noise, timesteps, config) -> torch.Te
         return _errors(backbone, model, batch, noise, timesteps)
 
 
-def _loss_terms(config, err_w, err_l, ref_w, ref_l, weights) -> torch.Tensor:
+def _loss_terms(config: StepOptions, err_w: torch.Tensor, err_l: torch.Tensor, ref_w: torch.Tensor,
+                ref_l: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return diffusion_dpo_loss(err_w, err_l, ref_w, ref_l, beta=config.beta, loss_type=config.loss_type,
                               label_smoothing=config.label_smoothing, sft_weight=config.rpo_alpha,
                               weights=weights).mean()
 
 
-def reference_errors(backbone, denoiser, batch, noise, timesteps, reference_adapter) -> torch.Tensor:
+def reference_errors(backbone: Backbone, denoiser: torch.nn.Module, batch: Batch, noise: torch.Tensor,
+                     timesteps: torch.Tensor, reference_adapter: str | None) -> torch.Tensor:
     with torch.no_grad(), reference_mode(denoiser, reference_adapter):
         return _errors(backbone, denoiser, batch, noise, timesteps)
 
 
-def joint_step(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter,
-               backward: Callable[[torch.Tensor], None]) -> dict[str, float]:
+def joint_step(backbone: Backbone, denoiser: torch.nn.Module, model: torch.nn.Module, batch: Batch,
+               noise: torch.Tensor, timesteps: torch.Tensor, config: StepOptions, reference_adapter: str | None,
+               backward: Backward) -> dict[str, float]:
     """Policy forward on winners and losers together, one backward."""
     noise2, t2 = torch.cat([noise, noise]), torch.cat([timesteps, timesteps])
     ref_w, ref_l = reference_errors(backbone, denoiser, batch, noise2, t2, reference_adapter).chunk(2)
@@ -56,8 +87,9 @@ def joint_step(backbone, denoiser, model, batch, noise, timesteps, config, refer
     return {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
 
 
-def split_step(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter,
-               backward: Callable[[torch.Tensor], None]) -> dict[str, float]:
+def split_step(backbone: Backbone, denoiser: torch.nn.Module, model: torch.nn.Module, batch: Batch,
+               noise: torch.Tensor, timesteps: torch.Tensor, config: StepOptions, reference_adapter: str | None,
+               backward: Backward) -> dict[str, float]:
     """One pair at a time, one sample's activations at a time."""
     per_pair = [_split_pair(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter, index,
                             backward) for index in range(noise.shape[0])]
@@ -66,8 +98,9 @@ def split_step(backbone, denoiser, model, batch, noise, timesteps, config, refer
     return {"loss": loss.item(), **dpo_metrics(err_w, err_l, ref_w, ref_l, beta=config.beta)}
 
 
-def _split_pair(backbone, denoiser, model, batch, noise, timesteps, config, reference_adapter, index: int,
-                backward: Callable[[torch.Tensor], None]) -> tuple[torch.Tensor, ...]:
+def _split_pair(backbone: Backbone, denoiser: torch.nn.Module, model: torch.nn.Module, batch: Batch,
+                noise: torch.Tensor, timesteps: torch.Tensor, config: StepOptions, reference_adapter: str | None,
+                index: int, backward: Backward) -> tuple[torch.Tensor, ...]:
     """One pair's share of the gradient of the batch-mean loss; returns its four errors (detached).
 
     Every forward here sees one sample, so the policy's and the reference's errors come from kernels of the
@@ -88,12 +121,12 @@ def _split_pair(backbone, denoiser, model, batch, noise, timesteps, config, refe
     return err_w.detach(), err_l, ref_w, ref_l
 
 
-def _slice_batch(batch, index: int):
-    from prefopt.trainer import Batch
-
+def _slice_batch(batch: Batch, index: int) -> Batch:
     return Batch(latents=batch.latents[index : index + 1],
                  conditioning={k: v[index : index + 1] for k, v in batch.conditioning.items()},
                  weights=batch.weights)
 
 
-SCHEDULES = {"joint": joint_step, "split": split_step}
+DPOStep = Callable[[Backbone, torch.nn.Module, torch.nn.Module, Batch, torch.Tensor, torch.Tensor, StepOptions,
+                    str | None, Backward], dict[str, float]]
+SCHEDULES: dict[str, DPOStep] = {"joint": joint_step, "split": split_step}

@@ -1,7 +1,8 @@
 """Where model weights come from: a local directory or the Hugging Face cache, never an implicit download.
 
 A run that needs tens of gigabytes should not start a download as a side effect. Every loader passes
-:func:`pretrained_kwargs` (``local_files_only=True`` unless the run opted in with ``run.allow_downloads``),
+:func:`pretrained_kwargs` (``local_files_only=True`` unless the run opted in with ``run.allow_downloads``, which
+recipes apply with :func:`downloads` around their checks and their run),
 and checks first, with :func:`missing_weights_message`, that every file the loader will read is there:
 ``model_index.json`` and each component's config and weights for a diffusers pipeline, ``config.json`` and
 the weights (every shard an index names) for a transformers model. When something is missing the user
@@ -10,10 +11,12 @@ gets one sentence naming the model, the missing file and how to provide it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefopt.errors import PrefoptError
@@ -26,10 +29,16 @@ INDEX_SUFFIX = ".index.json"
 WEIGHTLESS = ("tokenizer", "scheduler", "processor", "feature_extractor", "image_processor")
 
 
-def set_allow_downloads(allowed: bool) -> None:
-    """Let loaders fetch from the hub (``run.allow_downloads: true``); off by default."""
+@contextlib.contextmanager
+def downloads(allowed: bool) -> Iterator[None]:
+    """Let loaders inside the block fetch from the hub (a run's ``run.allow_downloads: true``); off by default, and
+    as before once the block ends (a recipe built in a notebook changes nothing for the next one)."""
     global _ALLOW_DOWNLOADS
-    _ALLOW_DOWNLOADS = bool(allowed)
+    previous, _ALLOW_DOWNLOADS = _ALLOW_DOWNLOADS, bool(allowed)
+    try:
+        yield
+    finally:
+        _ALLOW_DOWNLOADS = previous
 
 
 def downloads_allowed() -> bool:

@@ -156,11 +156,18 @@ class Reward(Protocol):
         ...
 
 
+#: A selector's roles in a chain: it makes pairs from scored items, or keeps some of an earlier selector's pairs.
+MAKES_PAIRS, FILTERS_PAIRS = "make", "filter"
+
+
 @runtime_checkable
 class PairSelector(Protocol):
-    """Turns scored items into preference pairs, or filters pairs from an earlier selector in a chain."""
+    """Turns scored items into preference pairs, or filters pairs from an earlier selector in a chain. ``roles``
+    declares which it can do (``MAKES_PAIRS``, ``FILTERS_PAIRS`` or both): a chain starts with a maker, and
+    ``prefopt validate`` checks that."""
 
     name: ClassVar[str]
+    roles: ClassVar[frozenset[str]]
 
     def select(self, items: ScoredItems, candidates: PairIndices | None = None) -> PairIndices:
         """Pairs (winner, loser, weight) as indices into ``items``; with ``candidates``, a subset of them."""
@@ -173,13 +180,103 @@ class Recipe(Protocol):
 
     name: ClassVar[str]
 
+    def prepare(self) -> None:
+        """Side effects before the checks (tiny demo models at the configured paths); nothing when not asked."""
+        ...
+
+    def missing_requirements(self) -> list[str]:
+        """Sentences naming what the run needs and does not have (weights, inputs); empty when ready. Loads and
+        writes nothing."""
+        ...
+
+    def check_inputs(self) -> None:
+        """Open what the run will read (photos, data, prompts) and raise one sentence when something cannot be
+        used, before any expensive work."""
+        ...
+
     def run(self) -> Path:
         """Run every stage and return the run directory."""
         ...
 
-    def missing_requirements(self) -> list[str]:
-        """Sentences naming what the run needs and does not have (weights, packages); empty when ready."""
+    def clean(self, dry_run: bool = False) -> list[Path]:
+        """Remove (or list) the stage folders of superseded configurations; return them."""
         ...
+
+
+# ----------------------------------------------------------------------------------------------------
+# Abilities: what a component may offer besides the members its kind requires. A component has one by
+# implementing its members; the registry checks their form at registration, and prefopt asks
+# `isinstance`/`issubclass` against these protocols, never `hasattr`.
+# ----------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class ChecksWeights(Protocol):
+    """A component (reward, backbone) that can say, without loading anything, which of its weights are missing."""
+
+    @classmethod
+    def missing_weights(cls, config: Any) -> str | None:
+        """One sentence naming the missing weights and how to get them, or None when they are there."""
+        ...
+
+
+@runtime_checkable
+class ChecksPrompts(Protocol):
+    """A reward that scores only some prompts (the miniature action reward needs an action in each)."""
+
+    @classmethod
+    def check_prompts(cls, config: Any, prompts: Sequence[str]) -> None:
+        """Raise one sentence naming the first prompt it cannot score."""
+        ...
+
+
+@runtime_checkable
+class ChecksReferences(Protocol):
+    """A reward that compares with reference photos and can tell, before any work, that one will not do."""
+
+    def check_references(self, references: Sequence[np.ndarray]) -> None:
+        """Raise one sentence naming the first unusable reference photo (e.g. no face found in it)."""
+        ...
+
+
+@runtime_checkable
+class BuildsTinyModel(Protocol):
+    """A reward with a tiny randomly initialised model for tests and demos (`run.build_tiny_models`)."""
+
+    @classmethod
+    def save_tiny_model(cls, config: Any, seed: int) -> None:
+        """Save the tiny model where ``config`` points, unless one is there."""
+        ...
+
+
+@runtime_checkable
+class ShowsFrontiers(Protocol):
+    """A selector whose pairs join an upper and a lower frontier, which the selection plot marks."""
+
+    def frontiers(self, items: ScoredItems) -> tuple[np.ndarray, np.ndarray]:
+        """(upper, lower) frontier item indices."""
+        ...
+
+
+@runtime_checkable
+class ReselectsPairs(Protocol):
+    """A recipe whose pair selection can run again on a finished run's scored repository (`prefopt select`)."""
+
+    def select_pairs(self, stage: str = "all") -> None:
+        """Select again, into `<stage>-reselect/`."""
+        ...
+
+
+#: The abilities each kind of component may have (`prefopt plugins` shows them).
+ABILITIES: dict[str, tuple[type, ...]] = {
+    "rewards": (ChecksWeights, ChecksPrompts, ChecksReferences, BuildsTinyModel),
+    "pair_selectors": (ShowsFrontiers,),
+    "backbones": (),
+    "recipes": (ReselectsPairs,),
+}
+#: The methods each `measures` entry of a reward promises (see FACE_EMBEDDING, OPTICAL_FLOW, CLIP_FEATURES).
+MEASURE_METHODS = {FACE_EMBEDDING: ("embed_largest_face", "similarity", "reference_embedding"),
+                   OPTICAL_FLOW: (), CLIP_FEATURES: ("image_features",)}
 
 
 class Backbone(abc.ABC):
@@ -207,6 +304,18 @@ class Backbone(abc.ABC):
     #: Media size when a config leaves it unset: (frames, height, width).
     default_num_frames: ClassVar[int] = 33
     default_resolution: ClassVar[tuple[int, int]] = (320, 512)
+    #: The family's tiny random pipeline (tests, demos, `run.build_tiny_models`): the (frames, height, width) its
+    #: media take and the options it needs; None when the family has none.
+    tiny_media_size: ClassVar[tuple[int, int, int] | None] = None
+    tiny_options: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0) -> Any:
+        """A tiny randomly initialised pipeline of this family, built from configs (nothing downloaded)."""
+        from prefopt.errors import PrefoptError
+
+        raise PrefoptError(f"backbone `{cls.name}` has no tiny random version; set `run.build_tiny_models: false` "
+                           "and point the backbone at real weights.")
 
     def check_media_size(self, num_frames: int, height: int, width: int) -> None:
         """Raise one sentence when media of this size cannot go through the model."""

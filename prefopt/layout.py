@@ -29,6 +29,8 @@ from prefopt.errors import PrefoptError
 
 #: The file diffusers' ``save_lora_weights`` writes and ``load_lora_weights`` reads in a LoRA folder.
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+#: Beside it, the same LoRA with peft's key names, which ``init_adapter`` continues from.
+ADAPTER_NAME = "adapter.safetensors"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ class StageFolder:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def stage(self) -> str:
+        """The stage the folder belongs to (``<stage>-<hash>``)."""
+        return self.path.name.rsplit("-", 1)[0]
+
+    @property
+    def digest(self) -> str:
+        """The stage hash the folder is named by (``<stage>-<hash>``)."""
+        return self.path.name.rsplit("-", 1)[-1]
 
     # the stage's own records
     @property
@@ -102,7 +114,7 @@ class StageFolder:
     @property
     def adapter(self) -> Path:
         """The same LoRA with peft's key names, which ``init_adapter`` continues from."""
-        return self.lora_dir / "adapter.safetensors"
+        return self.lora_dir / ADAPTER_NAME
 
     @property
     def checkpoints(self) -> Path:
@@ -119,9 +131,9 @@ class StageFolder:
         return self.path / "cache"
 
 
-def sample_file(folder: Path, index: int, suffix: str) -> Path:
-    """The index-th evaluation sample of a model (prompt-major, then seed), in its folder."""
-    return folder / f"{index:03d}{suffix}"
+def sample_name(index: int) -> str:
+    """The file stem of a model's index-th evaluation sample (prompt-major, then seed) in its folder."""
+    return f"{index:03d}"
 
 
 @dataclass(frozen=True)

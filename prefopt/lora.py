@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 
 from prefopt.errors import PrefoptError
+from prefopt.layout import LORA_WEIGHTS_NAME
 
-#: The file name diffusers' save_lora_weights writes and load_lora_weights reads in a LoRA directory.
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 POLICY_ADAPTER = "dpo"
 REFERENCE_ADAPTER = "ref"
 

@@ -1,4 +1,5 @@
-"""Reading, writing and resizing media. A video is uint8 ``[F, H, W, 3]``; an image is a 1-frame video."""
+"""Reading, writing, resizing and sampling media; reference photos. A video is uint8 ``[F, H, W, 3]``; an image is a
+1-frame video."""
 
 from __future__ import annotations
 
@@ -162,3 +163,43 @@ def inflate_image(image: np.ndarray, num_frames: int, height: int, width: int) -
     """A static video: ``image`` (uint8 ``[H, W, 3]``) resized/cropped as in :func:`resize_frames`, repeated."""
     frame = resize_frames(image[None], height, width)
     return np.repeat(frame, num_frames, axis=0)
+
+
+# --- frames and reference photos, as rewards and metrics read them ------------------------------------
+
+
+class ReferencePhoto(np.ndarray):
+    """A uint8 ``[H, W, 3]`` reference photo that remembers the file it came from (for error messages)."""
+
+    path: str = ""
+
+    def __new__(cls, array: np.ndarray, path: str = ""):
+        obj = np.asarray(array).view(cls)
+        obj.path = path
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.path = getattr(obj, "path", "")
+
+
+def load_reference_photos(paths: list[str]) -> list[ReferencePhoto]:
+    """Read reference photos (first frame of each file) as :class:`ReferencePhoto` arrays."""
+    return [ReferencePhoto(read_media(p)[0], os.fspath(p)) for p in paths]
+
+
+def describe(reference: np.ndarray, index: int) -> str:
+    path = getattr(reference, "path", "")
+    return f"`{path}`" if path else f"reference photo #{index}"
+
+
+def linspace_indices(num_frames: int, count: int) -> np.ndarray:
+    """``count`` frame indices spread evenly over the video, first and last included."""
+    if count <= 0 or num_frames <= count:
+        return np.arange(num_frames)
+    return np.unique(np.linspace(0, num_frames - 1, count).round().astype(int))
+
+
+def fps_indices(num_frames: int, source_fps: float, target_fps: float) -> np.ndarray:
+    """Indices that resample a video from ``source_fps`` to about ``target_fps`` (VBench samples ~8 fps)."""
+    step = max(1, round(source_fps / target_fps))
+    return np.arange(0, num_frames, step)

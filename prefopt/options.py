@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefopt.config import help_text
 from prefopt.errors import PrefoptError
-from prefopt.registry import KIND_LABELS, KINDS, get_registry
+from prefopt.plugins import get_registry
+from prefopt.registry import KIND_LABELS, KINDS
 
 TRAINER = "trainer"
 

@@ -1,4 +1,4 @@
-"""The plugin manager: loads first-party plugins and installed ``prefopt`` entry points.
+"""The plugin manager: loads first-party plugins and installed ``prefopt`` entry points, and fills the registry.
 
 First-party parts are ordinary plugins listed in ``DEFAULT_PLUGINS``; they register through the same
 hooks as third-party packages. ``PREFOPT_LOAD_PLUGINS`` restricts which installed distributions load:
@@ -7,6 +7,7 @@ unset loads all, ``""`` loads none, ``"pkg-a,pkg-b"`` loads only those distribut
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import os
@@ -15,6 +16,7 @@ import pluggy
 
 from prefopt import hookspecs
 from prefopt.errors import PluginError
+from prefopt.registry import KINDS, Registry
 
 ENTRY_POINT_GROUP = "prefopt"
 LOAD_PLUGINS_ENV = "PREFOPT_LOAD_PLUGINS"
@@ -25,7 +27,7 @@ DEFAULT_PLUGINS = (
     "prefopt_plugins.rewards",
     "prefopt_plugins.selectors",
     "prefopt_recipes.plugin",
-    "prefopt_recipes.miniature.plugin",
+    "prefopt_plugins.miniature",
 )
 
 pm = pluggy.PluginManager("prefopt")
@@ -109,6 +111,21 @@ def package_of(plugin_name: str) -> str:
 
 
 def _invalidate_registry() -> None:
-    from prefopt import registry
+    get_registry.cache_clear()
 
-    registry.get_registry.cache_clear()
+
+@functools.lru_cache(maxsize=1)
+def get_registry() -> Registry:
+    """Call every plugin's register hooks once and return the collected components."""
+    pm = load_plugins()
+    registry = Registry()
+    for kind in KINDS:
+        hook = getattr(pm.hook, f"register_{kind}")
+        for impl in hook.get_hookimpls():
+            plugin = impl.plugin_name
+
+            def register(cls: type, _kind: str = kind, _plugin: str = plugin) -> None:
+                registry.add(_kind, cls, _plugin, package_of(_plugin))
+
+            impl.function(register=register)
+    return registry

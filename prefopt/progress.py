@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -25,6 +26,37 @@ from rich.progress import (
 
 logger = logging.getLogger("prefopt")
 PLAIN_INTERVAL_S = 30.0
+_interrupted = False
+
+
+@contextlib.contextmanager
+def catching_interrupts() -> Iterator[None]:
+    """Make ctrl-C stop prefopt even when it lands where Python drops the KeyboardInterrupt (in an at-fork hook
+    while a subprocess such as ffmpeg starts, say): the request is kept, and the next step of progress raises it.
+    The previous handler is back afterwards."""
+    import signal
+
+    global _interrupted
+
+    def interrupt(signum, frame) -> None:
+        global _interrupted
+        _interrupted = True
+        raise KeyboardInterrupt
+
+    _interrupted = False
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt
 LOGGERS = ("prefopt", "prefopt_plugins", "prefopt_recipes")
 
 
@@ -56,6 +88,7 @@ class _Bar:
         self._progress, self._task = progress, task
 
     def advance(self, amount: int = 1, **fields: object) -> None:
+        raise_if_interrupted()
         if self._progress is not None:
             self._progress.update(self._task, advance=amount, info=_format_fields(fields))
 
@@ -70,6 +103,7 @@ class _PlainLines:
         self.info = ""
 
     def advance(self, amount: int = 1, **fields: object) -> None:
+        raise_if_interrupted()
         self.done += amount
         self.info = _format_fields(fields)
         now = time.monotonic()

@@ -1,17 +1,20 @@
 """Collects what plugins register and looks components up by name.
 
-A duplicate name is an error that names both plugins, so a user knows which package to remove.
+A component is checked when it registers: the members its kind requires, the form of every ability it offers
+(``prefopt.interfaces.ABILITIES``), a selector's declared roles, the methods a reward's ``measures`` promise. A
+duplicate name is an error that names both plugins, so a user knows which package to remove. The plugin manager
+(``prefopt.plugins``) fills the registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 from prefopt.errors import PluginError
+from prefopt.interfaces import ABILITIES
 
 KINDS = ("rewards", "pair_selectors", "backbones", "recipes")
 KIND_LABELS = {
@@ -35,6 +38,11 @@ class Registration:
     @property
     def config_class(self) -> type:
         return self.cls.Config
+
+    @property
+    def abilities(self) -> list[str]:
+        """The abilities the component offers (names of prefopt.interfaces' ability protocols)."""
+        return [ability.__name__ for ability in ABILITIES[self.kind] if _offers(self.cls, ability)]
 
 
 class Registry:
@@ -94,21 +102,76 @@ def _check_component_class(kind: str, cls: type, plugin: str) -> None:
             f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}` needs a dataclass attribute `Config` "
             "describing its options."
         )
+    where = f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}`"
     if kind == "backbones":
         _check_backbone_class(cls, name, plugin)
+    else:
+        missing = [member for member in _required_members(kind) if not _implements(cls, member)]
+        if missing:
+            listing = ", ".join(f"`{m}`" for m in missing)
+            raise PluginError(f"{where} does not implement {listing}, which prefopt calls; see docs/plugin-hooks.md "
+                              f"for what a {KIND_LABELS[kind]} must provide.")
+    for ability in ABILITIES[kind]:
+        _check_ability(cls, ability, where)
+    if kind == "pair_selectors":
+        _check_roles(cls, where)
+    if kind == "rewards":
+        _check_measures(cls, where)
+
+
+def _offers(cls: type, ability: type) -> bool:
+    """Whether ``cls`` has any member of an ability protocol (then it must have every one, in the right form)."""
+    return any(getattr(cls, member, None) is not None for member in _protocol_members(ability))
+
+
+def _protocol_members(ability: type) -> list[str]:
+    return [m for m in vars(ability) if not m.startswith("_") and callable(getattr(ability, m, None))]
+
+
+def _check_ability(cls: type, ability: type, where: str) -> None:
+    """An ability is all its members, each a classmethod where the protocol has one (they are called before any
+    instance exists) and taking the protocol's arguments."""
+    import inspect
+
+    if not _offers(cls, ability):
         return
-    missing = [member for member in _required_members(kind) if not _implements(cls, member)]
-    if missing:
-        listing = ", ".join(f"`{m}`" for m in missing)
-        raise PluginError(
-            f"{KIND_LABELS[kind]} `{name}` from plugin `{plugin}` does not implement {listing}, which prefopt "
-            f"calls; see docs/plugin-hooks.md for what a {KIND_LABELS[kind]} must provide."
-        )
+    for member in _protocol_members(ability):
+        wanted = inspect.getattr_static(ability, member)
+        found = inspect.getattr_static(cls, member, None)
+        if found is None or not callable(getattr(cls, member)):
+            raise PluginError(f"{where} offers {ability.__name__} but lacks `{member}`; see docs/plugin-hooks.md.")
+        if isinstance(wanted, classmethod) and not isinstance(found, (classmethod, staticmethod)):
+            raise PluginError(f"{where}: `{member}` must be a classmethod ({ability.__name__}: prefopt calls it "
+                              "before the component is built).")
+        expected = len(inspect.signature(getattr(ability, member)).parameters)
+        parameters = inspect.signature(getattr(cls, member)).parameters.values()
+        if not any(p.kind is p.VAR_POSITIONAL for p in parameters) and len(parameters) < expected:
+            raise PluginError(f"{where}: `{member}` must take {expected} argument(s) ({ability.__name__}).")
+
+
+def _check_roles(cls: type, where: str) -> None:
+    from prefopt.interfaces import FILTERS_PAIRS, MAKES_PAIRS
+
+    roles = getattr(cls, "roles", None)
+    if not isinstance(roles, (frozenset, set, tuple, list)) or not roles or set(roles) - {MAKES_PAIRS, FILTERS_PAIRS}:
+        raise PluginError(f"{where} must declare `roles`: what it can do in a chain, a set of `{MAKES_PAIRS}` (make "
+                          f"pairs from scored items) and `{FILTERS_PAIRS}` (keep some of an earlier selector's pairs).")
+
+
+def _check_measures(cls: type, where: str) -> None:
+    from prefopt.interfaces import MEASURE_METHODS
+
+    for measure in getattr(cls, "measures", ()):
+        if measure not in MEASURE_METHODS:
+            raise PluginError(f"{where} declares an unknown measure `{measure}` (known: {', '.join(MEASURE_METHODS)}).")
+        missing = [m for m in MEASURE_METHODS[measure] if not _implements(cls, m)]
+        if missing:
+            raise PluginError(f"{where} declares `{measure}` but lacks `{missing[0]}`, which that measure promises.")
 
 
 # Members of the Protocols in prefopt.interfaces; a backbone must implement every abstract member of Backbone.
 _PROTOCOL_MEMBERS = {"rewards": ("score", "provenance"), "pair_selectors": ("select",),
-                     "recipes": ("run", "missing_requirements")}
+                     "recipes": ("prepare", "missing_requirements", "check_inputs", "run", "clean")}
 
 
 def _required_members(kind: str) -> tuple[str, ...]:
@@ -145,20 +208,3 @@ def _implements(cls: type, member: str) -> bool:
     return callable(value) or isinstance(value, property)
 
 
-@functools.lru_cache(maxsize=1)
-def get_registry() -> Registry:
-    """Call every plugin's register hooks once and return the collected components."""
-    from prefopt.plugins import load_plugins, package_of
-
-    pm = load_plugins()
-    registry = Registry()
-    for kind in KINDS:
-        hook = getattr(pm.hook, f"register_{kind}")
-        for impl in hook.get_hookimpls():
-            plugin = impl.plugin_name
-
-            def register(cls: type, _kind: str = kind, _plugin: str = plugin) -> None:
-                registry.add(_kind, cls, _plugin, package_of(_plugin))
-
-            impl.function(register=register)
-    return registry

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.files import read_jsonl, write_file
+from prefopt.layout import StageFolder
 from prefopt.media import read_media, write_media
 
 
@@ -29,9 +30,7 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
 
 def read_metrics(folder: Path) -> list[dict]:
     """The trainer's metrics log in ``folder`` (torn lines of a killed run skipped)."""
-    from prefopt.trainer import METRICS_FILE
-
-    return read_jsonl(folder / METRICS_FILE)
+    return read_jsonl(StageFolder(Path(folder)).metrics)
 
 
 def plot_training(path: Path, runs: dict[str, Path]) -> None:

@@ -88,6 +88,20 @@ class MediaRepository:
     def path(self, relative: str) -> Path:
         return self.root / relative
 
+    def relative(self, path: Path) -> str:
+        """A file's path as records keep it: relative to the repository, with `/`."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    @property
+    def media_dir(self) -> Path:
+        """Where items' media files go (``media/<id>.mp4``, or ``.png`` for images)."""
+        return self.root / "media"
+
+    @property
+    def latent_dir(self) -> Path:
+        """Where generated items' latents go (``latents/<id>.safetensors``), trained on without a VAE round trip."""
+        return self.root / "latents"
+
     # --- scores ------------------------------------------------------------------------------------
 
     def add_scores(self, key: str, reward: str, scores: dict[str, RewardScore], provenance: dict) -> None:
@@ -171,9 +185,8 @@ def add_static_videos(
             records.append(existing[item_id])
             continue
         frames = inflate_image(read_media(photo)[0], num_frames, height, width)
-        relative = f"media/{item_id}.mp4"
-        write_media(repository.path(relative), frames)
-        new.append(MediaRecord(id=item_id, source="static", prompt=prompt, media_path=relative, stage=stage,
+        path = write_media(repository.media_dir / f"{item_id}.mp4", frames)
+        new.append(MediaRecord(id=item_id, source="static", prompt=prompt, media_path=repository.relative(path), stage=stage,
                                extra=json.dumps({"photo": str(photo)})))
     repository.add(new)
     return records + new

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
-from prefopt.config import apply_overrides, parse, read_yaml
+from prefopt.config import ComponentSpec, apply_overrides, parse, read_yaml
 from prefopt.errors import ConfigError, MissingWeightsError, PluginError
-from prefopt.registry import get_registry
+from prefopt.interfaces import ChecksWeights, Recipe
+from prefopt.plugins import get_registry
 
 RECIPE_KEY = "recipe"
 
@@ -33,28 +35,26 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return registration.cls(config)
 
 
-def missing_component_weights(specs: list[Any]) -> list[str]:
+def missing_component_weights(specs: Sequence[ComponentSpec]) -> list[str]:
     """The one-sentence messages of every component (a BackboneSpec or RewardSpec) whose weights are missing,
-    from each class's optional ``missing_weights(options)``; nothing is loaded."""
+    from the ``missing_weights(options)`` of each that can tell (``ChecksWeights``); nothing is loaded."""
     registry = get_registry()
     messages = []
     for spec in specs:
-        check = getattr(registry.get(spec.kind, spec.name).cls, "missing_weights", None)
-        message = check(spec.options) if check else None
+        cls = registry.get(spec.kind, spec.name).cls
+        message = cls.missing_weights(spec.options) if issubclass(cls, ChecksWeights) else None
         if message:
             messages.append(message)
     return messages
 
 
-def check_requirements(recipe: Any) -> None:
-    """Raise one clear error listing every missing weight or package (one per line), then let the recipe check
-    its inputs, before any work starts."""
+def check_requirements(recipe: Recipe) -> None:
+    """Raise one clear error listing every missing weight or input (one per line), then let the recipe open its
+    inputs (e.g. find the face in a reference photo), before any work starts."""
     missing = recipe.missing_requirements()
     if missing:
         listing = "".join(f"\n  ({i}) {m}" for i, m in enumerate(missing, 1))
         raise MissingWeightsError(f"recipe `{recipe.name}` cannot start:{listing}")
-    check_inputs = getattr(recipe, "check_inputs", None)
-    if check_inputs is not None:  # e.g. a reference photo without a face, found before hours of work
-        check_inputs()
+    recipe.check_inputs()
 
 

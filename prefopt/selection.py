@@ -16,12 +16,9 @@ import numpy as np
 from prefopt.errors import PrefoptError
 from prefopt.files import write_parquet
 from prefopt.interfaces import Pair, PairIndices, ScoredItems
+from prefopt.layout import StageFolder
 from prefopt.report import save_figure
 
-PAIRS_FILE = "pairs.parquet"  # a selection stage's pairs (write_pairs), in its folder
-PAIRS_PLOT = "pairs.png"  # and their picture (plot_selection)
-# The picture of a selection that chose nothing: it never replaces an earlier selection's pairs or picture.
-EMPTY_PAIRS_PLOT = "pairs-empty.png"
 STRICT_BLOCK = 512  # rows of the strict-dominance matrix built at once (bounds the N×M temporary)
 
 
@@ -116,6 +113,51 @@ def to_records(items: ScoredItems, pairs: PairIndices, selector: str, prompt_fro
              selector=selector, deltas={name: float(d[i]) for name, d in deltas.items()})
         for i, (w, l, p, wt) in enumerate(zip(pairs.winners, pairs.losers, prompts, pairs.weights))
     ]
+
+
+def chain_pairs(items: ScoredItems, selectors: Sequence, per_prompt: bool = False) -> PairIndices:
+    """A selector chain's pairs. With ``per_prompt``, the first selector makes pairs within each prompt's items
+    (indices mapped back into ``items``) and the filters then run on all of them, so `topk` keeps the k best pairs
+    overall, not k per prompt."""
+    if not per_prompt:
+        return run_chain(items, selectors)
+    parts = []
+    for prompt in dict.fromkeys(items.prompts):
+        rows = np.flatnonzero(items.prompts == prompt)
+        made = selectors[0].select(items.subset(items.prompts == prompt))
+        parts.append((rows[made.winners], rows[made.losers], made.weights))
+    pairs = PairIndices(*(np.concatenate(column) for column in zip(*parts))) if parts else PairIndices.empty()
+    for selector in selectors[1:]:
+        pairs = selector.select(items, pairs)
+    return pairs
+
+
+def select_into(folder: StageFolder, items: ScoredItems, specs: Sequence, *, title: str, plot_x: str, plot_y: str,
+                options: str, per_prompt: bool = False, pool: Sequence[str] = (), also: Sequence[Pair] = (),
+                keep_earlier: bool = False) -> list[Pair]:
+    """Run a chain of selector specs on scored items and write what it chose into a stage folder: the pairs
+    (``pairs.parquet``, with ``also``'s pairs added, e.g. MagicID's P = P_dy ∪ P_id) and their picture. A selection
+    with no pair is one sentence naming ``options`` (where its settings are); its picture is ``pairs-empty.png``,
+    beside an earlier selection's, and an earlier attempt's pairs in this folder go (they came from other scores),
+    unless ``keep_earlier`` (a re-selection keeps the last one that chose pairs)."""
+    from prefopt.interfaces import ShowsFrontiers
+    from prefopt.plugins import get_registry
+
+    selectors = [get_registry().create("pair_selectors", spec.name, spec.options) for spec in specs]
+    chosen = chain_pairs(items, selectors, per_prompt)
+    records = unite([(items, chosen, f"{title}:" + "→".join(spec.name for spec in specs))])
+    seen = {(p.winner_id, p.loser_id) for p in records}
+    records += [p for p in also if (p.winner_id, p.loser_id) not in seen]
+    fronts = selectors[0].frontiers(items) if isinstance(selectors[0], ShowsFrontiers) else None
+    plot = folder.pairs_plot if records else folder.empty_pairs_plot
+    plot_selection(plot, items, chosen, plot_x, plot_y, title, fronts, pool=pool, trained=len(records))
+    if not records:
+        if not keep_earlier:
+            folder.pairs.unlink(missing_ok=True)
+        raise PrefoptError(f"{title} selected no pairs from {len(items)} scored items; loosen the options under "
+                           f"`{options}` (see {plot}).")
+    write_pairs(folder.pairs, records)
+    return records
 
 
 def write_pairs(path: str | os.PathLike, pairs: Sequence[Pair]) -> Path:

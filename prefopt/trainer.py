@@ -35,11 +35,11 @@ from prefopt.data import (
     save_tensors,
     verify_safetensors,
 )
-from prefopt.dpo_steps import SCHEDULES
+from prefopt.dpo_steps import SCHEDULES, Batch
 from prefopt.errors import PrefoptError
 from prefopt.files import full_disk_named, read_jsonl, write_folder, write_text
+from prefopt.layout import ADAPTER_NAME, LORA_WEIGHTS_NAME, StageFolder
 from prefopt.lora import (
-    LORA_WEIGHTS_NAME,
     POLICY_ADAPTER,
     REFERENCE_ADAPTER,
     adapter_parameters,
@@ -52,14 +52,12 @@ from prefopt.losses import denoising_loss
 from prefopt.progress import progress_bar
 from prefopt.speed_levers import FP8Recipe, apply_speed_levers
 
-ADAPTER_FILE = "adapter.safetensors"
 # accelerate's trackers (accelerate.utils.LoggerType, less "all": a run names the one it installed).
-METRICS_FILE = "metrics.jsonl"  # one JSON line per logged step, in the trainer's output directory
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive", "swanlab", "trackio")
 
 
 def _read_adapter(path: str) -> dict[str, torch.Tensor]:
-    file = Path(path) / ADAPTER_FILE if Path(path).is_dir() else Path(path)
+    file = Path(path) / ADAPTER_NAME if Path(path).is_dir() else Path(path)
     if not file.is_file():
         raise PrefoptError(f"`init_adapter` file `{file}` does not exist; point it at an earlier run's `lora/` folder.")
     return load_tensors(file, "`init_adapter` file")
@@ -195,15 +193,6 @@ class TrainerConfig:
                              "`gradient_checkpointing: true`.")
 
 
-@dataclass
-class Batch:
-    """One micro-batch of cached tensors, on the training device."""
-
-    latents: torch.Tensor  # [2B, ...] winners then losers for DPO, [B, ...] for SFT
-    conditioning: dict[str, torch.Tensor]
-    weights: torch.Tensor  # per pair (DPO) or ones (SFT)
-
-
 class DiffusionDPOTrainer:
     """Trains a backbone's denoiser with LoRA on preference pairs (``mode="dpo"``) or media (``"sft"``)."""
 
@@ -213,6 +202,7 @@ class DiffusionDPOTrainer:
         self.backbone = backbone
         self.config = config
         self.output_dir = Path(output_dir)
+        self.folder = StageFolder(self.output_dir)  # where every file it writes goes (prefopt.layout)
         _check_tracker_installed(config.report_to)
         self.accelerator = accelerator or Accelerator(
             cpu=cpu_only(),  # several CPU processes (torchrun) need cpu=True to form a gloo group
@@ -223,7 +213,7 @@ class DiffusionDPOTrainer:
         )
         num_frames, height, width = media_size(backbone, config)
         backbone.check_media_size(num_frames, height, width)
-        self.cache = EncodedCache(self.output_dir / "cache", backbone, num_frames=num_frames, height=height,
+        self.cache = EncodedCache(self.folder.cache, backbone, num_frames=num_frames, height=height,
                                   width=width)
         self.step = 0
 
@@ -310,7 +300,7 @@ class DiffusionDPOTrainer:
         return optimizer, scheduler
 
     def _resume(self, denoiser, optimizer, scheduler) -> None:
-        checkpoint = newest_readable_checkpoint(self.output_dir / "checkpoints", set_aside=self.is_main)
+        checkpoint = newest_readable_checkpoint(self.folder.checkpoints, set_aside=self.is_main)
         if checkpoint is None:
             self._truncate_metrics(0)  # an attempt killed before its first checkpoint starts over: so do its metrics
             return
@@ -421,7 +411,7 @@ class DiffusionDPOTrainer:
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
-            last = latest_checkpoint(self.output_dir / "checkpoints")
+            last = latest_checkpoint(self.folder.checkpoints)
             kept = f"the last good checkpoint is `{last}`" if last else "no checkpoint was written yet"
             raise TrainingDivergedError(
                 f"the training loss became {loss.item()} at step {self.step + 1}; {kept}. Lower "
@@ -452,13 +442,13 @@ class DiffusionDPOTrainer:
             self.accelerator.log(metrics, step=self.step)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            with full_disk_named(self.output_dir / METRICS_FILE), open(self.output_dir / METRICS_FILE, "a") as f:
+            with full_disk_named(self.folder.metrics), open(self.folder.metrics, "a") as f:
                 f.write(json.dumps({"step": self.step, **metrics}) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         """After a crash, drop metrics logged past the checkpoint we resume from (and a line the crash tore), so the
         log holds each step once."""
-        path = self.output_dir / METRICS_FILE
+        path = self.folder.metrics
         if self.is_main and path.is_file():
             kept = [row for row in read_jsonl(path) if isinstance(row.get("step"), int) and row["step"] <= step]
             write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
@@ -466,7 +456,7 @@ class DiffusionDPOTrainer:
     def _checkpoint(self, denoiser, optimizer, scheduler) -> None:
         self.accelerator.wait_for_everyone()
         if self.is_main:
-            root = self.output_dir / "checkpoints"
+            root = self.folder.checkpoints
             loras = {POLICY_ADAPTER: lora_state_dict(denoiser)}
             if self.config.sync_ref_model and self.config.mode == "dpo":
                 loras[REFERENCE_ADAPTER] = lora_state_dict(denoiser, REFERENCE_ADAPTER)
@@ -477,18 +467,18 @@ class DiffusionDPOTrainer:
     def _save_final(self, denoiser) -> Path:
         """The LoRA in diffusers format (``pipe.load_lora_weights`` accepts the directory), plus the
         peft-format ``adapter.safetensors`` that ``init_adapter`` continues from."""
-        directory = self.output_dir / "lora"
+        directory = self.folder.lora_dir
         if self.is_main:
             state = lora_state_dict(denoiser)
 
             def write(tmp: Path) -> None:
                 self.backbone.save_lora(tmp, state, adapter_config=_adapter_config(denoiser))
-                save_tensors(tmp / ADAPTER_FILE, state)
+                save_tensors(tmp / ADAPTER_NAME, state)
 
             write_folder(directory, write, check=lambda tmp: verify_safetensors(tmp / LORA_WEIGHTS_NAME, "final LoRA"),
                          replaces=LORA_WEIGHTS_NAME)
         self.accelerator.wait_for_everyone()
-        return directory / LORA_WEIGHTS_NAME
+        return self.folder.lora
 
 
 def media_size(backbone, config) -> tuple[int, int, int]:

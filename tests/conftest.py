@@ -48,13 +48,11 @@ def tiny_model_dir(tmp_path_factory):
 def make_backbone(tiny_model_dir):
     """``make_backbone(kind, **options)``: a backbone loaded from its tiny saved pipeline, in float32 on CPU."""
     from prefopt.config import parse
-    from prefopt.registry import get_registry
+    from prefopt.plugins import get_registry
 
     def _make(kind: str, **options):
         entry = get_registry().get("backbones", kind)
-        from prefopt.tiny_models import TINY_OPTIONS
-
-        defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu", **TINY_OPTIONS.get(kind, {})}
+        defaults = {"pretrained": tiny_model_dir(kind), "dtype": "float32", "device": "cpu", **entry.cls.tiny_options}
         return entry.cls(parse(entry.config_class, {**defaults, **options}))
 
     return _make

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from prefopt.dpo_steps import SCHEDULES
+from prefopt.dpo_steps import SCHEDULES, Batch
 from prefopt.errors import PrefoptError
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
 from prefopt.speed_levers import enable_block_checkpointing, set_attention_backend
-from prefopt.trainer import Batch, TrainerConfig
+from prefopt.trainer import TrainerConfig
 
 # Different token counts, so trimming groups the batch by prompt length and must restore its order.
 PROMPTS = ["a cat", "a man walks his dog", "a cat", "a man walks his dog"]

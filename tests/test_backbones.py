@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from prefopt.tiny_models import TINY_MEDIA_SIZES
+from prefopt.tiny_models import tiny_backbones
+
+TINY_MEDIA_SIZES = tiny_backbones()
 from prefopt.trainer import TrainerConfig, media_size
 
 IMAGE_KINDS = ["stable-diffusion", "sdxl", "sd3", "flux"]
@@ -121,8 +123,11 @@ def test_sizes_the_vae_and_patches_cannot_take_are_refused_before_encoding(make_
 
 def test_cogvideox_1_5_is_refused_with_what_is_supported(tmp_path):
     from prefopt.errors import PrefoptError
-    from prefopt.tiny_models import tiny_cogvideox_pipeline
-    from prefopt_plugins.backbones.cogvideox import CogVideoXBackbone, CogVideoXConfig
+    from prefopt_plugins.backbones.cogvideox import (
+        CogVideoXBackbone,
+        CogVideoXConfig,
+        tiny_cogvideox_pipeline,
+    )
 
     pipe = tiny_cogvideox_pipeline()
     pipe.transformer.register_to_config(patch_size_t=2)

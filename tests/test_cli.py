@@ -37,8 +37,17 @@ class EchoRecipe:
     def __init__(self, config):
         self.config = config
 
+    def prepare(self):
+        pass
+
     def missing_requirements(self):
         return ["the `echo` weights are absent; put them in ./echo."] if self.config.repeat > 5 else []
+
+    def check_inputs(self):
+        pass
+
+    def clean(self, dry_run=False):
+        return []
 
     def run(self):
         if self.config.message == "fill the disk":
@@ -134,7 +143,8 @@ def test_run_help_example_is_a_valid_key(capsys):
 
 def test_every_option_of_every_built_in_component_and_the_trainer_has_help():
     from prefopt.config import help_text
-    from prefopt.registry import KINDS, get_registry
+    from prefopt.plugins import get_registry
+    from prefopt.registry import KINDS
     from prefopt.trainer import TrainerConfig
 
     classes = [TrainerConfig] + [e.config_class for kind in KINDS for e in get_registry().all(kind)]

@@ -37,6 +37,12 @@ QUICKSTART = "recipes/quickstart.yaml"
     # a malformed value on the command line is the same clean error as inside the file
     ("dpo_stage1.learning_rate=[1,", "override `dpo_stage1.learning_rate`: `[1,` is not a valid YAML value"),
     ("run.name={a: 1", "override `run.name`: `{a: 1` is not a valid YAML value"),
+    # a chain starts with a selector that makes pairs (each selector declares its roles)
+    ("stage1.selectors=[{name: topk, options: {k: 3, reward: identity}}]",
+     "`stage1`: `selectors.0`: selector `topk` only filters pairs, so it cannot start the chain"),
+    # keys the recipe decides itself are refused, not silently overwritten (and rerunning stages through the hash)
+    ("dpo_stage1.height=64", "`dpo_stage1.height` cannot be set in this recipe (`video.*` sets them)"),
+    ("dpo_stage2.init_adapter=x", "`dpo_stage2.init_adapter` cannot be set in this recipe"),
 ])
 def test_validate_names_the_key_and_exits_2(override, message, capsys):
     assert main(["validate", QUICKSTART, override]) == 2
@@ -57,3 +63,19 @@ def test_the_paper_recipe_tolerates_only_the_dynamic_reward_in_stage_1():
     _, config = load_config("recipes/magicid.yaml", ["references.photos=[me.jpg]"])
     threshold = config.stage1.selectors[0].options
     assert threshold.reward == "identity" and threshold.tolerance_rewards == ["dynamic"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.height=32", "`trainer.height` cannot be set in this recipe (`sampling.*` sets the media size)"),
+    ("selection.selectors=[{name: topk, options: {k: 3, reward: action}}]",
+     "selector `topk` only filters pairs, so it cannot start the chain"),
+    ("run.seed=-1.5", "`run.seed` must be an integer"),
+])
+def test_the_reward_dpo_loop_refuses_keys_it_would_ignore_and_chains_that_cannot_start(override, message, capsys):
+    assert main(["validate", "recipes/miniature-reward-dpo.yaml", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_dpo_recipe_has_no_seed_it_would_ignore(capsys):
+    assert main(["validate", "recipes/dpo.yaml", "run.seed=3"]) == 2
+    assert "unknown key `run.seed`" in capsys.readouterr().err

@@ -5,9 +5,9 @@ import weakref
 import pytest
 import torch
 
-from prefopt.dpo_steps import SCHEDULES
+from prefopt.dpo_steps import SCHEDULES, Batch
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
-from prefopt.trainer import Batch, TrainerConfig
+from prefopt.trainer import TrainerConfig
 
 
 def _gradients(backbone, schedule, batch, noise, timesteps, config):

@@ -7,9 +7,9 @@ import pytest
 import skimage.data
 
 from prefopt.config import parse
-from prefopt.registry import get_registry
+from prefopt.media import ReferencePhoto
+from prefopt.plugins import get_registry
 from prefopt.tiny_models import save_tiny_clip
-from prefopt_plugins.rewards.common import ReferencePhoto
 from prefopt_recipes.common.metrics import (
     UNAVAILABLE,
     evaluate_videos,

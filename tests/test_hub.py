@@ -50,11 +50,10 @@ def test_a_hub_id_that_is_not_cached_is_missing_and_the_message_says_how(tmp_pat
 
 @pytest.mark.parametrize("allowed", [False, True])
 def test_loaders_are_offline_unless_downloads_are_allowed(allowed):
-    try:
-        hub.set_allow_downloads(allowed)
+    assert hub.pretrained_kwargs() == {"local_files_only": True}
+    with hub.downloads(allowed):
         assert hub.pretrained_kwargs() == {"local_files_only": not allowed}
-    finally:
-        hub.set_allow_downloads(False)
+    assert hub.pretrained_kwargs() == {"local_files_only": True}  # as before the block: no process-wide change
 
 
 def _call_text(text: str, start: int) -> str:

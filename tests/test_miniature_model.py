@@ -9,13 +9,13 @@ import torch
 from prefopt.data import PreferenceExample
 from prefopt.media import write_media
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
-from prefopt_recipes.miniature.model import (
+from prefopt_plugins.miniature.model import (
     PROMPT_TOKENS,
     MiniatureModelConfig,
     miniature_backbone,
     miniature_pipeline,
 )
-from prefopt_recipes.miniature.world import ACTIONS, World
+from prefopt_plugins.miniature.world import ACTIONS, World
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = MiniatureModelConfig(heads=2, head_dim=16, double_blocks=1, single_blocks=1, text_dim=16)
@@ -69,7 +69,7 @@ def test_pretraining_resumes_and_saves_a_loadable_model(tmp_path):
     """Two short runs of the pretraining script: the second continues the first's steps and loss curve."""
     import json
 
-    from prefopt_recipes.miniature.pretrain import main
+    from prefopt_plugins.miniature.pretrain import main
 
     out = tmp_path / "model"
     main(["--out", str(out), "--small", "--max-steps", "3", "--batch", "2", "--threads", "1"])
@@ -97,7 +97,7 @@ def test_pretraining_resumes_and_saves_a_loadable_model(tmp_path):
 def test_a_checkpoint_from_before_prompt_phases_counts_as_16_tokens(tmp_path):
     import json
 
-    from prefopt_recipes.miniature.pretrain import main
+    from prefopt_plugins.miniature.pretrain import main
 
     out = tmp_path / "model"
     main(["--out", str(out), "--small", "--max-steps", "2", "--batch", "2", "--threads", "1"])

@@ -5,9 +5,9 @@ import pytest
 
 from prefopt.config import parse
 from prefopt.errors import PrefoptError
-from prefopt.registry import get_registry
-from prefopt_recipes.miniature.rewards import action_of
-from prefopt_recipes.miniature.world import ACTIONS, World
+from prefopt.plugins import get_registry
+from prefopt_plugins.miniature.rewards import action_of
+from prefopt_plugins.miniature.world import ACTIONS, World
 
 
 def _reward(name, **options):
@@ -16,7 +16,7 @@ def _reward(name, **options):
 
 
 def test_the_identity_reward_names_a_missing_model():
-    from prefopt_recipes.miniature.rewards import MiniatureIdentityConfig, MiniatureIdentityReward
+    from prefopt_plugins.miniature.rewards import MiniatureIdentityConfig, MiniatureIdentityReward
 
     assert "miniature identity model" in MiniatureIdentityReward.missing_weights(MiniatureIdentityConfig(weights="/nowhere/identity"))
     assert MiniatureIdentityReward.missing_weights(MiniatureIdentityConfig()) is None  # the shipped one

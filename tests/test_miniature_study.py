@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
 from miniature_study import METRICS, REWARD_ABLATION, TABLE2, interval, markdown, summarise
 
 
@@ -34,10 +34,10 @@ def test_the_evaluator_sees_a_still_avatar_as_itself_and_consistent(tmp_path):
     from miniature_study import independent_metrics
 
     from prefopt.media import write_media
-    from prefopt_recipes.miniature.world import World
+    from prefopt_plugins.miniature.world import World
 
     world = World()
-    photos = [Path(__file__).resolve().parents[1] / "recipes" / "miniature" / "references" / f"avatar-448-{s}.png"
+    photos = [Path(__file__).resolve().parents[1] / "plugins" / "miniature" / "references" / f"avatar-448-{s}.png"
               for s in range(3)]
     write_media(tmp_path / "000.mp4", world.clip(448, "still", 3), fps=8)
     (tmp_path / "other").mkdir()

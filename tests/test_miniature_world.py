@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from prefopt_recipes.miniature.world import ACTIONS, World, _poses
+from prefopt_plugins.miniature.world import ACTIONS, World, _poses
 
 
 def test_the_world_is_deterministic_from_its_seeds():
@@ -67,7 +67,7 @@ def test_the_shipped_reference_photos_are_the_worlds_stills():
 
     from prefopt.media import read_media
 
-    folder = Path(__file__).resolve().parents[1] / "recipes" / "miniature" / "references"
+    folder = Path(__file__).resolve().parents[1] / "plugins" / "miniature" / "references"
     photos = sorted(folder.glob("avatar-*.png"))
     assert len(photos) == 6
     world = World()

@@ -11,7 +11,7 @@ import pytest
 
 from prefopt import hookimpl, hookspecs, plugins
 from prefopt.errors import PluginError
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,9 @@ def _component(name, doc="A test component.", without=()):
     from prefopt.registry import KINDS, _required_members
 
     members = {m: (lambda self, *a, **k: None) for kind in KINDS for m in _required_members(kind) if m not in without}
-    return type(name.title().replace("-", ""), (), {"name": name, "Config": EmptyConfig, "__doc__": doc, **members})
+    declared = {"roles": frozenset({"make", "filter"})}  # what a pair selector must declare
+    return type(name.title().replace("-", ""), (), {"name": name, "Config": EmptyConfig, "__doc__": doc, **declared,
+                                                    **members})
 
 
 def _plugin_module(hook_name, *classes):
@@ -84,6 +86,32 @@ def test_a_component_missing_a_member_the_core_calls_is_rejected_at_registration
     plugin(_plugin_module(kind, _component("partial", without=(member,))), name="partial-plugin")
     with pytest.raises(PluginError, match=f"`partial` from plugin `partial-plugin` does not implement `{member}`"):
         get_registry()
+
+
+def test_abilities_are_checked_at_registration():
+    """A selector must declare its roles; an ability offered is offered whole and in the form prefopt calls it; a
+    reward's `measures` promise methods it must have. Each is one sentence at registration, not a failure mid-run."""
+    from prefopt.interfaces import FACE_EMBEDDING
+
+    def check_prompts(self, config, prompts):  # an instance method where prefopt calls a classmethod
+        return None
+
+    cases = [("register_pair_selectors", _component("roleless"), "must declare `roles`"),
+             ("register_rewards", type("Halfway", (_component("halfway"),), {"check_prompts": check_prompts}),
+              "`check_prompts` must be a classmethod"),
+             ("register_rewards", type("Claims", (_component("claims"),), {"measures": frozenset({FACE_EMBEDDING})}),
+              "declares `face_embedding` but lacks `embed_largest_face`")]
+    cases[0][1].roles = None
+    for hook, cls, message in cases:
+        plugins.register_plugin(_plugin_module(hook, cls), name=f"{cls.name}-plugin")
+        try:
+            with pytest.raises(PluginError, match=message):
+                get_registry()
+        finally:
+            plugins.unregister_plugin(f"{cls.name}-plugin")
+    registered = {entry.name: entry.abilities for entry in get_registry().all("rewards")}
+    assert registered["miniature-action"] == ["ChecksWeights", "ChecksPrompts"]
+    assert "BuildsTinyModel" in registered["clip-semantic"] and "ChecksReferences" in registered["dlib-id"]
 
 
 def _minimal_backbone(name, without=(), old_signature=False):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from prefopt.config import parse
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 
 pytestmark = pytest.mark.weights
 
@@ -50,7 +50,7 @@ def test_real_insightface_pack_separates_people():
     import insightface
     import skimage.data
 
-    from prefopt_plugins.rewards.common import ReferencePhoto
+    from prefopt.media import ReferencePhoto
 
     astronaut = np.ascontiguousarray(skimage.data.astronaut()[20:260, 110:330])
     t1 = iio.imread(os.path.join(os.path.dirname(insightface.__file__), "data", "images", "t1.jpg"))

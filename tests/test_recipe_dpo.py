@@ -59,8 +59,8 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(tmp_pa
                  "evaluation.num_inference_steps=2"])
     assert code == 0
     run = tmp_path / "runs" / "dpo"
-    train = next(run.glob("train-*"))  # the pairs and config it was trained from are kept with it
-    pairs = [json.loads(line) for line in (train / "pairs.jsonl").read_text().splitlines()]
+    train = next(run.glob("train-*"))  # the config it was trained with is kept with it, the pairs in their stage
+    pairs = [json.loads(line) for line in next(run.glob("pairs-*/pairs.jsonl")).read_text().splitlines()]
     assert json.loads((train / "config.json").read_text()) == json.loads((run / "config.json").read_text())
     assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
     assert Path(pairs[1]["winner"]).read_bytes() == _jpeg(3)  # label_0 = 0: jpg_1 wins
@@ -235,13 +235,10 @@ def test_a_missing_path_that_looks_like_a_hub_id_never_reaches_the_hub(tmp_path,
     assert "preference data `data/pairs` is not a file or folder here" in error and "run.allow_downloads" in error
     assert attempts == [] and _one_sentence(error)
 
-    from prefopt.hub import set_allow_downloads
+    from prefopt.hub import downloads
 
-    try:  # allowed, the same id is read as a hub dataset (here the spy, not the network)
-        set_allow_downloads(True)
-        _rows, _ = read_rows(PreferenceDataConfig(path="data/pairs"))
-    finally:
-        set_allow_downloads(False)
+    with downloads(True):  # allowed, the same id is read as a hub dataset (here the spy, not the network)
+        read_rows(PreferenceDataConfig(path="data/pairs"))
     assert attempts and attempts[0][0] == "load_dataset" and attempts[0][1] == ("data/pairs",)
 
 

@@ -239,7 +239,7 @@ def test_the_reference_photos_content_is_part_of_every_stage_hash(tmp_path):
 
     def identity_hash():
         recipe = load_recipe(QUICKSTART, [f"references.photos=[{photo}]"])
-        return config_hash("", recipe.stage_plan()[0][1])
+        return config_hash("", recipe.stages()[0].covers)
 
     first = identity_hash()
     photo.write_bytes(photo.read_bytes() + b" ")  # same path, other content

@@ -47,14 +47,14 @@ def test_the_miniature_recipe_runs_end_to_end_on_its_shipped_models(tmp_path):
 @pytest.mark.timeout(600)
 def test_the_miniature_reward_dpo_loop_runs_and_the_study_reads_it(tmp_path, monkeypatch):
     """recipes/miniature-reward-dpo.yaml shrunk to one round of a few samples; the study script's reading and
-    pairing of its scores (benchmarks/reward_dpo_miniature.py) on that run."""
+    pairing of its scores (studies/reward_dpo_miniature.py) on that run."""
     small = [f"run.output_dir={tmp_path}", "run.name=seed0", "rounds=1", "sampling.samples_per_prompt=3",
              "sampling.num_inference_steps=4", "trainer.max_steps=2", "selection.selectors.0.options.margin=0.1"]
     result = subprocess.run([sys.executable, "-m", "prefopt", "run", str(ROOT / "recipes" / "miniature-reward-dpo.yaml"),
                              *small], check=False, capture_output=True, text=True, timeout=600, cwd=ROOT,
                             env={**os.environ, "PREFOPT_LOAD_PLUGINS": "", "COLUMNS": "200"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "studies"))
     import reward_dpo_miniature as study
 
     scores = study.stage_scores(tmp_path / "seed0")

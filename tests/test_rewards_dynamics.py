@@ -6,7 +6,7 @@ import torch
 
 from prefopt.config import parse
 from prefopt.errors import MissingWeightsError
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 from prefopt_plugins.rewards.dynamics import top_fraction_mean, vbench_is_dynamic
 
 

@@ -7,9 +7,8 @@ import pytest
 
 from prefopt.config import parse
 from prefopt.errors import PrefoptError
-from prefopt.media import resize_frames
-from prefopt.registry import get_registry
-from prefopt_plugins.rewards.common import ReferencePhoto
+from prefopt.media import ReferencePhoto, resize_frames
+from prefopt.plugins import get_registry
 
 insightface = pytest.importorskip("insightface")
 IMAGES = os.path.join(os.path.dirname(insightface.__file__), "data", "images")

@@ -6,7 +6,7 @@ import torch
 
 from prefopt.config import parse
 from prefopt.errors import MissingWeightsError
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 from prefopt.tiny_models import save_tiny_clip
 
 

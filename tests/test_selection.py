@@ -8,7 +8,7 @@ import pytest
 from prefopt.config import parse
 from prefopt.errors import ConfigError
 from prefopt.interfaces import PairIndices, ScoredItems
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry
 from prefopt.selection import (
     dominates,
     nondominated_fronts,

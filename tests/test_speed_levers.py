@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from prefopt.dpo_steps import SCHEDULES
+from prefopt.dpo_steps import SCHEDULES, Batch
 from prefopt.errors import PrefoptError
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
 from prefopt.speed_levers import (
@@ -18,7 +18,7 @@ from prefopt.speed_levers import (
     forward_state,
     set_attention_backend,
 )
-from prefopt.trainer import Batch, TrainerConfig
+from prefopt.trainer import TrainerConfig
 
 
 class _ScaledSine(torch.nn.Module):

@@ -10,7 +10,9 @@ from safetensors.torch import load_file
 
 from prefopt.data import PreferenceExample, SFTExample, read_pairs, save_tensors
 from prefopt.media import write_media
-from prefopt.tiny_models import TINY_MEDIA_SIZES
+from prefopt.tiny_models import tiny_backbones
+
+TINY_MEDIA_SIZES = tiny_backbones()
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig, TrainingDivergedError
 
 SIZE = {"num_frames": 5, "height": 32, "width": 32}
@@ -315,7 +317,7 @@ def test_init_lora_is_fused_into_the_reference(tmp_path, make_backbone):
 def test_missing_backbone_weights_name_the_model_and_the_fix(tmp_path):
     from prefopt.config import parse
     from prefopt.errors import MissingWeightsError
-    from prefopt.registry import get_registry
+    from prefopt.plugins import get_registry
 
     entry = get_registry().get("backbones", "wan")
     with pytest.raises(MissingWeightsError, match=r"Wan 2\.1 weights `.*nowhere` are neither a local directory with model_index\.json"):

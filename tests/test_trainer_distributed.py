@@ -19,7 +19,7 @@ def _train_on_two_ranks(model_dir: str, work: str, schedule: str) -> None:
     from prefopt.data import PreferenceExample
     from prefopt.lora import lora_state_dict
     from prefopt.media import write_media
-    from prefopt.registry import get_registry
+    from prefopt.plugins import get_registry
     from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
 
     accelerator = Accelerator(cpu=True)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prefopt.diffusers_backbone import DDPMBackbone, DiffusersBackboneConfig
 from prefopt.errors import PrefoptError
-from prefopt_plugins.backbones.base import DDPMBackbone, DiffusersBackboneConfig
+from prefopt.tiny_models import t5_encoder, t5_tokenizer
 
 
 @dataclass
@@ -24,6 +25,7 @@ class CogVideoXBackbone(DDPMBackbone):
     """CogVideoX text-to-video (v-prediction with the model's own scheduler, T5 text encoder)."""
 
     name = "cogvideox"
+    tiny_media_size = (9, 32, 32)
     Config = CogVideoXConfig
     frame_multiple = 4
     default_num_frames = 49
@@ -79,3 +81,34 @@ class CogVideoXBackbone(DDPMBackbone):
 
     def _from_pipeline_latents(self, latents, *, num_frames, height, width) -> torch.Tensor:
         return latents.permute(0, 2, 1, 3, 4)  # the pipeline's [B, F, C, h, w] to [B, C, F, h, w]
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_cogvideox_pipeline(seed)
+
+
+def tiny_cogvideox_pipeline(seed: int = 0):
+    """A CogVideoXPipeline (CogVideoX-2b-like: v-prediction, zero-terminal-SNR DDIM) with tiny models."""
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    t5_tok = t5_tokenizer()
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=2,
+        text_embed_dim=16, num_layers=1, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        temporal_compression_ratio=4, max_text_seq_length=16,
+    )
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), latent_channels=4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+    )
+    scheduler = CogVideoXDDIMScheduler(prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                                       snr_shift_scale=3.0, timestep_spacing="trailing")
+    return CogVideoXPipeline(tokenizer=t5_tok, text_encoder=t5_encoder(t5_tok), vae=vae,
+                             transformer=transformer, scheduler=scheduler)

@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.tiny_models import (
+    clip_text_model,
+    clip_tokenizer,
+    dynamic_shift_scheduler,
+    image_vae,
+    t5_encoder,
+    t5_tokenizer,
+)
 
 
 @dataclass
@@ -30,6 +39,8 @@ class FluxBackbone(FlowMatchingBackbone):
     """FLUX.1 text-to-image (flow matching on packed latents, guidance embedding, resolution-dependent shift)."""
 
     name = "flux"
+    tiny_media_size = (1, 32, 32)
+    tiny_options: ClassVar[dict] = {"max_sequence_length": 16}
     Config = FluxConfig
     media = "image"
     default_resolution = (1024, 1024)
@@ -90,3 +101,27 @@ class FluxBackbone(FlowMatchingBackbone):
     def _from_pipeline_latents(self, latents, *, num_frames, height, width) -> torch.Tensor:
         factor = self.vae_scale_factor
         return self.pipeline_class()._unpack_latents(latents, height, width, factor).unsqueeze(2)
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_flux_pipeline(seed)
+
+
+def tiny_flux_pipeline(seed: int = 0):
+    """A FluxPipeline (FLUX.1-dev-like: guidance embedding, dynamic shift) with a tiny transformer."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    tokenizer, t5_tok = clip_tokenizer(), t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=8, guidance_embeds=True,
+        axes_dims_rope=(4, 4, 8),
+    )
+    scheduler = dynamic_shift_scheduler(shift=3.0, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                                         max_image_seq_len=4096)
+    return FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=image_vae(scaling_factor=0.3611, shift_factor=0.1159),
+        text_encoder=clip_text_model(len(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=t5_encoder(t5_tok), tokenizer_2=t5_tok,
+    )

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
+from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
 from prefopt.errors import PrefoptError
 from prefopt.speed_levers import forward_setting, forward_state
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.tiny_models import clip_text_model, clip_tokenizer, llama_tokenizer
 
 FULL_TEXT_MASK = "hunyuan_video.full_text_mask"  # forward setting: every text token of the batch is valid
 
@@ -53,6 +54,8 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
     """HunyuanVideo text-to-video (flow matching, 3D VAE 4×8×8, Llama + CLIP text encoders)."""
 
     name = "hunyuan-video"
+    tiny_media_size = (5, 32, 32)
+    tiny_options: ClassVar[dict] = {"use_prompt_template": False, "max_sequence_length": 16}
     Config = HunyuanVideoConfig
     pipeline_class_name = "HunyuanVideoPipeline"
     frame_multiple = 4
@@ -123,6 +126,10 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
         extra = {"prompt_template": self._template()} if self._template() else {}
         return {"max_sequence_length": self.config.max_sequence_length, **extra}
 
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_hunyuan_video_pipeline(seed)
+
 
 def _text_lengths(mask: torch.Tensor) -> list[int] | None:
     """Valid text tokens per sample (one host sync); None when a prompt has none (nothing to trim to).
@@ -161,3 +168,38 @@ def install_mask_free_attention(denoiser: torch.nn.Module) -> None:
     for module in denoiser.modules():
         if type(getattr(module, "processor", None)) is base:
             module.set_processor(processor_class())
+
+
+def tiny_hunyuan_video_pipeline(seed: int = 0):
+    """A HunyuanVideoPipeline with the tiny transformer and VAE documented in ENVIRONMENT.md."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from transformers import LlamaConfig, LlamaModel
+
+    torch.manual_seed(seed)
+    tokenizer, tokenizer_2 = llama_tokenizer(), clip_tokenizer()
+    text_encoder = LlamaModel(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+    ))
+    # Hidden size 16 (2 heads × 8): every block linear is a multiple of 16, as FP8 matmuls require.
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4),
+    )
+    vae = AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    )
+    return HunyuanVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=clip_text_model(len(tokenizer_2)),
+        tokenizer_2=tokenizer_2,
+    )

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.tiny_models import dynamic_shift_scheduler, t5_encoder, t5_tokenizer
 
 
 @dataclass
@@ -33,6 +35,8 @@ class LTXVideoBackbone(FlowMatchingBackbone):
     """LTX-Video text-to-video (flow matching on packed tokens, T5 with attention mask, dynamic σ shift)."""
 
     name = "ltx-video"
+    tiny_media_size = (9, 32, 32)
+    tiny_options: ClassVar[dict] = {"max_sequence_length": 16}
     Config = LTXVideoConfig
     frame_multiple = 8
     default_num_frames = 97
@@ -104,3 +108,34 @@ class LTXVideoBackbone(FlowMatchingBackbone):
         timestep = torch.full((latents.shape[0],), self.config.decode_timestep, device=latents.device,
                               dtype=latents.dtype)
         return vae.decode((1 - scale) * latents + scale * noise, timestep, return_dict=False)[0]
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_ltx_video_pipeline(seed)
+
+
+def tiny_ltx_video_pipeline(seed: int = 0):
+    """An LTXPipeline (LTX-Video): tiny transformer, a 4×4×4 video VAE with per-channel latent statistics."""
+    from diffusers import AutoencoderKLLTXVideo, LTXPipeline, LTXVideoTransformer3DModel
+
+    torch.manual_seed(seed)
+    t5_tok = t5_tokenizer()
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=1, caption_channels=16,
+    )
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False,
+    )
+    # Non-trivial latent statistics (real checkpoints have them), so normalisation is exercised.
+    vae.latents_mean.copy_(torch.linspace(-0.5, 0.5, 8))
+    vae.latents_std.copy_(torch.linspace(0.5, 2.0, 8))
+    scheduler = dynamic_shift_scheduler(base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+                                         max_image_seq_len=4096, shift_terminal=0.1)
+    return LTXPipeline(transformer=transformer, scheduler=scheduler, vae=vae,
+                       text_encoder=t5_encoder(t5_tok), tokenizer=t5_tok)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.tiny_models import clip_tokenizer, clip_with_projection, image_vae, t5_encoder, t5_tokenizer
 
 
 @dataclass
@@ -24,6 +26,8 @@ class SD3Backbone(FlowMatchingBackbone):
     """Stable Diffusion 3 and 3.5 text-to-image (MMDiT, flow matching, static σ shift)."""
 
     name = "sd3"
+    tiny_media_size = (1, 32, 32)
+    tiny_options: ClassVar[dict] = {"max_sequence_length": 16}
     Config = SD3Config
     media = "image"
     default_resolution = (1024, 1024)
@@ -55,3 +59,27 @@ class SD3Backbone(FlowMatchingBackbone):
 
     def _pipeline_call_kwargs(self) -> dict:
         return {"max_sequence_length": self.config.max_sequence_length}
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_sd3_pipeline(seed)
+
+
+def tiny_sd3_pipeline(seed: int = 0):
+    """A StableDiffusion3Pipeline: tiny MMDiT, two projected CLIP encoders and a T5."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    tokenizer, t5_tok = clip_tokenizer(), t5_tokenizer()
+    transformer = SD3Transformer2DModel(
+        sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8,
+        num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16,
+        pos_embed_max_size=16,
+    )
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=image_vae(scaling_factor=1.5305, shift_factor=0.0609),
+        text_encoder=clip_with_projection(len(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=clip_with_projection(len(tokenizer)), tokenizer_2=clip_tokenizer(),
+        text_encoder_3=t5_encoder(t5_tok), tokenizer_3=t5_tok,
+    )

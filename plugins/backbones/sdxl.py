@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prefopt_plugins.backbones.base import DDPMBackbone, DiffusersBackboneConfig
+from prefopt.diffusers_backbone import DDPMBackbone, DiffusersBackboneConfig
+from prefopt.tiny_models import clip_text_model, clip_tokenizer, clip_with_projection, image_vae
 
 
 @dataclass
@@ -22,6 +23,7 @@ class SDXLBackbone(DDPMBackbone):
     """Stable Diffusion XL text-to-image (UNet, DDPM noising, ε- or v-prediction, micro-conditioning)."""
 
     name = "sdxl"
+    tiny_media_size = (1, 32, 32)
     Config = SDXLConfig
     media = "image"
     default_resolution = (1024, 1024)
@@ -64,3 +66,29 @@ class SDXLBackbone(DDPMBackbone):
         height, width = (n * self.vae_scale_factor for n in latents.shape[-2:])
         ids = torch.tensor([height, width, 0, 0, height, width], device=latents.device, dtype=self.dtype)
         return ids.expand(latents.shape[0], 6)
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_sdxl_pipeline(seed)
+
+
+def tiny_sdxl_pipeline(seed: int = 0):
+    """A StableDiffusionXLPipeline: tiny UNet with text-time micro-conditioning and two CLIP encoders."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    tokenizer = clip_tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 8, cross_attention_dim=16, norm_num_groups=4,
+    )
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    return StableDiffusionXLPipeline(
+        vae=image_vae(scaling_factor=0.13025), text_encoder=clip_text_model(len(tokenizer)),
+        text_encoder_2=clip_with_projection(len(tokenizer)), tokenizer=tokenizer, tokenizer_2=clip_tokenizer(),
+        unet=unet, scheduler=scheduler, add_watermarker=False,
+    )

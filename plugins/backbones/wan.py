@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
+from prefopt.tiny_models import t5_tokenizer, umt5_encoder
 
 
 @dataclass
@@ -23,6 +25,8 @@ class WanBackbone(FlowMatchingBackbone):
     """Wan 2.1 text-to-video (flow matching, Wan VAE with per-channel latent normalisation)."""
 
     name = "wan"
+    tiny_media_size = (5, 32, 32)
+    tiny_options: ClassVar[dict] = {"max_sequence_length": 16}
     Config = WanConfig
     pipeline_class_name = "WanPipeline"
     frame_multiple = 4
@@ -52,3 +56,30 @@ class WanBackbone(FlowMatchingBackbone):
 
     def _pipeline_call_kwargs(self) -> dict:
         return {"max_sequence_length": self.config.max_sequence_length}
+
+    @classmethod
+    def tiny_pipeline(cls, seed: int = 0):
+        return tiny_wan_pipeline(seed)
+
+
+def tiny_wan_pipeline(seed: int = 0):
+    """A WanPipeline (Wan 2.1 text-to-video) with a tiny transformer, VAE and UMT5 encoder."""
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+
+    torch.manual_seed(seed)
+    tokenizer = t5_tokenizer()
+    text_encoder = umt5_encoder(tokenizer)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+        text_dim=16, freq_dim=32, ffn_dim=32, num_layers=1, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    return WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))

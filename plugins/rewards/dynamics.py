@@ -22,8 +22,8 @@ import numpy as np
 
 from prefopt.errors import ConfigError, MissingWeightsError
 from prefopt.interfaces import OPTICAL_FLOW, RewardScore
+from prefopt.media import fps_indices
 from prefopt.scale import check_raw_range, to_scale
-from prefopt_plugins.rewards.common import fps_indices
 
 VBENCH_THRESHOLD = 6.0  # on the min(H, W)/256-normalised scale
 RAFT_MIN_SIDE = 128
@@ -185,7 +185,7 @@ class RaftDynamicsReward(DynamicsReward):
         super().__init__(config)
         import torch
 
-        from prefopt_plugins.backbones.base import resolve_device
+        from prefopt.diffusers_backbone import resolve_device
 
         self._torch = torch
         self.device = resolve_device(config.device)

@@ -24,8 +24,8 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import FACE_EMBEDDING, RewardScore
+from prefopt.media import describe, linspace_indices
 from prefopt.scale import check_raw_range, to_scale
-from prefopt_plugins.rewards.common import describe, linspace_indices
 
 
 @dataclass

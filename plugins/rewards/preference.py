@@ -20,8 +20,8 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import RewardScore
+from prefopt.media import linspace_indices
 from prefopt.scale import check_raw_range, to_scale
-from prefopt_plugins.rewards.common import linspace_indices
 from prefopt_plugins.rewards.semantic import (
     ClipSemanticConfig,
     ClipSemanticReward,
@@ -153,6 +153,13 @@ class AestheticReward:
     Config = AestheticConfig
 
     @classmethod
+    def save_tiny_model(cls, config, seed: int) -> None:
+        """A tiny random CLIP at `model` (tests and demos: the head file is yours to give)."""
+        from prefopt.tiny_models import save_tiny_clip
+
+        save_tiny_clip(config.model, seed=seed)
+
+    @classmethod
     def missing_weights(cls, config: AestheticConfig) -> str | None:
         from prefopt.hub import missing_weights_message
 
@@ -161,7 +168,7 @@ class AestheticReward:
         return clip or (None if Path(config.head).is_file() else _missing_head(config.head))
 
     def __init__(self, config: AestheticConfig):
-        from prefopt_plugins.backbones.base import resolve_device
+        from prefopt.diffusers_backbone import resolve_device
 
         self.config = config
         self.raw_range = (config.raw_min, config.raw_max)

@@ -12,8 +12,8 @@ import numpy as np
 
 from prefopt.errors import MissingWeightsError, PrefoptError
 from prefopt.interfaces import CLIP_FEATURES, RewardScore
+from prefopt.media import linspace_indices
 from prefopt.scale import check_raw_range, to_scale
-from prefopt_plugins.rewards.common import linspace_indices
 
 
 @dataclass
@@ -52,13 +52,20 @@ class ClipSemanticReward:
     measures = frozenset({CLIP_FEATURES})
 
     @classmethod
+    def save_tiny_model(cls, config, seed: int) -> None:
+        """A tiny random CLIP at `model` (tests and demos; its scores are noise)."""
+        from prefopt.tiny_models import save_tiny_clip
+
+        save_tiny_clip(config.model, seed=seed)
+
+    @classmethod
     def missing_weights(cls, config: ClipSemanticConfig) -> str | None:
         from prefopt.hub import missing_weights_message
 
         return missing_weights_message(config.model, "CLIP", "config.json", "the reward's `model` option")
 
     def __init__(self, config: ClipSemanticConfig):
-        from prefopt_plugins.backbones.base import resolve_device
+        from prefopt.diffusers_backbone import resolve_device
 
         self.config = config
         self.raw_range = (config.raw_min, config.raw_max)
@@ -140,6 +147,13 @@ class VLMSemanticReward:
     raw_range = (1.0, 10.0)
 
     @classmethod
+    def save_tiny_model(cls, config, seed: int) -> None:
+        """A tiny random Qwen2-VL at `model` (tests and demos; its ratings are noise)."""
+        from prefopt.tiny_models import save_tiny_vlm
+
+        save_tiny_vlm(config.model, seed=seed)
+
+    @classmethod
     def missing_weights(cls, config: VLMSemanticConfig) -> str | None:
         from prefopt.hub import missing_weights_message
 
@@ -149,7 +163,7 @@ class VLMSemanticReward:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from prefopt_plugins.backbones.base import DTYPES, resolve_device
+        from prefopt.diffusers_backbone import DTYPES, resolve_device
 
         message = self.missing_weights(config)
         if message:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from prefopt.errors import PrefoptError
-from prefopt_plugins.rewards.common import describe, linspace_indices
+from prefopt.media import describe, linspace_indices
 
 UNAVAILABLE = "unavailable"
 

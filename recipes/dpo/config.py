@@ -7,42 +7,30 @@ from dataclasses import dataclass, field
 from prefopt.config import BackboneSpec, RewardSpec
 from prefopt.preferences import PreferenceDataConfig
 from prefopt.trainer import TrainerConfig
-from prefopt_recipes.magicid.config import RunConfig
+from prefopt_recipes.common.config import RunConfig, SamplingConfig, check_reward_names
 
 
 @dataclass
 class DPORunConfig(RunConfig):
     name: str = field(default="dpo", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
-    build_tiny_models: bool = field(
-        default=False,
-        metadata={"help": "Build a tiny random pipeline of the backbone's family at `backbone.options.pretrained` "
-                          "first (tests and demos: shows the mechanics, its media are noise)."},
-    )
 
 
 @dataclass
-class DPOEvaluationConfig:
-    """Optional: sample the base and the trained model on the same prompts and seeds, and score both."""
+class DPOEvaluationConfig(SamplingConfig):
+    """Optional: sample the base and the trained model on the same prompts and seeds, and score both. Sizes left
+    empty take the trainer's."""
 
     prompts: list[str] = field(default_factory=list, metadata={"help": "Evaluation prompts; empty: no evaluation."})
     prompts_file: str | None = field(default=None, metadata={"help": "A text file of prompts, one per line (added)."})
-    seeds_per_prompt: int = field(default=2, metadata={"help": "Samples per prompt and model (seeds 0, 1, …)."})
+    seeds_per_prompt: int = field(default=2, metadata={"min": 1, "help": "Samples per prompt and model (seeds 0, 1, …)."})
     rewards: dict[str, RewardSpec] = field(
         default_factory=dict,
         metadata={"help": "Rewards to score samples with, each under a name you choose, e.g. "
                           "`{aesthetic: {name: clip-semantic, options: {...}}}`; empty: samples only."},
     )
-    num_frames: int | None = field(default=None, metadata={"help": "Frames per sample; empty: the trainer's."})
-    height: int | None = field(default=None, metadata={"help": "Sample height; empty: the trainer's."})
-    width: int | None = field(default=None, metadata={"help": "Sample width; empty: the trainer's."})
-    num_inference_steps: int = field(default=30, metadata={"help": "Sampling steps."})
-    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free (or embedded) guidance."})
-    fps: int = field(default=8, metadata={"help": "Frame rate of saved sample videos."})
 
     def __post_init__(self) -> None:
-        for name in ("seeds_per_prompt", "num_inference_steps", "fps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+        check_reward_names(list(self.rewards))
 
 
 @dataclass

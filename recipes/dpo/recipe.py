@@ -1,79 +1,64 @@
 """Offline Diffusion-DPO: preference pairs from a file, folder or dataset → LoRA → optional evaluation → report.
 
-Run folder ``<output_dir>/<name>/``: ``media/`` (media that came as bytes), ``train-<hash>/`` (``pairs.jsonl``, the
-pairs as trained with their source rows, the ``config.json`` that made it, the trainer's cache, checkpoints, metrics
-and ``lora/``),
-``evaluation-<hash>/`` (samples and ``table.json``), ``report/index.html`` and ``config.json`` (the last configuration
-that finished). The hashes cover the options
-each part depends on, so a changed config trains into a new folder and never overwrites finished work.
+The recipe is its config and three stages, in ``<output_dir>/<name>/``:
+
+1. ``pairs``: the pairs as trained (``pairs.jsonl``, each with its source row); its hash covers the data options,
+   the pairs and each media file's size and modification time, so edited data trains anew;
+2. ``train``: Diffusion-DPO of a LoRA (``lora/``, in diffusers format; checkpoints, metrics);
+3. ``evaluation`` (when prompts are given): the base and the trained model sampled on the same prompts and seeds,
+   scored with every named reward (``table.json``).
+
+Media that came as bytes are written once, by content, to ``media/``; the report is ``report/index.html``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from prefopt.config import to_dict
+from prefopt.data import PreferenceExample, verify_safetensors
 from prefopt.errors import PrefoptError
-from prefopt.files import read_json, read_lines, remove_temporaries, write_json, write_text
-from prefopt.hub import set_allow_downloads
+from prefopt.files import read_json, read_lines, write_json, write_text
+from prefopt.layout import StageFolder, sample_name
+from prefopt.media import read_media
+from prefopt.plugins import get_registry
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
-from prefopt.registry import get_registry
-from prefopt.runner import missing_component_weights
 from prefopt.trainer import DiffusionDPOTrainer, media_size
-from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.stages import CONFIG_FILE, config_hash, run_directory_lock
+from prefopt_recipes.common.recipe import StagedRecipe
+from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
+from prefopt_recipes.common.scoring import load_rewards, score_in_memory
+from prefopt_recipes.common.stages import RunResult, Stage
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
-PAIRS_FILE = "pairs.jsonl"
-TABLE_FILE = "table.json"
-
-logger = logging.getLogger(__name__)
+MODELS = ("base", "trained")  # the evaluation's two models, in its table's order
 
 
-class DPORecipe:
+class DPORecipe(StagedRecipe):
     """Offline Diffusion-DPO on your own preference pairs (Pick-a-Pic, trl or prompt/winner/loser columns)."""
 
     name = "dpo"
     Config = DPORecipeConfig
 
     def __init__(self, config: DPORecipeConfig):
-        self.config = config
-        self.run_dir = Path(config.run.output_dir) / config.run.name
-        self._examples = None
-        set_allow_downloads(config.run.allow_downloads)
+        super().__init__(config)
+        self._examples: tuple[list[PreferenceExample], list[int]] | None = None
 
-    @functools.cached_property
-    def train_dir(self) -> Path:
-        """Named by the model, trainer and data options and by the pairs themselves (each media file's size and
-        modification time too), so edited data trains anew instead of resuming the old run's checkpoints."""
+    def stages(self) -> list[Stage]:
         c = self.config
-        examples, _ = self.examples()
-        pairs = [(e.prompt, e.winner, e.loser, e.weight) for e in examples]
-        files = [(m, os.stat(m).st_size, os.stat(m).st_mtime_ns) for m in sorted({e.winner for e in examples}
-                                                                                  | {e.loser for e in examples})]
-        return self.run_dir / f"train-{config_hash(to_dict(c.backbone), to_dict(c.data), to_dict(c.trainer), pairs, files)}"
+        stages = [Stage("pairs", [c.data, self.data_fingerprint()], self.write_pairs, read_trained_pairs),
+                  Stage("train", [c.backbone, c.trainer], self.train, trained_lora, inputs=("pairs",))]
+        if self.evaluation_prompts():
+            stages.append(Stage("evaluation", [c.evaluation], self.evaluate, evaluation_table, inputs=("train",)))
+        return stages
 
-    @property
-    def evaluation_dir(self) -> Path:
-        return self.run_dir / f"evaluation-{config_hash(self.train_dir.name, to_dict(self.config.evaluation))}"
+    def components(self):
+        return [self.config.backbone, *self.config.evaluation.rewards.values()]
 
-    # --- before any model loads ---------------------------------------------------------------------
-
-    def missing_requirements(self) -> list[str]:
-        c = self.config
-        if c.run.build_tiny_models:
-            from prefopt.tiny_models import save_tiny_pipeline
-
-            save_tiny_pipeline(c.backbone.name, c.backbone.options.pretrained, seed=c.run.seed)
-        return missing_component_weights([c.backbone, *c.evaluation.rewards.values()])
+    # --- before any model loads -----------------------------------------------------------------------
 
     def check_inputs(self) -> None:
         """Read the data and open every media file, so a bad row stops the run before a model loads."""
@@ -81,98 +66,90 @@ class DPORecipe:
         with progress_bar("checking media", 1) as bar:
             check_media(examples, sources)
             bar.advance()
+        self.evaluation_prompts()
 
-    def examples(self):
+    def examples(self) -> tuple[list[PreferenceExample], list[int]]:
         """(examples, source rows), read once; in-memory media are written to ``media/``."""
         if self._examples is None:
             rows, base = read_rows(self.config.data)
-            self._examples = to_examples(self.config.data, rows, base, self.run_dir / "media")
+            self._examples = to_examples(self.config.data, rows, base, self.layout.media)
         return self._examples
 
-    # --- the run ------------------------------------------------------------------------------------
+    def data_fingerprint(self) -> list:
+        """The pairs and each media file's size and modification time: edited data trains anew instead of resuming
+        the old run's checkpoints."""
+        examples, _ = self.examples()
+        pairs = [(e.prompt, e.winner, e.loser, e.weight) for e in examples]
+        media = sorted({e.winner for e in examples} | {e.loser for e in examples})
+        return [pairs, [(m, os.stat(m).st_size, os.stat(m).st_mtime_ns) for m in media]]
 
-    def run(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with run_directory_lock(self.run_dir):
-            remove_temporaries(self.run_dir)  # what killed writers left
-            return self._run()
+    def evaluation_prompts(self) -> tuple[str, ...]:
+        e = self.config.evaluation
+        return (*e.prompts, *(read_lines(e.prompts_file, "evaluation prompts file") if e.prompts_file else ()))
 
-    def _run(self) -> Path:
-        started = time.monotonic()
+    # --- the stages -----------------------------------------------------------------------------------
+
+    def write_pairs(self, folder: StageFolder) -> str:
         examples, sources = self.examples()
-        with main_first() as main:
-            if main:  # the pairs and config a training folder was made from live in it, whatever later runs do
-                self._write_pairs(examples, sources)
-                write_json(self.train_dir / CONFIG_FILE, to_dict(self.config))
-        backbone = self._backbone()
-        lora = DiffusionDPOTrainer(backbone, self.config.trainer, self.train_dir).train(examples)
-        del backbone  # its encoders are unloaded; evaluation samples with a freshly loaded pipeline
-        with main_first() as main:  # small: sampled, scored and reported once, on the main process
-            if main:
-                table = self.evaluate(lora) if self.evaluation_prompts() else []
-                from prefopt_recipes.dpo.report import write_report
+        rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
+                for e, row in zip(examples, sources)]
+        write_text(folder.pairs_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        return f"{len(rows)} pairs from `{self.config.data.path}`"
 
-                write_report(self, table, seconds=time.monotonic() - started)
-                write_json(self.run_dir / CONFIG_FILE, to_dict(self.config))  # the last configuration that finished
-        return self.run_dir
+    def train(self, folder: StageFolder, pairs: list[PreferenceExample]) -> str:
+        DiffusionDPOTrainer(self.backbone(), self.config.trainer, folder.path).train(pairs)
+        return f"DPO {self.config.trainer.max_steps} steps on {len(pairs)} pairs"
 
-    def _backbone(self):
+    def evaluate(self, folder: StageFolder, train: Path) -> str:
+        """Sample the base and the trained model on every (prompt, seed); score both with every named reward."""
+        e, backbone = self.config.evaluation, self.backbone()
+        frames, height, width = media_size(backbone, self.config.trainer)
+        sampling = Sampling.of(e, num_frames=e.num_frames or frames, height=e.height or height,
+                               width=e.width or width)
+        pairs = [(p, s) for p in self.evaluation_prompts() for s in range(e.seeds_per_prompt)]
+        jobs = [SampleJob(sample_name(i), prompt, seed) for i, (prompt, seed) in enumerate(pairs)]
+        rewards, rows = load_rewards(e.rewards), []
+        for model, loras in zip(MODELS, ([], [train])):
+            backbone.use_loras(loras)
+            paths = sample_files(backbone, jobs, sampling, folder.samples(model), description=f"sampling ({model})")
+            samples = [(job.prompt, read_media(path)) for job, path in zip(jobs, paths)]
+            scores = score_in_memory(rewards, samples, description=f"scoring ({model})")
+            rows.append({"model": model, "samples": len(samples),
+                         **{name: float(np.mean([s.value for s in values])) for name, values in scores.items()}})
+        write_json(folder.table, rows)
+        return "; ".join(f"{row['model']}: " + ", ".join(f"{k} {row[k]:.2f}" for k in e.rewards) for row in rows)
+
+    def backbone(self):
         spec = self.config.backbone
         return get_registry().create("backbones", spec.name, spec.options)
 
-    def _write_pairs(self, examples, sources) -> None:
-        rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
-                for e, row in zip(examples, sources)]
-        write_text(self.train_dir / PAIRS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
+    def write_report(self, result: RunResult) -> Path:
+        from prefopt_recipes.dpo.report import write_report
 
-    # --- evaluation -----------------------------------------------------------------------------------
+        return write_report(result, self.config, self.examples(), self.evaluation_prompts())
 
-    def evaluation_prompts(self) -> list[str]:
-        e = self.config.evaluation
-        prompts = list(e.prompts)
-        if e.prompts_file:
-            prompts += read_lines(e.prompts_file, "evaluation prompts file")
-        return prompts
 
-    def evaluate(self, lora: Path) -> list[dict]:
-        """Sample base and trained model on every (prompt, seed); score both with every named reward."""
-        table_path = self.evaluation_dir / TABLE_FILE
-        if table_path.is_file():
-            try:
-                return read_json(table_path, "the evaluation table")
-            except PrefoptError as e:  # damaged since it was written: made again from the samples on disk
-                logger.warning("%s It is made again.", e)
-        samples = self._sample(lora)
-        rows = []
-        for model, videos in samples.items():
-            row = {"model": model, "samples": len(videos)}
-            for reward_name, spec in self.config.evaluation.rewards.items():
-                reward = get_registry().create("rewards", spec.name, spec.options)
-                scores = reward.score([v for _, v in videos], [p for p, _ in videos], [])
-                row[reward_name] = float(np.mean([s.value for s in scores]))
-            rows.append(row)
-        write_json(table_path, rows)
-        return rows
+# --- what each stage delivers (read back from its folder, which is how it is verified) --------------------
 
-    def _sample(self, lora: Path) -> dict[str, list[tuple[str, np.ndarray]]]:
-        from prefopt.media import read_media, write_media
 
-        e, backbone = self.config.evaluation, self._backbone()
-        frames, height, width = media_size(backbone, self.config.trainer)
-        size = {"num_frames": e.num_frames or frames, "height": e.height or height, "width": e.width or width}
-        jobs = [(p, s) for p in self.evaluation_prompts() for s in range(e.seeds_per_prompt)]
-        suffix = ".png" if size["num_frames"] == 1 else ".mp4"
-        samples: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for model, loras in (("base", []), ("trained", [lora])):
-            backbone.use_loras(loras)
-            folder, samples[model] = self.evaluation_dir / model, []
-            with progress_bar(f"sampling ({model})", len(jobs)) as bar:
-                for index, (prompt, seed) in enumerate(jobs):
-                    path = folder / f"{index:03d}{suffix}"
-                    if not path.is_file():  # samples already made survive a crash
-                        made = backbone.generate([prompt], [seed], num_inference_steps=e.num_inference_steps,
-                                                 guidance_scale=e.guidance_scale, **size)[0]
-                        write_media(path, made.frames, fps=e.fps)
-                    samples[model].append((prompt, read_media(path)))
-                    bar.advance()
-        return samples
+def read_trained_pairs(folder: StageFolder) -> list[PreferenceExample]:
+    try:
+        rows = [json.loads(line) for line in folder.pairs_jsonl.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise PrefoptError(f"the pairs file `{folder.pairs_jsonl}` cannot be read ({e}).") from e
+    missing = next((m for r in rows for m in (r["winner"], r["loser"]) if not Path(m).is_file()), None)
+    if missing:
+        raise PrefoptError(f"media file `{missing}` of the pairs in `{folder.pairs_jsonl}` is gone.")
+    return [PreferenceExample(r["prompt"], r["winner"], r["loser"], r["weight"]) for r in rows]
+
+
+def trained_lora(folder: StageFolder, **inputs) -> Path:
+    verify_safetensors(folder.lora, "the trained LoRA")
+    return folder.lora
+
+
+def evaluation_table(folder: StageFolder, **inputs) -> list[dict]:
+    table = read_json(folder.table, "the evaluation table")
+    if [row.get("model") for row in table] != list(MODELS):
+        raise PrefoptError(f"the evaluation table `{folder.table}` does not hold the base and the trained model.")
+    return table

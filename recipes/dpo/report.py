@@ -4,46 +4,48 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
+from prefopt.data import PreferenceExample
 from prefopt.files import write_text
-from prefopt.lora import LORA_WEIGHTS_NAME
+from prefopt.layout import StageFolder, sample_name
 from prefopt.media import read_media
 from prefopt.report import plot_training, read_metrics, thumbnail
-
-if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
-    from prefopt_recipes.dpo.recipe import DPORecipe
+from prefopt_recipes.common.stages import RunResult
+from prefopt_recipes.dpo.config import DPORecipeConfig
 
 PAIRS_SHOWN = 12
 PAIR_FRAMES = 3
 
 
-def write_report(recipe: DPORecipe, table: list[dict], seconds: float) -> Path:
-    out = recipe.run_dir / "report"
+def write_report(result: RunResult, config: DPORecipeConfig, data: tuple[list[PreferenceExample], list[int]],
+                 prompts: Sequence[str]) -> Path:
+    """The report of a finished run: its pairs as trained, training curves and (when there was one) the evaluation."""
+    out = result.layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    plot_training(out / "training.png", {"DPO": recipe.train_dir})
-    examples, sources = recipe.examples()
-    metrics = read_metrics(recipe.train_dir)
+    train = result.folder("train")
+    plot_training(out / "training.png", {"DPO": train.path})
+    examples, sources = data
+    metrics = read_metrics(train.path)
     last = metrics[-1] if metrics else {}
-    summary = (f"<p>{len(examples)} pairs from <code>{html.escape(recipe.config.data.path)}</code>; "
-               f"{last.get('step', 0)} steps on <code>{html.escape(recipe.config.backbone.name)}</code>; final loss "
+    summary = (f"<p>{len(examples)} pairs from <code>{html.escape(config.data.path)}</code>; "
+               f"{last.get('step', 0)} steps on <code>{html.escape(config.backbone.name)}</code>; final loss "
                f"{last.get('loss', float('nan')):.4f}, implicit accuracy {last.get('implicit_accuracy', float('nan')):.2f}. "
                f"LoRA (diffusers format, loads with <code>pipe.load_lora_weights</code>): "
-               f"<code>{html.escape(str(recipe.train_dir / 'lora' / LORA_WEIGHTS_NAME))}</code>. "
-               f"Run time {seconds / 60:.1f} min.</p>")
+               f"<code>{html.escape(str(train.lora))}</code>. "
+               f"Run time {sum(result.timings().values()) / 60:.1f} min.</p>")
     sections = [summary, '<h2>Training</h2><img src="training.png">', _pairs(out, examples, sources)]
-    if table:
-        sections.append(_evaluation(out, recipe, table))
-    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
-    sections.append(f"<h2>Config</h2><pre>{config}</pre>")
+    if "evaluation" in result.stages:
+        sections.append(_evaluation(out, result["evaluation"], result.folder("evaluation"), config, prompts))
+    sections.append(f"<h2>Config</h2><pre>{html.escape(json.dumps(to_dict(config), indent=2))}</pre>")
     page = ("<!doctype html><meta charset='utf-8'><title>prefopt DPO report</title><style>body{font-family:sans-serif;"
             "max-width:1100px;margin:2em auto}td,th{border:1px solid #ccc;padding:4px}table{border-collapse:collapse}"
-            "</style><h1>Diffusion-DPO run <code>" + html.escape(recipe.config.run.name) + "</code></h1>"
+            "</style><h1>Diffusion-DPO run <code>" + html.escape(config.run.name) + "</code></h1>"
             + "".join(sections))
-    write_text(out / "index.html", page)
-    return out / "index.html"
+    write_text(result.layout.report, page)
+    return result.layout.report
 
 
 def _pairs(out: Path, examples, sources) -> str:
@@ -57,19 +59,19 @@ def _pairs(out: Path, examples, sources) -> str:
             "<th>prompt</th><th>winner</th><th>loser</th><th>weight</th></tr>" + "".join(rows) + "</table>")
 
 
-def _evaluation(out: Path, recipe: DPORecipe, table: list[dict]) -> str:
-    rewards = list(recipe.config.evaluation.rewards)
+def _evaluation(out: Path, table: list[dict], folder: StageFolder, config: DPORecipeConfig,
+                prompts: Sequence[str]) -> str:
+    rewards = list(config.evaluation.rewards)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", "samples", *rewards])
     body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float)
                                     else f"<td>{html.escape(str(r.get(c, '')))}</td>"
                                     for c in ["model", "samples", *rewards]) + "</tr>" for r in table)
-    prompts = recipe.evaluation_prompts()
-    seeds = recipe.config.evaluation.seeds_per_prompt
+    seeds = config.evaluation.seeds_per_prompt
     strips = []
     for index, prompt in enumerate(prompts):
         cells = []
         for model in ("base", "trained"):
-            media = sorted((recipe.evaluation_dir / model).glob(f"{index * seeds:03d}.*"))
+            media = sorted(folder.samples(model).glob(f"{sample_name(index * seeds)}.*"))
             if media:
                 cells.append(f"<td><img src='{thumbnail(out, f'eval-{model}-{index}', read_media(media[0]), 3)}'></td>")
         strips.append(f"<tr><td>{html.escape(prompt)}</td>{''.join(cells)}</tr>")

@@ -2,50 +2,27 @@
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from prefopt.config import BackboneSpec, RewardSpec, SelectorSpec
 from prefopt.trainer import TrainerConfig
+from prefopt_recipes.common.config import (
+    SeededRunConfig,
+    check_reward_names,
+    check_selector_chain,
+    check_selector_names,
+    refuse_set,
+    require_at_least,
+)
 
 ROLES = ("identity", "dynamic", "semantic")
 SOURCES = ("static", "base", "lora")
-# A run name is one plain folder name: never empty (the run dir would be `output_dir` itself), never a path.
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _require_positive(owner: object, names: tuple[str, ...], minimum: int = 1) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if value < minimum:
-            raise ValueError(f"`{name}` must be at least {minimum}, got {value}")
 
 
 @dataclass
-class RunConfig:
+class MagicIDRunConfig(SeededRunConfig):
     name: str = field(default="magicid", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
-    output_dir: str = field(default="runs", metadata={"help": "Parent folder of run directories."})
-    seed: int = field(default=0, metadata={"help": "Base seed for generation (each video adds its index)."})
-    build_tiny_models: bool = field(
-        default=False,
-        metadata={"help": "Build tiny random models at the configured paths first (quickstart: shows mechanics, "
-                          "its videos are noise)."},
-    )
-
-    allow_downloads: bool = field(
-        default=False,
-        metadata={"help": "Let loaders fetch missing weights from the Hugging Face hub; off: every model must be a "
-                          "local directory or already in the cache, and nothing is fetched."},
-    )
-
-    def __post_init__(self) -> None:
-        if not RUN_NAME.fullmatch(self.name):
-            raise ValueError(f"`name` must be a plain folder name (letters, digits, `.`, `_`, `-`, not starting with "
-                             f"`.`), got `{self.name}`")
-        if not self.output_dir:
-            raise ValueError("`output_dir` must not be empty (use `.` for the current folder)")
 
 
 @dataclass
@@ -71,7 +48,7 @@ class VideoConfig:
     batch_size: int = field(default=1, metadata={"help": "Videos generated per pipeline call."})
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("num_frames", "height", "width", "fps", "num_inference_steps", "batch_size"))
+        require_at_least(self, ("num_frames", "height", "width", "fps", "num_inference_steps", "batch_size"))
 
 
 @dataclass
@@ -97,11 +74,7 @@ class PromptsConfig:
     eval_count: int = field(default=4, metadata={"help": "How many evaluation prompts."})
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("count", "eval_count"))
-
-
-# A reward name is used as a column, a file-name part and a selector option: a plain identifier.
-REWARD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+        require_at_least(self, ("count", "eval_count"))
 
 
 @dataclass
@@ -113,8 +86,8 @@ class RepositoryConfig:
     )
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("lora_videos", "base_videos"))
-        _require_positive(self, ("regenerate_videos",), minimum=0)
+        require_at_least(self, ("lora_videos", "base_videos"))
+        require_at_least(self, ("regenerate_videos",), minimum=0)
 
 
 @dataclass
@@ -125,13 +98,16 @@ class SelectionConfig:
     plot_x: str = field(default="identity", metadata={"help": "Reward on the plot's x axis."})
     plot_y: str = field(default="dynamic", metadata={"help": "Reward on the plot's y axis."})
 
+    def __post_init__(self) -> None:
+        check_selector_chain(self.selectors, "selectors")
+
     def check_names(self, rewards: list[str]) -> None:
         """Plot axes and selector options name rewards and sources that exist in this run."""
         for name in ("plot_x", "plot_y"):
             if getattr(self, name) not in rewards:
                 raise ValueError(f"`{name}` must name a reward ({', '.join(rewards)}), got `{getattr(self, name)}`")
         for index, spec in enumerate(self.selectors):
-            check_selector_names(spec, f"selectors.{index}.options", rewards)
+            check_selector_names(spec, f"selectors.{index}.options", rewards, SOURCES)
 
 
 @dataclass
@@ -154,7 +130,7 @@ class EvaluationConfig:
     )
 
     def __post_init__(self) -> None:
-        _require_positive(self, ("videos_per_prompt", "face_det_size"))
+        require_at_least(self, ("videos_per_prompt", "face_det_size"))
 
 
 @dataclass
@@ -168,7 +144,7 @@ class MagicIDConfig:
                           "MagicID's and required; add more under names of your choice."})
     stage1: SelectionConfig = field(metadata={"help": "Identity-preferred pairs from V_id ∪ V_s (Sec. 3.4)."})
     stage2: SelectionConfig = field(metadata={"help": "Dynamic-preferred pairs from V_s ∪ V_t (Sec. 3.4)."})
-    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "Run directory and seed."})
+    run: MagicIDRunConfig = field(default_factory=MagicIDRunConfig, metadata={"help": "Run directory and seed."})
     references: ReferencesConfig = field(default_factory=ReferencesConfig, metadata={"help": "The person's photos."})
     video: VideoConfig = field(default_factory=VideoConfig, metadata={"help": "Generation settings."})
     prompts: PromptsConfig = field(default_factory=PromptsConfig, metadata={"help": "Train and evaluation prompts."})
@@ -197,9 +173,7 @@ class MagicIDConfig:
         if missing:
             raise ValueError(f"`rewards` lacks {', '.join(f'`{m}`' for m in missing)}: MagicID needs an identity, a "
                              "dynamic and a semantic reward (further rewards go under names of your choice).")
-        bad = [name for name in self.rewards if not REWARD_NAME.fullmatch(str(name))]
-        if bad:
-            raise ValueError(f"reward name `{bad[0]}` must be a plain identifier (letters, digits, `_`, `-`).")
+        check_reward_names(list(self.rewards))
         for stage in ("stage1", "stage2"):
             try:
                 getattr(self, stage).check_names(list(self.rewards))
@@ -208,25 +182,9 @@ class MagicIDConfig:
         if not self.references.photos:
             raise ValueError("`references.photos` is empty: give photos of the person, e.g. "
                              "references.photos='[me1.jpg,me2.jpg]'")
-
-
-def check_selector_names(spec: SelectorSpec, path: str, rewards: list[str], sources=SOURCES) -> None:
-    """Selector options name rewards (`reward`, `rewards`, `tolerance_rewards`, `primary`) and sources (`sources`,
-    `*_sources`); they must be the recipe's reward names and sources, so a misspelt one is a config error here
-    rather than a failure after hours of generation."""
-    options = spec.options
-    if not dataclasses.is_dataclass(options):
-        return  # options not parsed yet (no registry): the registry's own check runs later
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        values = value if isinstance(value, list) else [value]
-        if f.name in ("reward", "rewards", "tolerance_rewards", "primary"):
-            allowed = rewards
-        elif f.name == "sources" or f.name.endswith("_sources"):
-            allowed = sources
-        else:
-            continue
-        wrong = [v for v in values if v is not None and v not in allowed]
-        if wrong:
-            choices = ", ".join(allowed) or "nothing (leave it empty)"
-            raise ValueError(f"`{path}.{f.name}` names `{wrong[0]}`, which is not one of {choices}")
+        # Options the recipe decides itself: set here, they would do nothing (yet rerun stages through the hash).
+        for stage in ("identity_lora", "dpo_stage1", "dpo_stage2"):
+            refuse_set(getattr(self, stage), stage, ("num_frames", "height", "width"), "`video.*` sets them")
+        for stage in ("dpo_stage1", "dpo_stage2"):
+            refuse_set(getattr(self, stage), stage, ("init_lora",), "the identity LoRA is the reference")
+        refuse_set(self.dpo_stage2, "dpo_stage2", ("init_adapter",), "stage 2 continues stage 1's LoRA")

@@ -9,88 +9,54 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from prefopt.data import tensors_digest
-from prefopt.files import write_json, write_text
+from prefopt.errors import PrefoptError
+from prefopt.files import read_json, write_json, write_text
 from prefopt.interfaces import CLIP_FEATURES, FACE_EMBEDDING, OPTICAL_FLOW, measures
-from prefopt.media import read_media, write_media
-from prefopt.progress import progress_bar
-from prefopt.registry import get_registry
-from prefopt_plugins.rewards.common import load_reference_photos
+from prefopt.layout import StageFolder, sample_name
+from prefopt.media import load_reference_photos, read_media
+from prefopt.plugins import get_registry
+from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
+from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 from prefopt_recipes.common.stages import config_hash
-
-if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
-    from prefopt_recipes.magicid.recipe import MagicIDRecipe
+from prefopt_recipes.magicid.config import MagicIDConfig
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
 MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),
           ("stage 1 (ID pairs)", "stage1", (True, False)), ("MagicID (final)", "magicid", (True, True))]
 
 
-TABLE_FILE, TABLE_MARKDOWN = "table.json", "table.md"  # the evaluation stage's results, in its folder
-
-
-def video_name(index: int) -> str:
-    """The file of a model's index-th evaluation video (prompt-major, then seed), in its folder."""
-    return f"{index:03d}.mp4"
-
-
-def _models(recipe: MagicIDRecipe) -> list[tuple[str, str, list[Path]]]:
-    identity = recipe.lora("identity_lora")
-    loras = {"base": [], "identity": [identity], "stage1": [identity, recipe.lora("stage1")],
-             "magicid": [identity, recipe.lora("stage2")]}
-    return [(label, slug, loras[slug]) for label, slug, _ in MODELS]
-
-
-def _generate(recipe: MagicIDRecipe, backbone, folder: Path, loras: list[Path]) -> list[tuple[str, np.ndarray]]:
-    c = recipe.config
-    prompts = recipe.prompts()["eval"]
-    jobs = [(p, c.evaluation.seed + i * 1000 + k) for i, p in enumerate(prompts)
-            for k in range(c.evaluation.videos_per_prompt)]
+def _generate(backbone, folder: Path, loras: list[Path], prompts: list[str], config: MagicIDConfig,
+              sampling: Sampling) -> list[tuple[str, np.ndarray]]:
+    """Every (prompt, seed) of the evaluation, the same for every model; a video on disk is not made again."""
+    c = config.evaluation
+    pairs = [(p, c.seed + i * 1000 + k) for i, p in enumerate(prompts) for k in range(c.videos_per_prompt)]
+    jobs = [SampleJob(sample_name(index), prompt, seed) for index, (prompt, seed) in enumerate(pairs)]
     backbone.use_loras(loras)
-    videos = []
-    with progress_bar(f"evaluating: generating for {folder.name}", len(jobs)) as bar:
-        for index, (prompt, seed) in enumerate(jobs):
-            path = folder / video_name(index)
-            if not path.is_file():
-                made = backbone.generate([prompt], [seed], num_frames=c.video.num_frames, height=c.video.height,
-                                         width=c.video.width, num_inference_steps=c.video.num_inference_steps,
-                                         guidance_scale=c.video.guidance_scale)[0]
-                write_media(path, made.frames, fps=c.video.fps)
-            videos.append((prompt, read_media(path)))
-            bar.advance()
-    return videos
+    paths = sample_files(backbone, jobs, sampling, folder, description=f"evaluating: generating for {folder.name}")
+    return [(job.prompt, read_media(path)) for job, path in zip(jobs, paths)]
 
 
-def _rewards(recipe: MagicIDRecipe) -> dict:
-    return {name: get_registry().create("rewards", spec.name, spec.options)
-            for name, spec in recipe.config.rewards.items()}
-
-
-def _face_sim_model(recipe: MagicIDRecipe, identity):
+def _face_sim_model(config: MagicIDConfig, identity):
     """The identity reward as Face Sim runs it: with the protocol's detector size where the reward has one."""
-    options = recipe.config.rewards["identity"].options
-    if not hasattr(options, "det_size") or options.det_size == recipe.config.evaluation.face_det_size:
+    options = config.rewards["identity"].options
+    if not hasattr(options, "det_size") or options.det_size == config.evaluation.face_det_size:
         return identity
-    changed = dataclasses.replace(options, det_size=recipe.config.evaluation.face_det_size)
-    return get_registry().create("rewards", recipe.config.rewards["identity"].name, changed)
+    changed = dataclasses.replace(options, det_size=config.evaluation.face_det_size)
+    return get_registry().create("rewards", config.rewards["identity"].name, changed)
 
 
-def _metrics_clip(recipe: MagicIDRecipe, rewards: dict):
-    """The CLIP model for the CLIP metrics: a reward that declares CLIP features (the semantic one first), else
-    `evaluation.clip_model`."""
-    from prefopt_plugins.rewards.semantic import ClipSemanticConfig, ClipSemanticReward
-
+def _metrics_clip(config: MagicIDConfig, rewards: dict):
+    """The CLIP model for the CLIP metrics: `evaluation.clip_model` when set, else a reward that declares CLIP
+    features (the semantic one first)."""
+    if config.evaluation.clip_model:
+        clip = get_registry().get("rewards", "clip-semantic")
+        return clip.cls(clip.config_class(model=config.evaluation.clip_model))
     ordered = sorted(rewards.items(), key=lambda item: item[0] != "semantic")
-    for _, reward in ordered:
-        if measures(reward, CLIP_FEATURES):
-            return reward
-    if recipe.config.evaluation.clip_model:
-        return ClipSemanticReward(ClipSemanticConfig(model=recipe.config.evaluation.clip_model))
-    return None
+    return next((reward for _, reward in ordered if measures(reward, CLIP_FEATURES)), None)
 
 
 def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -> dict[str, float]:
@@ -98,8 +64,7 @@ def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -
 
     clips, prompts = [v for _, v in videos], [p for p, _ in videos]
     row: dict[str, float] = {}
-    for role, reward in rewards.items():
-        scores = reward.score(clips, prompts, references)
+    for role, scores in score_in_memory(rewards, videos, references, description="evaluating: scoring").items():
         row[role] = float(np.mean([s.value for s in scores]))
         row[f"{role}_raw"] = float(np.mean([s.raw for s in scores]))
     # Metrics come from whichever reward declares what they need, so a third-party identity or motion reward
@@ -111,24 +76,42 @@ def _score(rewards: dict, clip, videos, references, face_model, face_sim: str) -
     return {**row, **metrics}
 
 
-def evaluate_models(recipe: MagicIDRecipe, folder: Path) -> list[dict]:
-    """Generate and score evaluation videos for every model; writes ``table.json`` and ``table.md``."""
-    backbone = recipe.backbone()
-    references = load_reference_photos(recipe.photos())
-    rewards = _rewards(recipe)  # loaded once for every model
-    clip = _metrics_clip(recipe, rewards)
-    face_model = _face_sim_model(recipe, rewards["identity"])
+def evaluate_models(folder: StageFolder, config: MagicIDConfig, backbone, loras: dict[str, list[Path]],
+                    prompts: list[str], photos: list[str], sampling: Sampling) -> list[dict]:
+    """Generate and score the evaluation videos of every model (``loras``: folder name → the LoRAs it samples
+    with); writes ``table.json`` and ``table.md``."""
+    references = load_reference_photos(photos)
+    rewards = load_rewards(config.rewards)  # loaded once for every model
+    clip = _metrics_clip(config, rewards)
+    face_model = _face_sim_model(config, rewards["identity"])
     table = []
-    for label, slug, loras in _models(recipe):
+    for label, slug, _ in MODELS:
         # Named by the LoRAs' tensors and metadata (not file bytes, which differ between two saves of one LoRA): a
         # video on disk is reused only for the weights that made it.
-        made_by = config_hash(*(tensors_digest(path) for path in loras))[:8]
-        model_folder = folder / f"{slug}-{made_by}"
-        videos = _generate(recipe, backbone, model_folder, loras)
-        table.append({"model": label, "videos": len(videos), "folder": str(model_folder),
-                      **_score(rewards, clip, videos, references, face_model, recipe.config.evaluation.face_sim)})
-    write_json(folder / TABLE_FILE, table)
-    write_text(folder / TABLE_MARKDOWN, ablation_table(table))
+        made_by = config_hash(*(tensors_digest(path) for path in loras[slug]))[:8]
+        samples = folder.samples(f"{slug}-{made_by}")
+        videos = _generate(backbone, samples, loras[slug], prompts, config, sampling)
+        table.append({"model": label, "videos": len(videos), "folder": samples.name,
+                      **_score(rewards, clip, videos, references, face_model, config.evaluation.face_sim)})
+    write_json(folder.table, table)
+    write_text(folder.table_markdown, ablation_table(table))
+    return table
+
+
+def read_evaluation(folder: StageFolder, videos_per_model: int) -> list[dict]:
+    """The evaluation table, checked: a row per model, and every model's videos on disk."""
+    table = read_json(folder.table, "the evaluation table")
+    try:
+        models = [row["model"] for row in table]
+        missing = [folder.samples(Path(row["folder"]).name) / f"{sample_name(i)}.mp4" for row in table
+                   for i in range(row["videos"])
+                   if not (folder.samples(Path(row["folder"]).name) / f"{sample_name(i)}.mp4").is_file()]
+    except (KeyError, TypeError) as e:
+        raise PrefoptError(f"the evaluation table `{folder.table}` has been edited ({e!r}).") from e
+    if models != [label for label, _, _ in MODELS] or any(row["videos"] < videos_per_model for row in table):
+        raise PrefoptError(f"the evaluation table `{folder.table}` does not hold every model's videos.")
+    if missing:
+        raise PrefoptError(f"evaluation video `{missing[0]}` is missing.")
     return table
 
 

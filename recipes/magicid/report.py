@@ -6,18 +6,16 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
 from prefopt.files import copy_file, write_text
-from prefopt.lora import LORA_WEIGHTS_NAME
+from prefopt.interfaces import Pair, ScoredItems
+from prefopt.layout import sample_name
 from prefopt.media import read_media
 from prefopt.report import frame_strip, plot_training, pyplot, save_figure, thumbnail
-from prefopt.selection import PAIRS_FILE, PAIRS_PLOT
-from prefopt_recipes.magicid.evaluation import TABLE_FILE, TABLE_MARKDOWN, video_name
-
-if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
-    from prefopt_recipes.magicid.recipe import MagicIDRecipe
+from prefopt.repository import MediaRepository
+from prefopt_recipes.common.stages import RunResult
+from prefopt_recipes.magicid.config import MagicIDConfig
 
 
 def plot_timings(path: Path, timings: dict[str, float]) -> None:
@@ -32,11 +30,9 @@ def plot_timings(path: Path, timings: dict[str, float]) -> None:
     plt.close(fig)
 
 
-def plot_reward_distributions(path: Path, recipe: MagicIDRecipe) -> None:
+def plot_reward_distributions(path: Path, table: ScoredItems, rewards: list[str]) -> None:
     plt = pyplot()
-    table = recipe.scored()
     groups = sorted(set(table.sources))
-    rewards = list(recipe.config.rewards)
     fig, axes = plt.subplots(1, len(rewards), figsize=(4 * len(rewards), 3.8), dpi=100, squeeze=False)
     for ax, role in zip(axes[0], rewards):
         data = [table.scores[role][table.sources == g] for g in groups]
@@ -62,13 +58,9 @@ PAIRS_SHOWN = 24
 PAIR_FRAMES = 3  # first, middle and last frame: enough to see which of a pair moves
 
 
-def _pairs_table(out: Path, recipe: MagicIDRecipe, stage: str) -> str:
+def _pairs_table(out: Path, repo: MediaRepository, pairs: list[Pair]) -> str:
     """The first pairs of a stage: thumbnails of winner and loser (``PAIR_FRAMES`` frames), sources, prompt, reward gaps."""
-    from prefopt.selection import read_pairs_table
-
-    repo = recipe.repository()
     items = repo.items_by_id()
-    pairs = read_pairs_table(recipe.stage_dir(stage) / PAIRS_FILE)
     rows = []
     for pair in pairs[:PAIRS_SHOWN]:
         cells = []
@@ -86,48 +78,53 @@ def _pairs_table(out: Path, recipe: MagicIDRecipe, stage: str) -> str:
             + "".join(rows) + "</table>" + more)
 
 
-def _references(out: Path, recipe: MagicIDRecipe) -> str:
+def _references(out: Path, photos: list[str]) -> str:
     images = []
-    for index, photo in enumerate(recipe.photos()):
+    for index, photo in enumerate(photos):
         thumb = thumbnail(out, f"reference-{index}", read_media(photo)[:1])
         images.append(f"<figure style='display:inline-block'><img src='{thumb}'><figcaption><small>"
                       f"{html.escape(Path(photo).name)}</small></figcaption></figure>")
     return "".join(images)
 
 
-def _links(out: Path, recipe: MagicIDRecipe, rows: list[dict]) -> str:
+def _links(out: Path, result: RunResult, rows: list[dict]) -> str:
     """Links to every LoRA the run trained and every evaluation video."""
-    loras = [(stage, recipe.stage_dir(stage) / "lora" / LORA_WEIGHTS_NAME)
-             for stage in ("identity_lora", "stage1", "stage2")]
+    loras = [(stage, result.folder(stage).lora) for stage in ("identity_lora", "stage1", "stage2")]
     items = [f"<li>{html.escape(stage)}: <a href='{html.escape(os.path.relpath(path, out))}'>"
              f"{html.escape(path.name)}</a></li>" for stage, path in loras]
     for row in rows:
-        videos = sorted(p for p in Path(row["folder"]).glob("*.mp4") if not p.name.startswith("."))
+        folder = result.folder("evaluation").samples(row["folder"])
+        videos = sorted(p for p in folder.glob("*.mp4") if not p.name.startswith("."))
         links = " ".join(f"<a href='{html.escape(os.path.relpath(v, out))}'>{html.escape(v.stem)}</a>" for v in videos)
         items.append(f"<li>{html.escape(row['model'])} videos: {links}</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def write_report(recipe: MagicIDRecipe, timings: dict[str, float]) -> Path:
-    out = recipe.run_dir / "report"
+def write_report(result: RunResult, config: MagicIDConfig, repository: MediaRepository, photos: list[str],
+                 scored: ScoredItems) -> Path:
+    """The report of a finished run: references, the evaluation as the paper's Table 2 and every metric, the pairs
+    each stage chose, reward distributions, training curves, evaluation videos, files and timings."""
+    out = result.layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    plot_timings(out / "timings.png", timings)
-    plot_reward_distributions(out / "rewards.png", recipe)
-    plot_training(out / "training.png", {"identity LoRA (SFT)": recipe.stage_dir("identity_lora"),
-                                         "DPO stage 1": recipe.stage_dir("stage1"),
-                                         "DPO stage 2": recipe.stage_dir("stage2")})
+    plot_timings(out / "timings.png", result.timings())
+    plot_reward_distributions(out / "rewards.png", scored, list(config.rewards))
+    plot_training(out / "training.png", {"identity LoRA (SFT)": result.folder("identity_lora").path,
+                                         "DPO stage 1": result.folder("stage1").path,
+                                         "DPO stage 2": result.folder("stage2").path})
     for stage in ("stage1", "stage2"):
-        copy_file(recipe.stage_dir(stage) / PAIRS_PLOT, out / f"{stage}_pairs.png")
-    rows = json.loads((recipe.stage_dir("evaluation") / TABLE_FILE).read_text())
+        copy_file(result.folder(stage).pairs_plot, out / f"{stage}_pairs.png")
+    evaluation = result.folder("evaluation")
+    rows = result["evaluation"]
     strips = []
     for row in rows:
-        name = f"strip_{Path(row['folder']).name}.png"
-        frame_strip(out / name, read_media(Path(row["folder"]) / video_name(0)))
+        name = f"strip_{row['folder']}.png"
+        frame_strip(out / name, read_media(evaluation.samples(row["folder"]) / f"{sample_name(0)}.mp4"))
         strips.append((row["model"], name))
-    sections = {"references": _references(out, recipe), "links": _links(out, recipe, rows),
-                "pairs": {stage: _pairs_table(out, recipe, stage) for stage in ("stage1", "stage2")}}
-    write_text(out / "index.html", _html(recipe, rows, strips, timings, sections))
-    return out / "index.html"
+    sections = {"references": _references(out, photos), "links": _links(out, result, rows),
+                "pairs": {stage: _pairs_table(out, repository, result[stage].pairs) for stage in ("stage1", "stage2")},
+                "ablation": evaluation.table_markdown.read_text()}
+    write_text(result.layout.report, _html(config, result, rows, strips, sections))
+    return result.layout.report
 
 
 def _every_frame_faceless(count) -> bool:
@@ -147,27 +144,27 @@ def _no_face_note(rows: list[dict]) -> str:
             "Face Sim of 0 means “no face”, not “a different person”.</p>")
 
 
-def _html(recipe: MagicIDRecipe, rows, strips, timings, sections) -> str:
+def _html(config: MagicIDConfig, result: RunResult, rows, strips, sections) -> str:
     banner = ("<p class=warn>This run used tiny randomly initialised models (the quickstart): its videos are "
               "noise, and it shows the mechanics of every stage, not results.</p>"
-              if recipe.config.run.build_tiny_models else "")
+              if config.run.build_tiny_models else "")
     strip_html = "".join(f"<h3>{html.escape(m)}</h3><img src='{n}'>" for m, n in strips)
-    total = sum(timings.values())
-    prompts = recipe.prompts()
-    prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["train"])
-    eval_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts["eval"])
-    ablation = (recipe.stage_dir("evaluation") / TABLE_MARKDOWN).read_text()
-    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
-    reward_names = ", ".join(f"<code>{html.escape(name)}</code>" for name in recipe.config.rewards)
-    return f"""<!doctype html><html><head><meta charset=utf-8><title>prefopt · {html.escape(recipe.config.run.name)}</title>
+    total = sum(result.timings().values())
+    prompts = result["prompts"]
+    prompt_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts.train)
+    eval_list = "".join(f"<li>{html.escape(p)}</li>" for p in prompts.eval)
+    ablation = sections["ablation"]
+    settings = html.escape(json.dumps(to_dict(config), indent=2))
+    reward_names = ", ".join(f"<code>{html.escape(name)}</code>" for name in config.rewards)
+    return f"""<!doctype <html><head><meta charset=utf-8><title>prefopt · {html.escape(config.run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}.warn{{background:#fff3cd;padding:8px}}</style>
-</head><body><h1>MagicID run: {html.escape(recipe.config.run.name)}</h1>{banner}
-<p>Backbone <code>{html.escape(recipe.config.backbone.name)}</code>; {total:.0f} s in all.</p>
+</head><body><h1>MagicID run: {html.escape(config.run.name)}</h1>{banner}
+<p>Backbone <code>{html.escape(config.backbone.name)}</code>; {total:.0f} s in all.</p>
 <h2>Reference photos</h2>{sections["references"]}
 <h2>Evaluation on held-out prompts</h2>{_no_face_note(rows)}
 <h3>As the paper's Table 2</h3><pre>{html.escape(ablation)}</pre>
-<h3>Every metric</h3>{_eval_table(rows, list(recipe.config.rewards))}
+<h3>Every metric</h3>{_eval_table(rows, list(config.rewards))}
 <p>{reward_names}: the rewards' 1–10 values. The others are the
 paper's metrics: Face Sim (ConsisID's protocol unless configured otherwise; face-less frames beside it), Dynamic
 (VBench's mean flow score, the scale of the paper's values) and Dynamic Degree (the fraction VBench calls dynamic),
@@ -182,5 +179,5 @@ temporal consistency and CLIP-T/CLIP-I (CLIP features), FVD (needs I3D weights).
 <h2>Evaluation videos (first prompt, sampled frames)</h2>{strip_html}
 <h2>Files</h2>{sections["links"]}
 <h2>Stage timings</h2><img src='timings.png'>
-<h2>Configuration</h2><details><summary>the run's configuration (config.json)</summary><pre>{config}</pre></details>
+<h2>Configuration</h2><details><summary>the run's configuration (config.json)</summary><pre>{settings}</pre></details>
 </body></html>"""

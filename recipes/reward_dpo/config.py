@@ -6,40 +6,31 @@ from dataclasses import dataclass, field
 
 from prefopt.config import BackboneSpec, RewardSpec, SelectorSpec
 from prefopt.trainer import TrainerConfig
-from prefopt_recipes.magicid.config import REWARD_NAME, RunConfig, check_selector_names
+from prefopt_recipes.common.config import (
+    SamplingConfig,
+    SeededRunConfig,
+    check_reward_names,
+    check_selector_chain,
+    check_selector_names,
+    refuse_set,
+)
 
 
 @dataclass
-class LoopRunConfig(RunConfig):
+class LoopRunConfig(SeededRunConfig):
     name: str = field(default="reward-dpo", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
     seed: int = field(
         default=0,
         metadata={"help": "Sample j of prompt i is drawn with seed seed·10⁶ + i·samples_per_prompt + j in every "
                           "round: runs with different seeds share no sample."})
-    build_tiny_models: bool = field(
-        default=False,
-        metadata={"help": "Build tiny random models at the configured paths first (the backbone, and CLIP for "
-                          "`clip-semantic` rewards): tests and demos, their media are noise."},
-    )
 
 
 @dataclass
-class SamplingConfig:
+class LoopSamplingConfig(SamplingConfig):
     """How each round samples media to score."""
 
-    samples_per_prompt: int = field(default=4, metadata={"help": "Samples per prompt and round (seeds differ)."})
-    num_frames: int | None = field(default=None, metadata={"help": "Frames per sample; empty: the backbone's default."})
-    height: int | None = field(default=None, metadata={"help": "Sample height; empty: the backbone's default."})
-    width: int | None = field(default=None, metadata={"help": "Sample width; empty: the backbone's default."})
-    num_inference_steps: int = field(default=30, metadata={"help": "Sampling steps."})
-    guidance_scale: float = field(default=5.0, metadata={"help": "Classifier-free (or embedded) guidance."})
-    fps: int = field(default=8, metadata={"help": "Frame rate of written videos (and for motion rewards)."})
-    batch_size: int = field(default=1, metadata={"help": "Samples per pipeline call."})
-
-    def __post_init__(self) -> None:
-        for name in ("samples_per_prompt", "num_inference_steps", "fps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}")
+    samples_per_prompt: int = field(default=4, metadata={"min": 1, "help": "Samples per prompt and round (seeds "
+                                                                           "differ)."})
 
 
 @dataclass
@@ -73,7 +64,8 @@ class RewardDPOConfig:
                           "model (same seeds) and scores both, to show whether a gain carries over."})
     references: list[str] = field(
         default_factory=list, metadata={"help": "Reference photos, for rewards that compare with them (identity)."})
-    sampling: SamplingConfig = field(default_factory=SamplingConfig, metadata={"help": "Sampling in every round."})
+    sampling: LoopSamplingConfig = field(default_factory=LoopSamplingConfig,
+                                         metadata={"help": "Sampling in every round."})
     trainer: TrainerConfig = field(
         default_factory=lambda: TrainerConfig(max_steps=500),
         metadata={"help": "Diffusion-DPO in every round; round r continues round r−1's LoRA (the reference stays "
@@ -86,9 +78,7 @@ class RewardDPOConfig:
             raise ValueError(f"`rounds` must be at least 1, got {self.rounds}")
         if not self.rewards:
             raise ValueError("`rewards` is empty: name at least one reward, e.g. rewards.aesthetic.name=laion-aesthetic")
-        bad = [name for name in self.rewards if not REWARD_NAME.fullmatch(str(name))]
-        if bad:
-            raise ValueError(f"reward name `{bad[0]}` must be a plain identifier (letters, digits, `_`, `-`).")
+        check_reward_names(list(self.rewards))
         names = list(self.rewards)
         self.selection.plot_x = self.selection.plot_x or names[0]
         self.selection.plot_y = self.selection.plot_y or names[min(1, len(names) - 1)]
@@ -96,8 +86,10 @@ class RewardDPOConfig:
             if getattr(self.selection, axis) not in names:
                 raise ValueError(f"`selection.{axis}` must name a reward ({', '.join(names)}), got "
                                  f"`{getattr(self.selection, axis)}`")
+        check_selector_chain(self.selection.selectors, "selection.selectors")
         for index, spec in enumerate(self.selection.selectors):
             # Every item of a round comes from one model: there are no sources to choose between.
             check_selector_names(spec, f"selection.selectors.{index}.options", names, sources=())
         if self.trainer.mode != "dpo":
             raise ValueError(f"`trainer.mode` must be `dpo` in this recipe, got `{self.trainer.mode}`")
+        refuse_set(self.trainer, "trainer", ("num_frames", "height", "width"), "`sampling.*` sets the media size")

@@ -5,16 +5,14 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefopt.config import to_dict
 from prefopt.files import copy_file, write_text
 from prefopt.media import read_media
 from prefopt.report import plot_training, pyplot, save_figure, thumbnail
-from prefopt.selection import PAIRS_PLOT
-
-if TYPE_CHECKING:  # the recipe object these steps read (not imported at run time: a cycle)
-    from prefopt_recipes.reward_dpo.recipe import RewardDPORecipe
+from prefopt.repository import MediaRepository
+from prefopt_recipes.common.stages import RunResult
+from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
 SAMPLES_SHOWN = 4
 
@@ -39,44 +37,44 @@ def plot_rewards_by_stage(path: Path, rows: list[dict], rewards: list[str]) -> N
     plt.close(fig)
 
 
-def write_report(recipe: RewardDPORecipe, timings: dict[str, float]) -> Path:
-    out = recipe.run_dir / "report"
+def write_report(result: RunResult, config: RewardDPOConfig, rows: list[dict], repository: MediaRepository) -> Path:
+    """The report of a finished run: every reward stage by stage (``rows``), the pairs each round chose, training
+    curves and the first samples of each stage."""
+    out = result.layout.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    rewards = list(recipe.config.rewards)
-    rows = recipe.summary()
+    rewards = list(config.rewards)
     plot_rewards_by_stage(out / "rewards.png", rows, rewards)
-    rounds = {f"round {r}": recipe.stage_dir(f"round{r}") for r in range(recipe.config.rounds)}
+    rounds = {f"round {r}": result.folder(f"round{r}").path for r in range(config.rounds)}
     plot_training(out / "training.png", rounds)
     pair_plots = []
-    for r in range(recipe.config.rounds):
-        copy_file(recipe.stage_dir(f"round{r}") / PAIRS_PLOT, out / f"round{r}_pairs.png")
+    for r in range(config.rounds):
+        copy_file(result.folder(f"round{r}").pairs_plot, out / f"round{r}_pairs.png")
         pair_plots.append(f"<h3>Round {r}</h3><img src='round{r}_pairs.png'>")
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["stage", "samples", *rewards])
     body = "".join("<tr>" + "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r[c], float) else f"<td>{r[c]}</td>"
                                     for c in ["stage", "samples", *rewards]) + "</tr>" for r in rows)
     banner = ("<p style='background:#fff3cd;padding:8px'>Tiny randomly initialised models: the samples are noise; "
-              "this run shows the mechanics, not results.</p>" if recipe.config.run.build_tiny_models else "")
-    config = html.escape(json.dumps(to_dict(recipe.config), indent=2))
+              "this run shows the mechanics, not results.</p>" if config.run.build_tiny_models else "")
     page = (f"<!doctype html><meta charset='utf-8'><title>prefopt reward-DPO report</title><style>body{{font-family:"
             f"sans-serif;max-width:1100px;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px}}table{{"
             f"border-collapse:collapse}}img{{max-width:100%}}</style><h1>Reward-DPO run "
-            f"<code>{html.escape(recipe.config.run.name)}</code></h1>{banner}<p>Backbone <code>"
-            f"{html.escape(recipe.config.backbone.name)}</code>; {recipe.config.rounds} round(s); "
-            f"{sum(timings.values()):.0f} s in all. Every stage samples the same prompts with the same seeds, so "
-            f"its rewards compare with the others' pairwise.</p><h2>Rewards by stage</h2><img src='rewards.png'>"
-            f"<table><tr>{head}</tr>{body}</table><h2>Samples (first prompt)</h2>{_samples(out, recipe)}"
+            f"<code>{html.escape(config.run.name)}</code></h1>{banner}<p>Backbone <code>"
+            f"{html.escape(config.backbone.name)}</code>; {config.rounds} round(s); "
+            f"{sum(result.timings().values()):.0f} s in all. Every stage samples the same prompts with the same seeds, "
+            f"so its rewards compare with the others' pairwise.</p><h2>Rewards by stage</h2><img src='rewards.png'>"
+            f"<table><tr>{head}</tr>{body}</table><h2>Samples (first prompt)</h2>{_samples(out, result, repository)}"
             f"<h2>Pairs</h2>{''.join(pair_plots)}<h2>Training</h2><img src='training.png'>"
-            f"<h2>Config</h2><pre>{config}</pre>")
-    write_text(out / "index.html", page)
-    return out / "index.html"
+            f"<h2>Config</h2><pre>{html.escape(json.dumps(to_dict(config), indent=2))}</pre>")
+    write_text(result.layout.report, page)
+    return result.layout.report
 
 
-def _samples(out: Path, recipe: RewardDPORecipe) -> str:
-    repo = recipe.repository()
+def _samples(out: Path, result: RunResult, repository: MediaRepository) -> str:
     cells = []
-    for stage, digest in recipe.stages_sampled().items():
-        items = sorted((r for r in repo.items([stage]) if r.stage == digest), key=lambda r: r.id)
-        thumbs = "".join(f"<img src='{thumbnail(out, f'{stage}-{i}', read_media(repo.path(item.media_path)), 3)}'> "
-                         for i, item in enumerate(items[:SAMPLES_SHOWN]))
-        cells.append(f"<tr><td>{stage}</td><td>{thumbs}</td></tr>")
+    for sampled in (result[name] for name in result.stages):
+        for stage in sampled.sources:
+            items = sorted((r for r in repository.items([stage]) if r.stage == sampled.digest), key=lambda r: r.id)
+            thumbs = "".join(f"<img src='{thumbnail(out, f'{stage}-{i}', read_media(repository.path(item.media_path)), 3)}'> "
+                             for i, item in enumerate(items[:SAMPLES_SHOWN]))
+            cells.append(f"<tr><td>{stage}</td><td>{thumbs}</td></tr>")
     return "<table>" + "".join(cells) + "</table>"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from prefopt import FlowMatchingBackbone, FlowMatchingConfig
 from prefopt.hookspecs import hookimpl
-from prefopt_plugins.backbones.base import FlowMatchingBackbone, FlowMatchingConfig
 
 
 @dataclass

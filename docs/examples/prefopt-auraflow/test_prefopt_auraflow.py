@@ -14,8 +14,7 @@ import torch
 from prefopt.config import parse
 from prefopt.data import PreferenceExample
 from prefopt.media import write_media
-from prefopt.plugins import register_plugin, unregister_plugin
-from prefopt.registry import get_registry
+from prefopt.plugins import get_registry, register_plugin, unregister_plugin
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
 
 

@@ -1,6 +1,6 @@
 """A frame strip of the miniature model following each action prompt (for docs/miniature.md).
 
-    python -m prefopt_recipes.miniature.figure recipes/miniature/weights/model docs/images/miniature_actions.png
+    python -m prefopt_plugins.miniature.figure plugins/miniature/weights/model docs/images/miniature_actions.png
 
 One row per action: the 8 frames of a clip the model generates from the action's prompt (seeds fixed),
 upscaled 4× with nearest-neighbour so a reader sees the pixels the model made.
@@ -12,8 +12,8 @@ import argparse
 
 import numpy as np
 
-from prefopt_recipes.miniature.model import miniature_backbone
-from prefopt_recipes.miniature.world import ACTIONS
+from prefopt_plugins.miniature.model import miniature_backbone
+from prefopt_plugins.miniature.world import ACTIONS
 
 
 def action_strips(model: str, seeds=(0, 1), steps: int = 20) -> np.ndarray:

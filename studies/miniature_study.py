@@ -1,6 +1,6 @@
 """The paper's ablations (Tables 2 and 3) on the miniature world, over seeds and held-out identities.
 
-    python benchmarks/miniature_study.py --out runs/miniature-study
+    python studies/miniature_study.py --out runs/miniature-study
 
 For each held-out identity and seed, one run directory of `recipes/miniature.yaml` gives Table 2's rows
 (base; identity LoRA = self-reconstruction; + stage-1 ID pairs; + stage-2 Pareto pairs = the full method)
@@ -28,7 +28,7 @@ from prefopt.report import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "miniature.yaml"
-EVALUATOR = ROOT / "recipes" / "miniature" / "weights" / "evaluator" / "identity"  # seed 1; the reward's is seed 0
+EVALUATOR = ROOT / "plugins" / "miniature" / "weights" / "evaluator" / "identity"  # seed 1; the reward's is seed 0
 TABLE2 = ("base", "identity LoRA", "stage 1 (ID pairs)", "MagicID (final)")
 REWARD_ABLATION = {"ID only": "[identity]", "ID + dynamic": "[identity,dynamic]", "ID + dynamic + semantic": None}
 METRICS = {"face_sim": "Face Sim ↑", "face_sim_eval": "Face Sim (evaluator net) ↑", "flow_score": "Dynamic (flow) ↑", "dynamic_degree": "Dynamic Degree ↑",
@@ -38,7 +38,7 @@ METRICS = {"face_sim": "Face Sim ↑", "face_sim_eval": "Face Sim (evaluator net
 def run_recipe(out: Path, identity: int, seed: int, rewards: str | None) -> dict:
     """One recipe run (resumable); returns its evaluation table by model."""
     name = f"id{identity}-seed{seed}"
-    photos = [ROOT / "recipes" / "miniature" / "references" / f"avatar-{identity}-{s}.png" for s in range(3)]
+    photos = [ROOT / "plugins" / "miniature" / "references" / f"avatar-{identity}-{s}.png" for s in range(3)]
     overrides = [f"run.output_dir={out}", f"run.name={name}", f"run.seed={seed}",
                  f"references.photos=[{','.join(map(str, photos))}]",
                  *(f"{stage}.seed={seed}" for stage in ("identity_lora", "dpo_stage1", "dpo_stage2"))]
@@ -49,14 +49,14 @@ def run_recipe(out: Path, identity: int, seed: int, rewards: str | None) -> dict
                             env={**os.environ}, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"run {name} ({rewards or 'all rewards'}) failed:\n{result.stderr[-3000:]}")
-    from prefopt_recipes.magicid.evaluation import TABLE_FILE
+    from prefopt.layout import RunLayout
 
-    state = json.loads((out / name / "stages.json").read_text())
-    table = json.loads((out / name / f"evaluation-{state['evaluation']['hash']}" / TABLE_FILE).read_text())
+    evaluation = RunLayout(out / name).current("evaluation")  # the run's results, found through its layout
+    table = json.loads(evaluation.table.read_text())
     seconds = time.monotonic() - started
     print(f"{name} ({rewards or 'all rewards'}): {seconds:.0f} s", flush=True)
-    return {row["model"]: {**row, **independent_metrics(Path(row["folder"]), photos), "run_seconds": seconds}
-            for row in table}
+    return {row["model"]: {**row, **independent_metrics(evaluation.samples(row["folder"]), photos),
+                           "run_seconds": seconds} for row in table}
 
 
 def independent_metrics(folder: Path, photos: list[Path]) -> dict[str, float]:
@@ -83,7 +83,7 @@ def independent_metrics(folder: Path, photos: list[Path]) -> dict[str, float]:
 @functools.cache
 def _evaluator():
     from prefopt.config import parse
-    from prefopt.registry import get_registry
+    from prefopt.plugins import get_registry
 
     entry = get_registry().get("rewards", "miniature-id")
     return entry.cls(parse(entry.config_class, {"weights": str(EVALUATOR)}))

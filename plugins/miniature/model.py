@@ -81,7 +81,7 @@ def miniature_backbone(pretrained: str = "in-memory", pipeline=None, max_sequenc
     """prefopt's HunyuanVideo backbone on the miniature model (a saved folder, or an in-memory ``pipeline``),
     with the settings recipes/miniature.yaml uses: float32 on the CPU, no chat template, whole prompts."""
     from prefopt.config import parse
-    from prefopt.registry import get_registry
+    from prefopt.plugins import get_registry
 
     entry = get_registry().get("backbones", "hunyuan-video")
     options = parse(entry.config_class, {"pretrained": str(pretrained), "dtype": "float32", "device": "cpu",

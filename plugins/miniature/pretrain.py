@@ -1,6 +1,6 @@
 """Pretrain the miniature video model on the miniature world (CPU, 90 minutes on 2 cores).
 
-    python -m prefopt_recipes.miniature.pretrain --out recipes/miniature/weights/model --minutes 90
+    python -m prefopt_plugins.miniature.pretrain --out plugins/miniature/weights/model --minutes 90
 
 Each step draws a batch of clips of *training* identities (never the held-out ones) doing random actions
 over random backgrounds, with the action's prompt (the identity is never named), and trains the pixel-space
@@ -33,15 +33,15 @@ from prefopt.checkpoint import (
 )
 from prefopt.files import write_folder, write_json
 from prefopt.progress import configure_logging, progress_bar
-from prefopt_recipes.miniature.model import (
+from prefopt_plugins.miniature.model import (
     PROMPT_TOKENS,
     MiniatureModelConfig,
     miniature_backbone,
     miniature_pipeline,
 )
-from prefopt_recipes.miniature.world import ACTIONS, World
+from prefopt_plugins.miniature.world import ACTIONS, World
 
-logger = logging.getLogger("prefopt_recipes.miniature.pretrain")  # also when run as __main__
+logger = logging.getLogger("prefopt_plugins.miniature.pretrain")  # also when run as __main__
 # Checkpoints from before phases were recorded: the shipped model's first 60 minutes, at 16 prompt tokens.
 LEGACY_PHASE = {"from_step": 0, "max_sequence_length": 16}
 
@@ -121,7 +121,7 @@ def train(args) -> dict:
 
 
 def _command(args) -> str:
-    return (f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes {args.minutes:g} "
+    return (f"python -m prefopt_plugins.miniature.pretrain --out {args.out} --minutes {args.minutes:g} "
             f"--seed {args.seed} --world-seed {args.world_seed} --max-sequence-length {args.max_sequence_length}"
             + (" --small" if args.small else ""))
 
@@ -130,7 +130,7 @@ def _reproduce(args, phases: list[dict], step: int) -> list[str]:
     """Commands that retrain this model step for step, one per phase, run in turn: the time budget is what
     stopped each phase here, and another machine would take a different number of steps in the same time."""
     ends = [phase["from_step"] for phase in phases[1:]] + [step]
-    return [f"python -m prefopt_recipes.miniature.pretrain --out {args.out} --minutes 100000 --max-steps {end} "
+    return [f"python -m prefopt_plugins.miniature.pretrain --out {args.out} --minutes 100000 --max-steps {end} "
             f"--batch {args.batch} --lr {args.lr:g} --seed {args.seed} --world-seed {args.world_seed} "
             f"--max-sequence-length {phase['max_sequence_length']}" + (" --small" if args.small else "")
             for phase, end in zip(phases, ends)]

@@ -22,7 +22,7 @@ import torch
 from prefopt.errors import MissingWeightsError
 from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
-from prefopt.lora import LORA_WEIGHTS_NAME
+from prefopt.layout import LORA_WEIGHTS_NAME
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 

@@ -6,8 +6,8 @@ noise), then compares every
 stage's samples with round 0's (the base model) on the same prompt and sampling seed: paired differences, with
 95 % t-intervals over all pairs and over the seeds' means. Resumable: finished runs are read, not redone.
 
-    python benchmarks/reward_dpo_miniature.py                 # 3 seeds, about 2 min each on 2 cores
-    python benchmarks/reward_dpo_miniature.py --seeds 0 1 2 3 4 --out runs/reward-dpo-study
+    python studies/reward_dpo_miniature.py                 # 3 seeds, about 2 min each on 2 cores
+    python studies/reward_dpo_miniature.py --seeds 0 1 2 3 4 --out runs/reward-dpo-study
 """
 
 from __future__ import annotations
@@ -40,19 +40,23 @@ def run_seed(out: Path, seed: int) -> Path:
 
 
 def stage_scores(run: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """stage → reward → {"<prompt index>-<sample index>": value} for the run's current stages."""
-    import pyarrow.parquet as pq
+    """stage → reward → {"<prompt index>-<sample index>": value} for the samples of the run's current stages (read
+    through the run's layout and repository, as the report does)."""
+    from prefopt.layout import RunLayout
+    from prefopt.repository import MediaRepository
 
-    state = json.loads((run / "stages.json").read_text())
-    current = {f"{stage}-{record['hash']}": stage for stage, record in state.items()}
-    for heldout in ("heldout-base", "heldout-final"):  # sampled by the final stage, under its hash
-        current[f"{heldout}-{state['final']['hash']}"] = heldout
+    layout = RunLayout(run)
+    index = json.loads(layout.index.read_text())
+    digests = {name: layout.current(name).digest for name in index}
+    repository = MediaRepository(layout.repository)
+    current = {r.id: r for r in repository.items()
+               if r.stage == digests.get("final" if r.source.startswith("heldout") else r.source)}
     scores: dict[str, dict[str, dict[str, float]]] = {}
-    for part in sorted((run / "repository" / "scores").glob("part-*.parquet")):
-        for row in pq.read_table(part).to_pylist():
-            prefix, sample = row["item_id"].rsplit("-", 2)[0], "-".join(row["item_id"].rsplit("-", 2)[1:])
-            if prefix in current:
-                scores.setdefault(current[prefix], {}).setdefault(row["reward"], {})[sample] = row["value"]
+    for row in repository.score_rows():
+        item = current.get(row["item_id"])
+        if item is not None:
+            sample = "-".join(item.id.rsplit("-", 2)[1:])  # `<stage>-<hash>-<prompt>-<sample>`
+            scores.setdefault(item.source, {}).setdefault(row["reward"], {})[sample] = row["value"]
     return scores
 
 

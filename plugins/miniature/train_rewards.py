@@ -1,94 +1,36 @@
-"""The miniature world's reward models, trained here, and the reward plugins that use them.
+"""Training the miniature world's reward networks (minutes on 2 CPU cores)::
 
-* ``miniature-id``: an identity embedding network trained with an additive angular margin (ArcFace) loss
-  and one linear probe per attribute on frames and stills of the world's *training* identities: the
-  analogue of insightface's ArcFace. As
-  with ArcFace, the reward is the cosine similarity of each sampled frame's embedding to the mean
-  embedding of the reference stills. The world has exactly one avatar per frame, so there is no detector.
-* ``miniature-action``: a small 3D CNN that classifies a clip's action, its probabilities calibrated by
-  temperature scaling on clips of held-out identities; the rating is 1 + 9 × P(the prompt's action).
+    python -m prefopt_plugins.miniature.train_rewards --out DIR [--minutes 4] [--max-steps N] [--seed 0]
 
-Both train in minutes on 2 CPU cores (``python -m prefopt_recipes.miniature.rewards --out DIR``); the
-shipped weights, with their accuracy on held-out identities, are in ``recipes/miniature/weights/``.
+* the identity net: an additive angular margin (ArcFace) loss and one linear probe per attribute, on frames and
+  stills of the world's *training* identities, two thirds of them blurred or noised as generated frames are;
+* the action net: a small 3D CNN over 8 frames, its probabilities calibrated by temperature scaling on clips of
+  held-out identities.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from prefopt.errors import MissingWeightsError, PrefoptError
-from prefopt.hub import resolve_path
-from prefopt.interfaces import RewardScore
-from prefopt.scale import to_scale
-from prefopt_plugins.rewards.identity import IdentityConfig, IdentityReward
-from prefopt_recipes.miniature.world import ACTIONS, ATTRIBUTE_SIZES, World
+from prefopt_plugins.miniature.nets import (
+    EMBEDDING,
+    WEIGHTS,
+    ActionNet,
+    IdentityNet,
+    save_net,
+    to_tensor,
+)
+from prefopt_plugins.miniature.world import ACTIONS, ATTRIBUTE_SIZES, World
 
-logger = logging.getLogger("prefopt_recipes.miniature.rewards")  # also when run as __main__
-WEIGHTS = Path(__file__).resolve().parent / "weights"
-PACKAGE_WEIGHTS = "package://prefopt_recipes/miniature/weights"  # the same folder, named wherever it is installed
-EMBEDDING = 64
+logger = logging.getLogger("prefopt_plugins.miniature.train_rewards")  # also when run as __main__
 PROBE_SCALE = 8.0  # unit-norm embeddings give logits in [−|w|, |w|]; scaled, a probe's softmax can be confident
-
-
-class IdentityNet(nn.Module):
-    """32 × 32 RGB frame → unit-norm 64-d identity embedding."""
-
-    def __init__(self):
-        super().__init__()
-        layers, channels = [], 3
-        for width, stride in ((32, 1), (32, 2), (64, 2), (64, 2), (128, 2)):
-            layers += [nn.Conv2d(channels, width, 3, stride, 1), nn.BatchNorm2d(width), nn.ReLU()]
-            channels = width
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(channels, EMBEDDING)
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:  # [N, 3, 32, 32] in [-1, 1]
-        return nn.functional.normalize(self.head(self.features(frames)), dim=-1)
-
-
-class ActionNet(nn.Module):
-    """[N, 3, 8, 32, 32] clip → logits over the world's actions."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv3d(3, 32, 3, 1, 1), nn.BatchNorm3d(32), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
-            nn.Conv3d(32, 64, 3, (1, 2, 2), 1), nn.BatchNorm3d(64), nn.ReLU(),
-            nn.Conv3d(64, 64, 3, (2, 2, 2), 1), nn.BatchNorm3d(64), nn.ReLU(),
-            nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(64, len(ACTIONS)),
-        )
-
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        return self.net(clips)
-
-
-def to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``[..., H, W, 3]`` → float ``[..., 3, H, W]`` in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
-
-
-def resize_to_world(frames: np.ndarray, size: int = 32) -> np.ndarray:
-    from prefopt.media import resize_frames
-
-    frames = np.asarray(frames)
-    single = frames.ndim == 3
-    frames = frames[None] if single else frames
-    if frames.shape[1:3] != (size, size):
-        frames = resize_frames(frames, size, size)
-    return frames[0] if single else frames
-
-
-# --- training ------------------------------------------------------------------------------------------
-
 
 def _identity_batch(world: World, rng: np.random.Generator, clips: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every frame of ``clips`` random clips, plus one still per clip, of training identities; two thirds of the
@@ -227,134 +169,6 @@ def calibrate_action(net: ActionNet, world: World, seed: int) -> tuple[float, di
                          "test_nll": round(float(nn.functional.cross_entropy(test_logits / temperature, test_labels)), 4)}
 
 
-def save_net(net: nn.Module, path: Path, record: dict) -> None:
-    from prefopt.data import save_tensors
-    from prefopt.files import write_json
-
-    save_tensors(path.with_suffix(".safetensors"), net.state_dict())
-    write_json(path.with_suffix(".json"), record)
-
-
-def missing_net(path: Path, what: str) -> str | None:
-    """One sentence naming a missing miniature reward model (its weights or their record), or None."""
-    weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    if weights.is_file() and info.is_file():
-        return None
-    return (f"the miniature {what} model `{weights}` is missing; train it with "
-            "`python -m prefopt_recipes.miniature.rewards --out DIR` or use the shipped one.")
-
-
-def load_net(cls, path: Path, what: str) -> tuple[nn.Module, dict]:
-    from prefopt.data import load_tensors
-
-    missing = missing_net(path, what)
-    if missing:
-        raise MissingWeightsError(missing)
-    weights, info = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    net = cls()
-    net.load_state_dict(load_tensors(weights, f"miniature {what} model"))
-    return net.eval(), json.loads(info.read_text())
-
-
-# --- reward plugins --------------------------------------------------------------------------------------
-
-
-@dataclass
-class MiniatureIdentityConfig(IdentityConfig):
-    weights: str = field(default=f"{PACKAGE_WEIGHTS}/identity",
-                         metadata={"help": "The identity net (without suffix); `package://` paths resolve inside an installed package."})
-
-
-class MiniatureIdentityReward(IdentityReward):
-    """Identity in the miniature world: cosine of the identity net's frame embeddings to the reference stills'."""
-
-    name = "miniature-id"
-    Config = MiniatureIdentityConfig
-
-    @classmethod
-    def missing_weights(cls, config: MiniatureIdentityConfig) -> str | None:
-        return missing_net(resolve_path(config.weights), "identity")
-
-    def __init__(self, config: MiniatureIdentityConfig):
-        super().__init__(config)
-        self.net, self.info = load_net(IdentityNet, resolve_path(config.weights), "identity")
-
-    @torch.no_grad()
-    def embed_largest_face(self, image: np.ndarray) -> np.ndarray | None:
-        return self.net(to_tensor(resize_to_world(image[..., :3]))[None])[0].double().numpy()
-
-    def aggregate_references(self, embeddings: np.ndarray) -> np.ndarray:
-        mean = embeddings.mean(axis=0)
-        return mean / np.linalg.norm(mean)
-
-    def similarity(self, embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        return embeddings @ reference
-
-    def provenance(self) -> dict:
-        return {"model": "miniature identity net", "weights": self.config.weights,
-                "rank1_accuracy_held_out": self.info.get("rank1_accuracy")}
-
-
-def action_of(prompt: str) -> str:
-    """The world's action a prompt asks for (its sentence, or a keyword of it)."""
-    text = prompt.lower()
-    for action, sentence in ACTIONS.items():
-        if sentence in text:
-            return action
-    keywords = {"left": "walk_left", "right": "walk_right", "jump": "jump", "nod": "nod", "spin": "spin",
-                "closer": "zoom", "still": "still"}
-    found = [action for word, action in keywords.items() if word in text]
-    if len(found) != 1:
-        raise PrefoptError(f"prompt `{prompt}` names {'no' if not found else 'more than one'} action of the "
-                           f"miniature world; use one of: {'; '.join(ACTIONS.values())}.")
-    return found[0]
-
-
-@dataclass
-class MiniatureActionConfig:
-    weights: str = field(default=f"{PACKAGE_WEIGHTS}/action",
-                         metadata={"help": "The action classifier (without suffix); `package://` paths resolve inside an installed package."})
-
-
-class MiniatureActionReward:
-    """Prompt following in the miniature world: 1 + 9 × the calibrated probability of the prompt's action."""
-
-    name = "miniature-action"
-    Config = MiniatureActionConfig
-    raw_range = (0.0, 1.0)
-
-    @classmethod
-    def missing_weights(cls, config: MiniatureActionConfig) -> str | None:
-        return missing_net(resolve_path(config.weights), "action")
-
-    @classmethod
-    def check_prompts(cls, config: MiniatureActionConfig, prompts: list[str]) -> None:
-        """Every prompt must name one action of the world (found before any sampling, not after a round)."""
-        for prompt in prompts:
-            action_of(prompt)
-
-    def __init__(self, config: MiniatureActionConfig):
-        self.config = config
-        self.net, self.info = load_net(ActionNet, resolve_path(config.weights), "action")
-        self.temperature = float(self.info["temperature"])
-
-    @torch.no_grad()
-    def score(self, videos, prompts, references) -> list[RewardScore]:
-        results = []
-        for video, prompt in zip(videos, prompts):
-            clip = resize_to_world(np.asarray(video)[..., :3])
-            clip = clip[np.linspace(0, len(clip) - 1, 8).round().astype(int)]  # the classifier's 8 frames
-            probs = torch.softmax(self.net(to_tensor(clip).movedim(0, 1)[None]) / self.temperature, -1)[0]
-            p = float(probs[list(ACTIONS).index(action_of(prompt))])
-            results.append(RewardScore(value=to_scale(p, self.raw_range), raw=p,
-                                       metadata={"predicted": list(ACTIONS)[int(probs.argmax())]}))
-        return results
-
-    def provenance(self) -> dict:
-        return {"model": "miniature action classifier", "weights": self.config.weights,
-                "accuracy_held_out": self.info.get("accuracy"), "temperature": self.temperature}
-
-
 def main(argv=None) -> None:
     from prefopt.progress import configure_logging
 
@@ -371,7 +185,7 @@ def main(argv=None) -> None:
     out, world = Path(args.out), World(seed=args.world_seed)
     out.mkdir(parents=True, exist_ok=True)
     steps = f"--max-steps {args.max_steps} " if args.max_steps else ""
-    command = {"command": f"python -m prefopt_recipes.miniature.rewards --out {args.out} --minutes {args.minutes} "
+    command = {"command": f"python -m prefopt_plugins.miniature.train_rewards --out {args.out} --minutes {args.minutes} "
                           f"{steps}--seed {args.seed} --world-seed {args.world_seed}"}
     if args.only in (None, "identity"):
         net, record = train_identity(world, args.minutes, args.seed, args.max_steps)
