@@ -1,7 +1,5 @@
 """prefopt: preference optimization (Diffusion-DPO) for video and image diffusion models."""
 
-from typing import Any
-
 from prefopt.diffusers_backbone import (
     DDPMBackbone,
     DiffusersBackbone,
@@ -23,22 +21,11 @@ from prefopt.interfaces import (
     RewardScore,
     ScoredItems,
 )
+from prefopt.recipe import StagedRecipe
 from prefopt.scale import to_scale
+from prefopt.stages import RunResult, Stage
 
 __version__ = "0.1.0"
-
-# What a recipe subclasses lives with the recipes' shared code; it is importable from here all the same.
-_RECIPE_SKELETON = {"StagedRecipe": "prefopt_recipes.common.recipe", "Stage": "prefopt_recipes.common.stages",
-                    "RunResult": "prefopt_recipes.common.stages"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _RECIPE_SKELETON:
-        import importlib
-
-        return getattr(importlib.import_module(_RECIPE_SKELETON[name]), name)
-    raise AttributeError(f"module 'prefopt' has no attribute {name!r}")
-
 
 __all__ = [
     "Backbone",

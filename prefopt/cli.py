@@ -109,6 +109,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         print(f"{args.config}: valid (recipe `{recipe.name}`).")
         return 0
+    from prefopt.hub import downloads
+
+    # What the config's `run.allow_downloads` allows holds for everything the command does (checks included).
+    with downloads(getattr(getattr(recipe.config, "run", None), "allow_downloads", False)):
+        return _work(args, recipe, check_requirements)
+
+
+def _work(args: argparse.Namespace, recipe, check_requirements) -> int:
     if args.command == "clean":
         return _clean(recipe, dry_run=args.dry_run)
     if args.command == "select":

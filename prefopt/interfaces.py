@@ -271,7 +271,7 @@ class ReselectsPairs(Protocol):
 ABILITIES: dict[str, tuple[type, ...]] = {
     "rewards": (ChecksWeights, ChecksPrompts, ChecksReferences, BuildsTinyModel),
     "pair_selectors": (ShowsFrontiers,),
-    "backbones": (),
+    "backbones": (ChecksWeights,),
     "recipes": (ReselectsPairs,),
 }
 #: The methods each `measures` entry of a reward promises (see FACE_EMBEDDING, OPTICAL_FLOW, CLIP_FEATURES).

@@ -136,6 +136,11 @@ def sample_name(index: int) -> str:
     return f"{index:03d}"
 
 
+def find_sample(folder: Path, index: int) -> Path | None:
+    """A model's index-th sample in its folder, whatever its format (``.mp4`` for videos, ``.png`` for images)."""
+    return next((p for p in sorted(Path(folder).glob(f"{sample_name(index)}.*")) if not p.name.startswith(".")), None)
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """A run folder and every path in it."""

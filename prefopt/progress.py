@@ -52,6 +52,7 @@ def catching_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _interrupted = False  # handled (or never asked for): progress outside the block runs on
 
 
 def raise_if_interrupted() -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +75,16 @@ class TrainingDivergedError(PrefoptError):
 
 
 logger = logging.getLogger(__name__)
+
+def _only_with(config, names: tuple[str, ...], condition: bool, needed: str) -> None:
+    """Refuse options changed from their defaults that take effect only under ``needed``, when it does not hold."""
+    if condition:
+        return
+    defaults = {f.name: f.default for f in fields(config)}
+    changed = [name for name in names if getattr(config, name) != defaults[name]]
+    if changed:
+        raise ValueError(f"`{changed[0]}` takes effect only with {needed}; remove it, or set that too")
+
 
 @dataclass
 class TrainerConfig:
@@ -186,6 +196,13 @@ class TrainerConfig:
 
     def __post_init__(self) -> None:
         check_bounds(self)  # the bounds each field declares (shown by `prefopt options trainer`)
+        # Options that only matter together with another one: set alone, they would do nothing.
+        _only_with(self, ("beta", "loss_type", "label_smoothing", "rpo_alpha", "dpo_schedule", "sync_ref_model",
+                          "ref_model_sync_steps", "ref_model_mixup_alpha"), self.mode == "dpo", "`mode: dpo`")
+        _only_with(self, ("label_smoothing",), self.loss_type == "robust", "`loss_type: robust`")
+        _only_with(self, ("ref_model_sync_steps", "ref_model_mixup_alpha"), self.sync_ref_model,
+                   "`sync_ref_model: true`")
+        _only_with(self, ("checkpoint_every_n_blocks",), self.gradient_checkpointing, "`gradient_checkpointing: true`")
         if self.report_to not in TRACKERS:
             raise ValueError(f"`report_to` must be one of {', '.join(TRACKERS)}, got `{self.report_to}`")
         if self.checkpoint_save_attention and not self.gradient_checkpointing:

@@ -4,12 +4,15 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests import ROOT
+
 EXAMPLE = ROOT / "docs" / "examples" / "prefopt-contrast"
 
 
+@pytest.mark.slow
 def test_example_reward_package_is_discovered_after_pip_install(tmp_path):
     target = tmp_path / "site"
     subprocess.run(
@@ -59,6 +62,7 @@ def test_readme_plugin_snippet_matches_the_example_package():
 BACKBONE_EXAMPLE = ROOT / "docs" / "examples" / "prefopt-auraflow"
 
 
+@pytest.mark.slow
 def test_the_backbone_guide_example_package_passes_its_own_tests():
     """docs/writing-a-backbone.md's worked example: its tests run as a plugin author would run them."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BACKBONE_EXAMPLE), os.environ.get("PYTHONPATH", "")])}

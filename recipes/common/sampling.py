@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefopt.data import PreferenceExample, save_tensors
+from prefopt.distributed import barrier, is_main, shard, world
 from prefopt.errors import PrefoptError
 from prefopt.media import write_media
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository
-from prefopt_recipes.common.distributed import barrier, is_main, shard, world
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,12 @@ Written = Callable[[list[SampleJob], list[Path], list[Path | None]], None]
 
 def sample_files(backbone, jobs: Sequence[SampleJob], sampling: Sampling, media_dir: Path, *,
                  latent_dir: Path | None = None, description: str, on_written: Written | None = None,
-                 show_progress: bool = True) -> list[Path]:
-    """Make ``media_dir/<name><suffix>`` (and ``latent_dir/<name>.safetensors``) for every job whose media file is
-    missing, in batches; ``on_written(jobs, media, latents)`` after each batch. Returns every job's media path."""
+                 show_progress: bool = True, skip_existing: bool = True) -> list[Path]:
+    """Make ``media_dir/<name><suffix>`` (and ``latent_dir/<name>.safetensors``) for every job, in batches, skipping
+    those whose media file is there (unless not ``skip_existing``: the caller keeps its own record of what is done);
+    ``on_written(jobs, media, latents)`` after each batch. Returns every job's media path."""
     paths = [media_dir / f"{job.name}{sampling.suffix}" for job in jobs]
-    todo = [(job, path) for job, path in zip(jobs, paths) if not path.is_file()]
+    todo = [(job, path) for job, path in zip(jobs, paths) if not (skip_existing and path.is_file())]
     with progress_bar(description, len(todo), enabled=show_progress) as bar:
         for start in range(0, len(todo), sampling.batch_size):
             batch = todo[start : start + sampling.batch_size]
@@ -96,8 +97,10 @@ def generate_into(repository: MediaRepository, backbone, jobs: Sequence[SampleJo
                                     extra=json.dumps({"process": world()[0]}))
                         for job, path, latent in zip(batch, media, latents)])
 
+    # The repository's records say what is done: a file a crash left without its record is made (the same seed
+    # gives the same media) and recorded, never skipped unrecorded.
     sample_files(backbone, todo, sampling, repository.media_dir, latent_dir=repository.latent_dir,
-                 description=description, on_written=record, show_progress=is_main())
+                 description=description, on_written=record, show_progress=is_main(), skip_existing=False)
     barrier()
     repository.refresh()  # every process sees what the others appended
     return len(todo)

@@ -12,13 +12,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from prefopt.config import RewardSpec, to_dict
+from prefopt.distributed import barrier, is_main, shard
 from prefopt.errors import PrefoptError
 from prefopt.interfaces import RewardScore
 from prefopt.media import read_media
 from prefopt.plugins import get_registry
 from prefopt.progress import progress_bar
 from prefopt.repository import MediaRecord, MediaRepository, reward_key
-from prefopt_recipes.common.distributed import barrier, is_main, shard
 
 SCORE_BATCH = 4
 T = TypeVar("T")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.data import PreferenceExample, verify_safetensors
+from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json, write_text
 from prefopt.layout import StageFolder, sample_name
@@ -27,11 +28,11 @@ from prefopt.media import read_media
 from prefopt.plugins import get_registry
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
+from prefopt.recipe import StagedRecipe
+from prefopt.stages import RunResult, Stage
 from prefopt.trainer import DiffusionDPOTrainer, media_size
-from prefopt_recipes.common.recipe import StagedRecipe
 from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
-from prefopt_recipes.common.stages import RunResult, Stage
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
 MODELS = ("base", "trained")  # the evaluation's two models, in its table's order
@@ -93,7 +94,9 @@ class DPORecipe(StagedRecipe):
         examples, sources = self.examples()
         rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
                 for e, row in zip(examples, sources)]
-        write_text(folder.pairs_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
+        with main_first() as main:
+            if main:
+                write_text(folder.pairs_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         return f"{len(rows)} pairs from `{self.config.data.path}`"
 
     def train(self, folder: StageFolder, pairs: list[PreferenceExample]) -> str:
@@ -101,7 +104,16 @@ class DPORecipe(StagedRecipe):
         return f"DPO {self.config.trainer.max_steps} steps on {len(pairs)} pairs"
 
     def evaluate(self, folder: StageFolder, train: Path) -> str:
-        """Sample the base and the trained model on every (prompt, seed); score both with every named reward."""
+        """Sample the base and the trained model on every (prompt, seed) and score both with every named reward:
+        small, so once, on the main process."""
+        with main_first() as main:
+            if main:
+                self.sample_and_score(folder, train)
+        table = evaluation_table(folder)
+        return "; ".join(f"{row['model']}: " + ", ".join(f"{k} {row[k]:.2f}" for k in self.config.evaluation.rewards)
+                         for row in table)
+
+    def sample_and_score(self, folder: StageFolder, train: Path) -> None:
         e, backbone = self.config.evaluation, self.backbone()
         frames, height, width = media_size(backbone, self.config.trainer)
         sampling = Sampling.of(e, num_frames=e.num_frames or frames, height=e.height or height,
@@ -109,7 +121,9 @@ class DPORecipe(StagedRecipe):
         pairs = [(p, s) for p in self.evaluation_prompts() for s in range(e.seeds_per_prompt)]
         jobs = [SampleJob(sample_name(i), prompt, seed) for i, (prompt, seed) in enumerate(pairs)]
         rewards, rows = load_rewards(e.rewards), []
-        for model, loras in zip(MODELS, ([], [train])):
+        # `trainer.init_lora` is fused into both: the base model is the reference the LoRA was trained against.
+        fused = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
+        for model, loras in zip(MODELS, (fused, [*fused, train])):
             backbone.use_loras(loras)
             paths = sample_files(backbone, jobs, sampling, folder.samples(model), description=f"sampling ({model})")
             samples = [(job.prompt, read_media(path)) for job, path in zip(jobs, paths)]
@@ -117,7 +131,6 @@ class DPORecipe(StagedRecipe):
             rows.append({"model": model, "samples": len(samples),
                          **{name: float(np.mean([s.value for s in values])) for name, values in scores.items()}})
         write_json(folder.table, rows)
-        return "; ".join(f"{row['model']}: " + ", ".join(f"{k} {row[k]:.2f}" for k in e.rewards) for row in rows)
 
     def backbone(self):
         spec = self.config.backbone
@@ -135,12 +148,13 @@ class DPORecipe(StagedRecipe):
 def read_trained_pairs(folder: StageFolder) -> list[PreferenceExample]:
     try:
         rows = [json.loads(line) for line in folder.pairs_jsonl.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError) as e:
-        raise PrefoptError(f"the pairs file `{folder.pairs_jsonl}` cannot be read ({e}).") from e
-    missing = next((m for r in rows for m in (r["winner"], r["loser"]) if not Path(m).is_file()), None)
+        examples = [PreferenceExample(r["prompt"], r["winner"], r["loser"], float(r["weight"])) for r in rows]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PrefoptError(f"the pairs file `{folder.pairs_jsonl}` cannot be read ({e!r}).") from e
+    missing = next((m for e in examples for m in (e.winner, e.loser) if not Path(m).is_file()), None)
     if missing:
         raise PrefoptError(f"media file `{missing}` of the pairs in `{folder.pairs_jsonl}` is gone.")
-    return [PreferenceExample(r["prompt"], r["winner"], r["loser"], r["weight"]) for r in rows]
+    return examples
 
 
 def trained_lora(folder: StageFolder, **inputs) -> Path:
@@ -150,6 +164,6 @@ def trained_lora(folder: StageFolder, **inputs) -> Path:
 
 def evaluation_table(folder: StageFolder, **inputs) -> list[dict]:
     table = read_json(folder.table, "the evaluation table")
-    if [row.get("model") for row in table] != list(MODELS):
+    if not isinstance(table, list) or [row.get("model") if isinstance(row, dict) else None for row in table] != list(MODELS):
         raise PrefoptError(f"the evaluation table `{folder.table}` does not hold the base and the trained model.")
     return table

@@ -10,10 +10,10 @@ from pathlib import Path
 from prefopt.config import to_dict
 from prefopt.data import PreferenceExample
 from prefopt.files import write_text
-from prefopt.layout import StageFolder, sample_name
+from prefopt.layout import StageFolder, find_sample
 from prefopt.media import read_media
 from prefopt.report import plot_training, read_metrics, thumbnail
-from prefopt_recipes.common.stages import RunResult
+from prefopt.stages import RunResult
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
 PAIRS_SHOWN = 12
@@ -71,9 +71,9 @@ def _evaluation(out: Path, table: list[dict], folder: StageFolder, config: DPORe
     for index, prompt in enumerate(prompts):
         cells = []
         for model in ("base", "trained"):
-            media = sorted(folder.samples(model).glob(f"{sample_name(index * seeds)}.*"))
-            if media:
-                cells.append(f"<td><img src='{thumbnail(out, f'eval-{model}-{index}', read_media(media[0]), 3)}'></td>")
+            media = find_sample(folder.samples(model), index * seeds)
+            if media is not None:
+                cells.append(f"<td><img src='{thumbnail(out, f'eval-{model}-{index}', read_media(media), 3)}'></td>")
         strips.append(f"<tr><td>{html.escape(prompt)}</td>{''.join(cells)}</tr>")
     note = "" if rewards else "<p>No rewards configured (<code>evaluation.rewards</code>): samples only.</p>"
     return (f"<h2>Evaluation</h2>{note}<table><tr>{head}</tr>{body}</table><h3>Samples (seed 0)</h3><table><tr>"

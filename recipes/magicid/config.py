@@ -188,3 +188,7 @@ class MagicIDConfig:
         for stage in ("dpo_stage1", "dpo_stage2"):
             refuse_set(getattr(self, stage), stage, ("init_lora",), "the identity LoRA is the reference")
         refuse_set(self.dpo_stage2, "dpo_stage2", ("init_adapter",), "stage 2 continues stage 1's LoRA")
+        identity = self.rewards["identity"].options
+        if self.evaluation.face_det_size != EvaluationConfig.face_det_size and not hasattr(identity, "det_size"):
+            raise ValueError(f"`evaluation.face_det_size` applies to identity rewards with a face detector size "
+                             f"(`insightface-id`); `{self.rewards['identity'].name}` has none: remove it")

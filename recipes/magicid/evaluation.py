@@ -16,12 +16,12 @@ from prefopt.data import tensors_digest
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, write_json, write_text
 from prefopt.interfaces import CLIP_FEATURES, FACE_EMBEDDING, OPTICAL_FLOW, measures
-from prefopt.layout import StageFolder, sample_name
+from prefopt.layout import StageFolder, find_sample, sample_name
 from prefopt.media import load_reference_photos, read_media
 from prefopt.plugins import get_registry
+from prefopt.stages import config_hash
 from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
-from prefopt_recipes.common.stages import config_hash
 from prefopt_recipes.magicid.config import MagicIDConfig
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
@@ -99,19 +99,21 @@ def evaluate_models(folder: StageFolder, config: MagicIDConfig, backbone, loras:
 
 
 def read_evaluation(folder: StageFolder, videos_per_model: int) -> list[dict]:
-    """The evaluation table, checked: a row per model, and every model's videos on disk."""
+    """The evaluation table, checked: a row per model, each with ``videos_per_model`` videos on disk."""
     table = read_json(folder.table, "the evaluation table")
     try:
         models = [row["model"] for row in table]
-        missing = [folder.samples(Path(row["folder"]).name) / f"{sample_name(i)}.mp4" for row in table
-                   for i in range(row["videos"])
-                   if not (folder.samples(Path(row["folder"]).name) / f"{sample_name(i)}.mp4").is_file()]
+        missing = [(row["folder"], i) for row in table for i in range(videos_per_model)
+                   if find_sample(folder.samples(row["folder"]), i) is None]
+        counts = [row["videos"] for row in table]
     except (KeyError, TypeError) as e:
         raise PrefoptError(f"the evaluation table `{folder.table}` has been edited ({e!r}).") from e
-    if models != [label for label, _, _ in MODELS] or any(row["videos"] < videos_per_model for row in table):
-        raise PrefoptError(f"the evaluation table `{folder.table}` does not hold every model's videos.")
+    if models != [label for label, _, _ in MODELS] or any(count != videos_per_model for count in counts):
+        raise PrefoptError(f"the evaluation table `{folder.table}` does not hold {videos_per_model} videos of every "
+                           "model.")
     if missing:
-        raise PrefoptError(f"evaluation video `{missing[0]}` is missing.")
+        raise PrefoptError(f"evaluation video {sample_name(missing[0][1])} of `{folder.samples(missing[0][0])}` is "
+                           "missing.")
     return table
 
 

@@ -26,17 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.data import PreferenceExample, SFTExample, verify_safetensors
+from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, write_json
 from prefopt.interfaces import ChecksReferences, Pair, ReselectsPairs, ScoredItems
 from prefopt.layout import StageFolder
 from prefopt.media import load_reference_photos
 from prefopt.plugins import get_registry
+from prefopt.recipe import StagedRecipe
 from prefopt.repository import MediaRecord, MediaRepository, add_static_videos
 from prefopt.selection import read_pairs_table, select_into
+from prefopt.stages import RunResult, Stage, file_digest, run_directory_lock
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
-from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.recipe import StagedRecipe
 from prefopt_recipes.common.sampling import (
     SampleJob,
     Sampling,
@@ -45,7 +46,6 @@ from prefopt_recipes.common.sampling import (
     verify_items,
 )
 from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
-from prefopt_recipes.common.stages import RunResult, Stage, file_digest, run_directory_lock
 from prefopt_recipes.magicid.config import SOURCES, MagicIDConfig, SelectionConfig
 from prefopt_recipes.magicid.prompts import read_prompt_file, resolve_prompts
 
@@ -289,13 +289,13 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
             if main:  # small: generated and scored once, on the main process
                 evaluate_models(folder, self.config, self.backbone(), loras, prompts.eval, self.photos(),
                                 self.sampling(batch_size=1))
-        table = self.evaluation_table(folder)
+        table = self.evaluation_table(folder, prompts=prompts)
         return "; ".join(f"{row['model']}: id {row['identity']:.2f} dyn {row['dynamic']:.2f}" for row in table)
 
-    def evaluation_table(self, folder: StageFolder, **earlier) -> list[dict]:
+    def evaluation_table(self, folder: StageFolder, prompts: Prompts, **earlier) -> list[dict]:
         from prefopt_recipes.magicid.evaluation import read_evaluation
 
-        return read_evaluation(folder, self.config.evaluation.videos_per_prompt)
+        return read_evaluation(folder, len(prompts.eval) * self.config.evaluation.videos_per_prompt)
 
     def write_report(self, result: RunResult) -> Path:
         from prefopt_recipes.magicid.report import write_report

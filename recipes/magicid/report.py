@@ -10,11 +10,11 @@ from pathlib import Path
 from prefopt.config import to_dict
 from prefopt.files import copy_file, write_text
 from prefopt.interfaces import Pair, ScoredItems
-from prefopt.layout import sample_name
+from prefopt.layout import find_sample
 from prefopt.media import read_media
 from prefopt.report import frame_strip, plot_training, pyplot, save_figure, thumbnail
 from prefopt.repository import MediaRepository
-from prefopt_recipes.common.stages import RunResult
+from prefopt.stages import RunResult
 from prefopt_recipes.magicid.config import MagicIDConfig
 
 
@@ -94,7 +94,7 @@ def _links(out: Path, result: RunResult, rows: list[dict]) -> str:
              f"{html.escape(path.name)}</a></li>" for stage, path in loras]
     for row in rows:
         folder = result.folder("evaluation").samples(row["folder"])
-        videos = sorted(p for p in folder.glob("*.mp4") if not p.name.startswith("."))
+        videos = [find_sample(folder, i) for i in range(row["videos"])]
         links = " ".join(f"<a href='{html.escape(os.path.relpath(v, out))}'>{html.escape(v.stem)}</a>" for v in videos)
         items.append(f"<li>{html.escape(row['model'])} videos: {links}</li>")
     return "<ul>" + "".join(items) + "</ul>"
@@ -118,7 +118,7 @@ def write_report(result: RunResult, config: MagicIDConfig, repository: MediaRepo
     strips = []
     for row in rows:
         name = f"strip_{row['folder']}.png"
-        frame_strip(out / name, read_media(evaluation.samples(row["folder"]) / f"{sample_name(0)}.mp4"))
+        frame_strip(out / name, read_media(find_sample(evaluation.samples(row["folder"]), 0)))
         strips.append((row["model"], name))
     sections = {"references": _references(out, photos), "links": _links(out, result, rows),
                 "pairs": {stage: _pairs_table(out, repository, result[stage].pairs) for stage in ("stage1", "stage2")},

@@ -18,17 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from prefopt.data import verify_safetensors
+from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_lines, write_json
 from prefopt.interfaces import ScoredItems
 from prefopt.layout import StageFolder
 from prefopt.media import load_reference_photos
 from prefopt.plugins import get_registry
+from prefopt.recipe import StagedRecipe
 from prefopt.repository import MediaRecord, MediaRepository
 from prefopt.selection import read_pairs_table, select_into
+from prefopt.stages import RunResult, Stage
 from prefopt.trainer import DiffusionDPOTrainer, media_size
-from prefopt_recipes.common.distributed import main_first
-from prefopt_recipes.common.recipe import StagedRecipe
 from prefopt_recipes.common.sampling import (
     SampleJob,
     Sampling,
@@ -37,7 +38,6 @@ from prefopt_recipes.common.sampling import (
     verify_items,
 )
 from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
-from prefopt_recipes.common.stages import RunResult, Stage
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
 HELDOUT_BASE, HELDOUT_FINAL = "heldout-base", "heldout-final"  # samples of prompts never trained on
@@ -99,7 +99,7 @@ class RewardDPORecipe(StagedRecipe):
         return prompts
 
     def reference_digests(self) -> list[str]:
-        from prefopt_recipes.common.stages import file_digest
+        from prefopt.stages import file_digest
 
         return [file_digest(p) for p in self.config.references]
 

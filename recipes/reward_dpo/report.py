@@ -11,7 +11,7 @@ from prefopt.files import copy_file, write_text
 from prefopt.media import read_media
 from prefopt.report import plot_training, pyplot, save_figure, thumbnail
 from prefopt.repository import MediaRepository
-from prefopt_recipes.common.stages import RunResult
+from prefopt.stages import RunResult
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 
 SAMPLES_SHOWN = 4

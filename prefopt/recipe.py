@@ -1,0 +1,92 @@
+"""The skeleton every staged recipe shares: a config, a list of stages, and a report of what they made.
+
+A recipe subclasses :class:`StagedRecipe` and says three things: its stages (:meth:`StagedRecipe.stages`, read top
+to bottom like a torchtune recipe), the components whose weights it needs (:meth:`StagedRecipe.components`), and
+its report (:meth:`StagedRecipe.write_report`, given the run's :class:`RunResult`). Running, resuming, locking the
+run folder, the records that describe it, ``prefopt clean``, tiny models for demos and the requirement checks are
+the skeleton's.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.console import Console
+
+from prefopt.config import ComponentSpec
+from prefopt.distributed import main_first
+from prefopt.hub import downloads
+from prefopt.layout import RunLayout
+from prefopt.runner import missing_component_weights
+from prefopt.stages import RunResult, Stage, StageRunner, clean_run, run_directory_lock
+
+
+class StagedRecipe(abc.ABC):
+    """A recipe run as typed stages in ``<run.output_dir>/<run.name>/``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.layout = RunLayout.of(config.run)
+        self.console = Console()
+
+    # --- what a recipe says ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def stages(self) -> list[Stage]:
+        """The stages, in order (building the list loads no model)."""
+
+    @abc.abstractmethod
+    def write_report(self, result: RunResult) -> Path:
+        """Write the report of a finished run (main process) and return its index page."""
+
+    def components(self) -> Sequence[ComponentSpec]:
+        """The backbone and rewards whose weights the run needs."""
+        return [self.config.backbone]
+
+    def missing_inputs(self) -> list[str]:
+        """Sentences naming inputs besides weights that are missing (reference photos, prompts)."""
+        return []
+
+    def check_inputs(self) -> None:
+        """Open what the run will read (photos, data, prompts) before any work: one sentence when it cannot."""
+
+    # --- the skeleton ---------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Side effects before the checks: tiny random models at the configured paths, when the run asks for them
+        (demos and tests), built once on the main process."""
+        if not getattr(self.config.run, "build_tiny_models", False):
+            return
+        from prefopt.tiny_models import save_tiny_models
+
+        with main_first() as main:
+            if main:
+                self.console.print("[bold yellow]Building tiny randomly initialised models: their images and videos "
+                                   "are noise; this run shows the mechanics of every stage, not results.[/bold yellow]")
+                save_tiny_models(self.components(), seed=getattr(self.config.run, "seed", 0))
+
+    def missing_requirements(self) -> list[str]:
+        """One sentence per missing weight or input; nothing is loaded."""
+        with downloads(self.config.run.allow_downloads):
+            return [*self.missing_inputs(), *missing_component_weights(self.components())]
+
+    def run(self) -> Path:
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        with downloads(self.config.run.allow_downloads), run_directory_lock(self.layout):
+            runner = StageRunner(self.layout, self.console.print, config=self.config)
+            result = runner.run_all(self.stages())
+            with main_first() as main:
+                if main:
+                    self.console.print(f"[bold]report:[/bold] {self.write_report(result)}")
+            runner.finish()
+        return self.layout.root
+
+    def clean(self, dry_run: bool = False) -> list[Path]:
+        """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
+        return clean_run(self.layout, self.stages(), dry_run)

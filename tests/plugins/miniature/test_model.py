@@ -1,0 +1,80 @@
+"""The miniature model: a pixel-space HunyuanVideo pipeline that loads, generates and trains through prefopt."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from prefopt.data import PreferenceExample
+from prefopt.media import write_media
+from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
+from prefopt_plugins.miniature.model import (
+    PROMPT_TOKENS,
+    MiniatureModelConfig,
+    miniature_backbone,
+    miniature_pipeline,
+)
+from prefopt_plugins.miniature.world import ACTIONS, World
+from tests import ROOT
+
+SMALL = MiniatureModelConfig(heads=2, head_dim=16, double_blocks=1, single_blocks=1, text_dim=16)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("miniature") / "model"
+    miniature_pipeline(SMALL).save_pretrained(folder)
+    return folder
+
+
+def _backbone(folder):
+    return miniature_backbone(folder)
+
+
+def test_a_pipeline_saved_without_a_vae_loads_as_pixel_space(saved):
+    import json
+
+    assert json.loads((saved / "model_index.json").read_text())["vae"] == [None, None]
+    backbone = _backbone(saved)
+    assert backbone.pixel_space
+    made = backbone.generate(["a person jumps up and down"], [0], num_frames=8, height=32, width=32,
+                             num_inference_steps=2, guidance_scale=1.0)[0]
+    assert made.frames.shape == (8, 32, 32, 3) and made.latents.shape == (3, 8, 32, 32)
+    pixels = torch.rand(1, 3, 8, 32, 32) * 2 - 1
+    back = backbone.decode_latents(backbone.encode_media(pixels))[0].astype(np.float32) / 127.5 - 1
+    assert np.abs(back - pixels[0].permute(1, 2, 3, 0).numpy()).max() <= 1 / 127.5  # only uint8 rounding
+
+
+def test_every_action_prompt_reaches_the_model_distinct(saved):
+    """The shipped model's first 60 minutes read 16 tokens, which cut both walking prompts to the same text."""
+    backbone = _backbone(saved)
+    embeds = [backbone.encode_prompts([prompt])["prompt_embeds"] for prompt in ACTIONS.values()]
+    for i in range(len(embeds)):
+        for j in range(i):
+            assert not torch.allclose(embeds[i], embeds[j]), (list(ACTIONS)[i], list(ACTIONS)[j])
+
+
+def test_dpo_trains_on_world_clips_in_pixel_space(saved, tmp_path):
+    world = World(frames=8, size=32)
+    paths = [str(write_media(tmp_path / f"{a}.mp4", world.clip(450, a, 0), fps=8)) for a in ("walk_left", "still")]
+    config = TrainerConfig(max_steps=2, learning_rate=1e-3, lora_rank=4, lora_alpha=4, num_frames=8, height=32,
+                           width=32, report_to="none", checkpoint_every=100)
+    trainer = DiffusionDPOTrainer(_backbone(saved), config, tmp_path / "run")
+    trainer.train([PreferenceExample("a person walks to the left", paths[0], paths[1])])
+    assert trainer.step == 2 and (tmp_path / "run" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+
+
+
+
+def test_the_recipe_reads_every_action_prompt_whole():
+    """The miniature recipe's token budget covers the world's longest prompt (the tokenizer spells)."""
+    import yaml
+
+    from prefopt.tiny_models import llama_tokenizer
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "miniature.yaml").read_text())
+    longest = max(len(llama_tokenizer()(prompt).input_ids) for prompt in ACTIONS.values())
+    assert recipe["backbone"]["options"]["max_sequence_length"] >= longest == 36
+    assert PROMPT_TOKENS >= longest

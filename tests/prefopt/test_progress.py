@@ -1,0 +1,53 @@
+"""Progress that a terminal and a redirected log can both read, and ctrl-C that is never lost."""
+
+import logging
+
+import pytest
+
+
+def test_progress_without_a_terminal_logs_plain_lines(monkeypatch, caplog):
+    import io
+
+    from prefopt import progress
+
+    monkeypatch.setattr(progress.sys, "stderr", io.StringIO())  # not a terminal (a SLURM or nohup log)
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="prefopt"), progress.progress_bar("generating", 4) as bar:
+        for _ in range(4):
+            bar.advance(loss=0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("generating: 1/4 (25%), 0:00:00 elapsed, ~0:00:00 left  loss 0.5")
+    assert lines[-1].startswith("generating: 4/4 (100%)") and len(lines) == 5
+
+
+def test_plain_progress_after_a_resume_estimates_from_this_processs_rate(monkeypatch):
+    from prefopt import progress
+
+    clock = iter([0.0, 10.0, 10.0])  # the start; one advance 10 s later, and its line
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    lines = []
+    monkeypatch.setattr(progress.logger, "info", lambda *args: lines.append(args[0] % args[1:]))
+    plain = progress._PlainLines("training", total=100, completed=90, interval=5.0)
+    plain.advance(1)  # 1 step in 10 s: 9 steps left ≈ 90 s (the 90 earlier steps must not count)
+    assert lines == ["training: 91/100 (91%), 0:00:10 elapsed, ~0:01:30 left"]
+
+
+def test_a_ctrl_c_python_drops_is_raised_at_the_next_step_of_progress():
+    """Python swallows a KeyboardInterrupt raised in an at-fork hook (a ctrl-C while ffmpeg starts): the request is
+    kept, and the next step of any progress raises it; the previous handler is back afterwards."""
+    import signal
+
+    from prefopt import progress
+
+    before = signal.getsignal(signal.SIGINT)
+    with progress.catching_interrupts():
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            handler(signal.SIGINT, None)  # the interrupt, raised where Python drops it
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt), progress.progress_bar("generating", 2) as bar:
+            bar.advance()
+    assert signal.getsignal(signal.SIGINT) is before
+    with progress.progress_bar("after", 1) as bar:  # handled: later work is not stopped by it
+        bar.advance()

@@ -1,0 +1,170 @@
+"""The offline DPO recipe end to end on tiny models, and the preference-data formats it reads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prefopt.cli import main
+from prefopt.media import write_media
+from prefopt.preferences import PreferenceDataConfig, read_rows
+from tests import ROOT
+
+pytestmark = pytest.mark.slow  # end to end: runs the whole thing (`pytest -m "not slow"` skips it)
+
+
+def _overrides(tmp_path, kind: str, size: tuple[int, int, int]) -> list[str]:
+    frames, height, width = size
+    return [f"backbone.name={kind}", f"backbone.options.pretrained={tmp_path / 'models' / kind}",
+            "backbone.options.dtype=float32", "backbone.options.device=cpu", "run.build_tiny_models=true",
+            f"run.output_dir={tmp_path / 'runs'}", "trainer.max_steps=2", f"trainer.num_frames={frames}",
+            f"trainer.height={height}", f"trainer.width={width}", "trainer.mixed_precision=no",
+            "trainer.gradient_checkpointing=false", "trainer.gradient_accumulation_steps=1",
+            "trainer.learning_rate=1e-3", "trainer.beta=100"]
+
+
+def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(image_bytes, pick_a_pic, tmp_path):
+    from prefopt.tiny_models import save_tiny_clip
+
+    data = pick_a_pic(tmp_path / "pairs.parquet")
+    clip = save_tiny_clip(tmp_path / "clip")
+    config = tmp_path / "eval.yaml"
+    config.write_text((ROOT / "recipes" / "dpo.yaml").read_text().replace(
+        "rewards: {}", f"rewards: {{prompt_match: {{name: clip-semantic, options: {{model: {clip}, device: cpu}}}}}}"))
+    code = main(["run", str(config), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32)),
+                 "evaluation.prompts=[a red fox]", "evaluation.seeds_per_prompt=1",
+                 "evaluation.num_inference_steps=2"])
+    assert code == 0
+    run = tmp_path / "runs" / "dpo"
+    train = next(run.glob("train-*"))  # the config it was trained with is kept with it, the pairs in their stage
+    pairs = [json.loads(line) for line in next(run.glob("pairs-*/pairs.jsonl")).read_text().splitlines()]
+    assert json.loads((train / "config.json").read_text()) == json.loads((run / "config.json").read_text())
+    assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
+    assert Path(pairs[1]["winner"]).read_bytes() == image_bytes(3)  # label_0 = 0: jpg_1 wins
+    first_train = next(run.glob("train-*"))
+    pick_a_pic(data, labels=(0.0, 0.0, 0.5, 1.0))  # the data edited in place: trains anew, keeps the old run
+    assert main(["run", str(config), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32))]) == 0
+    assert first_train.is_dir() and len(list(run.glob("train-*"))) == 2
+    lora = first_train / "lora" / "pytorch_lora_weights.safetensors"
+    table = json.loads(next(run.glob("evaluation-*/table.json")).read_text())
+    assert [r["model"] for r in table] == ["base", "trained"] and all(1 <= r["prompt_match"] <= 10 for r in table)
+    report = (run / "report" / "index.html").read_text()
+    assert "prompt_match" in report and "training.png" in report
+    _assert_lora_changes_the_pipeline("sdxl", tmp_path / "models" / "sdxl", lora)
+
+
+def _assert_lora_changes_the_pipeline(kind, pretrained, lora):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(str(pretrained))
+    denoiser = getattr(pipe, "unet" if kind == "sdxl" else "transformer")
+    before = [p.detach().clone() for p in denoiser.parameters()]
+    pipe.load_lora_weights(str(lora.parent))
+    pipe.fuse_lora()
+    assert any(not torch.equal(a, b) for a, b in zip(before, denoiser.parameters()))
+
+
+def test_trl_columns_with_video_pairs_train_a_tiny_ltx_video_lora(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(3):
+        chosen, rejected = (write_media(tmp_path / f"v{i}{tag}.mp4", rng.integers(0, 255, (9, 32, 32, 3), np.uint8))
+                            for tag in "ab")
+        rows.append({"prompt": f"a clip {i}", "chosen": chosen.name, "rejected": rejected.name})
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = main(["run", str(ROOT / "recipes" / "dpo.yaml"), f"data.path={tmp_path / 'pairs.jsonl'}",
+                 *_overrides(tmp_path, "ltx-video", (9, 32, 32)), "backbone.options.max_sequence_length=16"])
+    assert code == 0
+    (lora,) = (tmp_path / "runs" / "dpo").glob("train-*/lora/pytorch_lora_weights.safetensors")
+    _assert_lora_changes_the_pipeline("ltx-video", tmp_path / "models" / "ltx-video", lora)
+
+
+def test_a_missing_media_file_stops_before_any_model_loads(tmp_path, capsys):
+    (tmp_path / "pairs.jsonl").write_text(json.dumps({"prompt": "p", "winner": "gone.png", "loser": "gone2.png"}) + "\n")
+    code = main(["run", str(ROOT / "recipes" / "dpo.yaml"), f"data.path={tmp_path / 'pairs.jsonl'}",
+                 *_overrides(tmp_path, "sdxl", (1, 32, 32))])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "row 0 (winner): media file" in error and "gone.png` does not exist" in error
+    assert not list((tmp_path / "runs" / "dpo").glob("train-*"))
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+def _one_sentence(stderr: str) -> bool:
+    """prefopt said one line, an error, and no traceback (other libraries' import notices aside)."""
+    ours = [line for line in stderr.splitlines() if line.startswith("prefopt")]
+    return len(ours) == 1 and ours[0].startswith("prefopt: error: ") and "Traceback" not in stderr
+
+
+def _run_dpo(tmp_path, data_path: str, *extra: str) -> int:
+    return main(["run", str(ROOT / "recipes" / "dpo.yaml"), f"data.path={data_path}",
+                 *_overrides(tmp_path, "sdxl", (1, 32, 32)), *extra])
+
+
+def test_a_missing_path_that_looks_like_a_hub_id_never_reaches_the_hub(tmp_path, monkeypatch, capsys):
+    """`data/pairs` mistyped (it does not exist here) is a missing local path, not a hub dataset: nothing connects
+    unless `run.allow_downloads` is set."""
+    import socket
+
+    import datasets
+
+    attempts = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: attempts.append(("load_dataset", a)) or [])
+    monkeypatch.setattr(socket.socket, "connect", lambda self, address: attempts.append(("connect", address)))
+    monkeypatch.chdir(tmp_path)
+    assert _run_dpo(tmp_path, "data/pairs") == 2
+    error = capsys.readouterr().err
+    assert "preference data `data/pairs` is not a file or folder here" in error and "run.allow_downloads" in error
+    assert attempts == [] and _one_sentence(error)
+
+    from prefopt.hub import downloads
+
+    with downloads(True):  # allowed, the same id is read as a hub dataset (here the spy, not the network)
+        read_rows(PreferenceDataConfig(path="data/pairs"))
+    assert attempts and attempts[0][0] == "load_dataset" and attempts[0][1] == ("data/pairs",)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ('{"prompt": "p", "winner": "a.png", "loser": "broken.png"}',
+     r"row 1 \(loser\): media file `.*broken.png` could not be read \(SyntaxError: broken PNG file"),
+    ('["p", "a.png", "a.png"]', r"row 1: expected named columns \(an object or a table row\), got list"),
+    ('{"prompt": {"text": "p"}, "winner": "a.png", "loser": "a.png"}', r"row 1: the prompt in column `prompt` is dict"),
+    ('{"prompt": "p", "winner": "a.png", "loser": "a.png", "weight": NaN}',
+     r"row 1: `nan` in column `weight` must be a finite number"),
+    ('{"prompt": "p", "winner": "../outside.png", "loser": "a.png"}',
+     r"row 1, column `winner`: media path `../outside.png` leads outside the data folder"),
+    ('{"prompt": "p", "winner": "a.png", "loser": "a.png"', r"line 2, is not valid JSON"),
+])
+def test_every_bad_row_or_media_file_stops_the_run_before_a_model_loads(image_bytes, tmp_path, capsys, row, message):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes(image_bytes(0, "PNG", 32))
+    corrupt = bytearray(image_bytes(1, "PNG", 32))
+    corrupt[corrupt.index(b"IHDR") + 12] = 7  # an impossible colour type: PIL raises SyntaxError, not OSError
+    (data / "broken.png").write_bytes(bytes(corrupt))
+    (tmp_path / "outside.png").write_bytes(image_bytes(2, "PNG", 32))
+    (data / "pairs.jsonl").write_text('{"prompt": "p", "winner": "a.png", "loser": "a.png"}\n' + row + "\n")
+    assert _run_dpo(tmp_path, str(data / "pairs.jsonl")) == 2
+    error = capsys.readouterr().err
+    assert _one_sentence(error)
+    import re
+
+    assert re.search(message, error), error
+    assert not list((tmp_path / "runs").glob("dpo/train-*"))  # no training began
+
+

@@ -1,0 +1,80 @@
+"""recipes/miniature.yaml end to end on its shipped models, shrunk to a few videos and two steps per stage."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import ROOT
+
+pytestmark = pytest.mark.slow  # end to end: runs the whole thing (`pytest -m "not slow"` skips it)
+
+# A few videos, two steps per training stage; with so few videos, stage 1 may pair any dynamic gap.
+SMALL = ["repository.lora_videos=3", "repository.base_videos=3", "repository.regenerate_videos=3",
+         "prompts.count=2", "evaluation.videos_per_prompt=1", "identity_lora.max_steps=2", "dpo_stage1.max_steps=2",
+         "dpo_stage2.max_steps=2", "stage1.selectors.0.options.tolerance=9", "stage2.selectors.1.options.k=4"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_miniature_recipe_runs_end_to_end_on_its_shipped_models(tmp_path):
+    command = [sys.executable, "-m", "prefopt", "run", str(ROOT / "recipes" / "miniature.yaml"),
+               f"run.output_dir={tmp_path}", *SMALL]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=900, cwd=ROOT,
+                            env={**os.environ, "PREFOPT_LOAD_PLUGINS": "", "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = tmp_path / "miniature"
+    state = json.loads((run / "stages.json").read_text())
+    assert all(record["status"] == "done" for record in state.values()) and "evaluation" in state
+    assert (run / "report" / "index.html").stat().st_size > 1000
+
+    from prefopt.repository import MediaRepository
+
+    repo = MediaRepository(run / "repository")
+    sources = {item.id: item.source for item in repo.items()}
+    identity = {}
+    for row in repo.score_rows():
+        if row["reward"] == "identity":
+            identity.setdefault(sources[row["item_id"]], []).append(row["raw"])
+    # The static videos are the reference stills themselves: the identity net must recognise them, and rate
+    # the base model's avatars (other identities) lower.
+    assert np.mean(identity["static"]) > 0.8
+    assert np.mean(identity["base"]) < np.mean(identity["static"]) - 0.2, identity
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_miniature_reward_dpo_loop_runs_and_the_study_reads_it(tmp_path, monkeypatch):
+    """recipes/miniature-reward-dpo.yaml shrunk to one round of a few samples; the study script's reading and
+    pairing of its scores (studies/reward_dpo_miniature.py) on that run."""
+    small = [f"run.output_dir={tmp_path}", "run.name=seed0", "rounds=1", "sampling.samples_per_prompt=3",
+             "sampling.num_inference_steps=4", "trainer.max_steps=2", "selection.selectors.0.options.margin=0.1"]
+    result = subprocess.run([sys.executable, "-m", "prefopt", "run", str(ROOT / "recipes" / "miniature-reward-dpo.yaml"),
+                             *small], check=False, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**os.environ, "PREFOPT_LOAD_PLUGINS": "", "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    monkeypatch.syspath_prepend(str(ROOT / "studies"))
+    import reward_dpo_miniature as study
+
+    scores = study.stage_scores(tmp_path / "seed0")
+    assert set(scores) == {"round0", "final", "heldout-base", "heldout-final"}
+    assert all(len(scores[s]["action"]) == 9 for s in scores)  # 3 prompts × 3 samples, trained and held out
+    diffs = study.paired_differences(scores, "final", "action")
+    expected = [scores["final"]["action"][k] - scores["round0"]["action"][k] for k in sorted(scores["round0"]["action"])]
+    np.testing.assert_allclose(diffs, expected)
+    summary = study.summarise({0: scores})
+    assert summary["differences"]["final − round0, action"]["n_pairs"] == 9 and set(summary["per_prompt"]) == {
+        "0000", "0001", "0002"}
+
+
+def test_a_prompt_the_action_reward_cannot_score_stops_magicid_before_any_work(tmp_path, capsys):
+    from prefopt.cli import main
+
+    code = main(["run", str(ROOT / "recipes" / "miniature.yaml"), f"run.output_dir={tmp_path}",
+                 "prompts.eval=[a person flies]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "reward `semantic`: prompt `a person flies` names no action" in err
+    assert not list(tmp_path.glob("*/identity_lora-*"))
