@@ -165,6 +165,19 @@ class DiffusersBackbone(Backbone):
             patch = patch[-1] if isinstance(patch, (list, tuple)) else patch
         return int(vae * patch * self.latent_packing)
 
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The shape ``[C, F, h, w]`` one sample of this size has in the training layout (without encoding one)."""
+        if self.pixel_space:
+            return (3, num_frames, height, width)
+        pipe, config = self.pipe, self._require("vae").config
+        channels = config.get("latent_channels") or config.get("z_dim")
+        spatial = next(getattr(pipe, n) for n in ("vae_scale_factor_spatial", "vae_spatial_compression_ratio",
+                                                   "vae_scale_factor") if isinstance(getattr(pipe, n, None), int))
+        temporal = next((getattr(pipe, n) for n in ("vae_scale_factor_temporal", "vae_temporal_compression_ratio")
+                         if isinstance(getattr(pipe, n, None), int)), 1)
+        frames = 1 if self.media == "image" else (num_frames - 1) // temporal + 1
+        return (int(channels), frames, height // spatial, width // spatial)
+
     def check_media_size(self, num_frames: int, height: int, width: int) -> None:
         if self.pixel_space:  # no VAE compression for the frame count to fit
             if self.media == "image" and num_frames != 1:
@@ -421,6 +434,35 @@ class FlowMatchingBackbone(DiffusersBackbone):
         prediction = self._predict(model, noisy, timesteps * self.model_timestep_scale, conditioning)
         weights = compute_loss_weighting_for_sd3(self.config.loss_weighting, timesteps.float()).to(latents.device)
         return BackboneOutput(prediction=prediction, target=noise - latents, weights=weights.reshape(-1))
+
+    # --- online RL: the sampler's grid and one velocity at a time ----------------------------------
+
+    def sampling_sigmas(self, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
+        """The ``num_steps + 1`` times σ (1 → 0) the pipeline's Euler sampler visits: its scheduler's shift (static,
+        or e^μ of the token count) applied to :meth:`_unshifted_sigmas`, and the terminal 0."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        config = self.pipe.scheduler.config
+        # A copy, so the pipeline's scheduler keeps its state; Wan's UniPC config names its shift `flow_shift`.
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(config, shift=scheduler_shift(config))
+        kwargs = {}
+        if config.get("use_dynamic_shifting", False):
+            tokens = self._sequence_length(latent_shape)
+            slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
+            kwargs["mu"] = config.base_shift + slope * (tokens - config.base_image_seq_len)
+        scheduler.set_timesteps(sigmas=self._unshifted_sigmas(num_steps).tolist(), **kwargs)
+        return scheduler.sigmas.to(torch.float64)
+
+    def _unshifted_sigmas(self, num_steps: int) -> np.ndarray:
+        """The grid before the shift: 1, 1 − 1/N, …, 1/N, as HunyuanVideo's, FLUX's and LTX-Video's pipelines pass."""
+        return np.linspace(1.0, 1.0 / num_steps, num_steps)
+
+    def predict_velocity(self, noisy: torch.Tensor, sigmas: torch.Tensor, conditioning: dict[str, torch.Tensor],
+                         denoiser: torch.nn.Module | None = None) -> torch.Tensor:
+        """The velocity v = ε − x₀ the denoiser predicts at ``noisy`` ``[B, C, F, h, w]`` and times σ ``[B]``."""
+        model = denoiser if denoiser is not None else self.denoiser
+        sigmas = sigmas.to(noisy.device, torch.float32)
+        return self._predict(model, noisy, sigmas * self.model_timestep_scale, conditioning).float()
 
     @abc.abstractmethod
     def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:

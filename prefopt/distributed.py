@@ -18,7 +18,7 @@ T = TypeVar("T")
 def _state():
     from accelerate import PartialState
 
-    from prefopt.trainer import cpu_only
+    from prefopt.lora_trainer import cpu_only
 
     return PartialState(cpu=cpu_only())
 

@@ -130,6 +130,15 @@ class StageFolder:
         """Encoded media and prompts (the trainer's encode-once cache)."""
         return self.path / "cache"
 
+    # online RL: each epoch's rollouts
+    def rollouts(self, epoch: int) -> Path:
+        """An epoch's rollouts: prompt, seed, every reward and the advantage of each sample (JSON)."""
+        return self.path / "rollouts" / f"epoch-{epoch:04d}.json"
+
+    def rollout_strip(self, epoch: int) -> Path:
+        """The first group of an epoch's rollouts side by side (middle frames)."""
+        return self.path / "rollouts" / f"epoch-{epoch:04d}.png"
+
 
 def sample_name(index: int) -> str:
     """The file stem of a model's index-th evaluation sample (prompt-major, then seed) in its folder."""

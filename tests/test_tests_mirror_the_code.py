@@ -19,6 +19,10 @@ COVERED_ELSEWHERE = {
     "recipes/dpo/report.py": "tests/recipes/dpo/test_recipe.py",
     "recipes/reward_dpo/report.py": "tests/recipes/reward_dpo/test_recipe.py",
     "recipes/magicid/evaluation.py": "tests/recipes/magicid/test_recipe.py",
+    # The shared LoRA trainer base is what both trainers' tests train through.
+    "prefopt/lora_trainer.py": "tests/prefopt/test_trainer.py",
+    # The updates are exercised (first-update ratio, KL, each algorithm) by the online trainer's tests.
+    "prefopt/rl_updates.py": "tests/prefopt/test_online_rl.py",
 }
 
 

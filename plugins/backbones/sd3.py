@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from prefopt.diffusers_backbone import FlowMatchingBackbone, FlowMatchingConfig
@@ -56,6 +57,11 @@ class SD3Backbone(FlowMatchingBackbone):
             pooled_projections=conditioning["pooled_prompt_embeds"].to(noisy.device, self.dtype),
             return_dict=False,
         )[0].unsqueeze(2)
+
+    def _unshifted_sigmas(self, num_steps: int) -> np.ndarray:
+        """SD3's pipeline passes no grid: its scheduler spaces the steps between its (shifted) σ_max and σ_min."""
+        scheduler = self.pipe.scheduler
+        return np.linspace(scheduler.sigma_max, scheduler.sigma_min, num_steps)
 
     def _pipeline_call_kwargs(self) -> dict:
         return {"max_sequence_length": self.config.max_sequence_length}
