@@ -184,7 +184,7 @@ class OnlineRLTrainer(LoRATrainer):
         if local % config.updates_per_epoch:
             raise PrefoptError(f"each process's {local} samples per epoch do not split into `updates_per_epoch` "
                                f"({config.updates_per_epoch}) equal minibatches; change one of them.")
-        self.elapsed = 0.0
+        self.elapsed = self.cpu = 0.0
 
     def total_steps(self) -> int:
         return self.config.epochs
@@ -205,7 +205,7 @@ class OnlineRLTrainer(LoRATrainer):
         state = self._resume(denoiser, optimizer, scheduler) if resume else {}
         if not resume:
             self._truncate_metrics(0)
-        self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.elapsed, self.cpu = float(state.get("elapsed_s", 0.0)), float(state.get("cpu_s", 0.0))
         self._start_trackers()
         with progress_bar(f"online RL ({c.algorithm})", c.epochs, enabled=self.is_main, completed=self.step) as bar:
             while self.step < c.epochs:
@@ -213,7 +213,7 @@ class OnlineRLTrainer(LoRATrainer):
                 self.step += 1
                 self._log(metrics)
                 if self.step % c.checkpoint_every == 0 or self.step == c.epochs:
-                    self._checkpoint(denoiser, optimizer, scheduler, {"elapsed_s": self.elapsed})
+                    self._checkpoint(denoiser, optimizer, scheduler, {"elapsed_s": self.elapsed, "cpu_s": self.cpu})
                 bar.advance(reward=metrics["reward"], ratio=metrics.get("ratio", 1.0))
         lora = self._save_final(denoiser)
         self._finish_trackers()
@@ -238,15 +238,16 @@ class OnlineRLTrainer(LoRATrainer):
     # --- an epoch ----------------------------------------------------------------------------------
 
     def _epoch(self, prompts: list[str], denoiser, optimizer, scheduler) -> dict[str, float]:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         samples = self._rollouts(denoiser, prompts, self._groups(len(prompts)))
         reward_metrics = self._advantages(samples)
         rollout_s = time.perf_counter() - start
         health = self._updates(denoiser, optimizer, scheduler, samples)
         self.elapsed += time.perf_counter() - start
+        self.cpu += time.process_time() - cpu_start  # this process's CPU time, every thread: compute, not waiting
         self._record(samples)
         return {**reward_metrics, **health, "lr": scheduler.get_last_lr()[0], "rollout_s": rollout_s,
-                "update_s": time.perf_counter() - start - rollout_s, "elapsed_s": self.elapsed}
+                "update_s": time.perf_counter() - start - rollout_s, "elapsed_s": self.elapsed, "cpu_s": self.cpu}
 
     def _groups(self, count: int) -> list[tuple[int, int]]:
         """(group, prompt index) of this process's groups this epoch: prompts in a seeded order, pass after pass."""

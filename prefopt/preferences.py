@@ -83,24 +83,26 @@ class PreferenceDataConfig:
             raise ValueError(f"`tie_weight` must be positive, got {self.tie_weight}")
 
 
-def read_rows(config: PreferenceDataConfig) -> tuple[Iterable[dict[str, Any]], Path]:
-    """The source's rows, and the folder relative media paths start from."""
+def read_rows(config: PreferenceDataConfig, what: str = "preference data",
+              key: str = "data.path") -> tuple[Iterable[dict[str, Any]], Path]:
+    """The source's rows, and the folder relative media paths start from. ``config`` needs only ``path`` and
+    ``split`` (a prompts dataset reads through here too); ``what`` names the data in messages."""
     if not config.path:
-        raise PrefoptError("`data.path` is empty: give a pairs file, a folder or a dataset, e.g. data.path=pairs.parquet")
+        raise PrefoptError(f"`{key}` is empty: give a {what} file, a folder or a dataset id, e.g. {key}=data.parquet")
     path = Path(config.path).expanduser()
     if path.is_file():
-        return _read_table(path), path.parent
+        return _read_table(path, what), path.parent
     if path.is_dir():
-        return _read_folder(path, config.split)
+        return _read_folder(path, config.split, what)
     if not HUB_ID.fullmatch(config.path) or path.suffix.lower() in DATA_SUFFIXES:
-        raise PrefoptError(f"preference data `{config.path}` does not exist.")
+        raise PrefoptError(f"{what} `{config.path}` does not exist.")
     if not downloads_allowed():  # a mistyped local `data/pairs` must not become a connection to the hub
-        raise PrefoptError(f"preference data `{config.path}` is not a file or folder here; to read the Hugging Face "
+        raise PrefoptError(f"{what} `{config.path}` is not a file or folder here; to read the Hugging Face "
                            "dataset of that id, set `run.allow_downloads: true`.")
     return _read_hub_dataset(config.path, config.split), Path.cwd()
 
 
-def _read_table(path: Path) -> list[dict[str, Any]]:
+def _read_table(path: Path, what: str = "preference data") -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
@@ -114,24 +116,24 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
             text = path.read_text()
             if suffix == ".json" and text.lstrip().startswith("["):
                 return json.loads(text)
-            return _json_lines(text, path)
+            return _json_lines(text, path, what)
     except (OSError, ValueError) as e:
-        raise PrefoptError(f"preference data `{path}` could not be read: {e}") from e
-    raise PrefoptError(f"preference data `{path}` is not a {', '.join(DATA_SUFFIXES)} file.")
+        raise PrefoptError(f"{what} `{path}` could not be read: {e}") from e
+    raise PrefoptError(f"{what} `{path}` is not a {', '.join(DATA_SUFFIXES)} file.")
 
 
-def _json_lines(text: str, path: Path) -> list[Any]:
+def _json_lines(text: str, path: Path, what: str = "preference data") -> list[Any]:
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
             except ValueError as e:
-                raise PrefoptError(f"preference data `{path}`, line {number}, is not valid JSON ({e}).") from e
+                raise PrefoptError(f"{what} `{path}`, line {number}, is not valid JSON ({e}).") from e
     return rows
 
 
-def _read_folder(path: Path, split: str) -> tuple[list[dict[str, Any]], Path]:
+def _read_folder(path: Path, split: str, what: str = "preference data") -> tuple[list[dict[str, Any]], Path]:
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
         import datasets
 
@@ -141,7 +143,7 @@ def _read_folder(path: Path, split: str) -> tuple[list[dict[str, Any]], Path]:
         return list(dataset), path
     tables = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES and p.is_file())
     if len(tables) == 1:
-        return _read_table(tables[0]), path
+        return _read_table(tables[0], what), path
     if len(tables) > 1:
         raise PrefoptError(f"folder `{path}` holds several data files ({', '.join(p.name for p in tables)}); "
                            "point `data.path` at one of them.")

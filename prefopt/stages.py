@@ -171,7 +171,7 @@ class StageRunner:
             self.log(f"[yellow]↻ {stage.name}: configuration or inputs changed; running it in {folder.name}/ "
                      f"({stage.name}-{earlier}/ is kept; `prefopt clean` removes superseded stages)[/yellow]")
             self._forget_from(stage.name)  # the index names one chain of stages, never a mix of two configs
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         record = {"stage": stage.name, "hash": digest, "status": "running", "started": time.time()}
         if is_main():
             folder.path.mkdir(parents=True, exist_ok=True)
@@ -184,7 +184,9 @@ class StageRunner:
         summary = stage.make(folder, **inputs)
         delivered = stage.deliver(folder, **inputs)  # done only when what it made reads back whole
         barrier()
-        record = {**record, "status": "done", "seconds": time.perf_counter() - started, "summary": summary}
+        # CPU seconds of this process (every thread): what a study compares at equal compute, whatever else runs.
+        record = {**record, "status": "done", "seconds": time.perf_counter() - started,
+                  "cpu_seconds": time.process_time() - cpu_started, "summary": summary}
         if is_main():
             write_json(folder.marker, record)
         self.state[stage.name] = record

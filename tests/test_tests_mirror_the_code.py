@@ -14,10 +14,11 @@ COVERED_ELSEWHERE = {
     "plugins/miniature/nets.py": "tests/plugins/miniature/test_train_rewards.py",  # saved, loaded, missing
     # The recipes' configs are checked through `prefopt validate` on every shipped recipe, side by side.
     **{f"recipes/{recipe}/config.py": "tests/recipes/common/test_config.py"
-       for recipe in ("dpo", "magicid", "reward_dpo")},
+       for recipe in ("dpo", "magicid", "reward_dpo", "online_rl")},
     # A recipe's report is what its end-to-end run writes, and that run's test reads it.
     "recipes/dpo/report.py": "tests/recipes/dpo/test_recipe.py",
     "recipes/reward_dpo/report.py": "tests/recipes/reward_dpo/test_recipe.py",
+    "recipes/online_rl/report.py": "tests/recipes/online_rl/test_recipe.py",
     "recipes/magicid/evaluation.py": "tests/recipes/magicid/test_recipe.py",
     # The shared LoRA trainer base is what both trainers' tests train through.
     "prefopt/lora_trainer.py": "tests/prefopt/test_trainer.py",

@@ -124,7 +124,7 @@ def test_a_resumed_run_continues_exactly_and_two_runs_are_identical(tmp_path, ma
         trained = _lora(other)
         assert trained.keys() == expected.keys()
         assert all(torch.equal(trained[k], expected[k]) for k in expected)
-    timing = ("rollout_s", "update_s", "elapsed_s")
+    timing = ("rollout_s", "update_s", "elapsed_s", "cpu_s")
     strip = [{k: v for k, v in r.items() if k not in timing} for r in resumed_rows]
     assert strip == [{k: v for k, v in r.items() if k not in timing} for r in rows]
 

@@ -79,3 +79,23 @@ def test_the_reward_dpo_loop_refuses_keys_it_would_ignore_and_chains_that_cannot
 def test_the_dpo_recipe_has_no_seed_it_would_ignore(capsys):
     assert main(["validate", "recipes/dpo.yaml", "run.seed=3"]) == 2
     assert "unknown key `run.seed`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("recipe", ["recipes/online-rl.yaml", "recipes/miniature-online-rl.yaml"])
+@pytest.mark.parametrize("algorithm", ["grpo", "nft", "awm"])
+def test_the_online_rl_recipes_validate_with_every_algorithm_their_header_names(recipe, algorithm, capsys):
+    """Neither YAML sets an option of one algorithm only, so `trainer.algorithm=nft` (their headers' command)
+    switches without a key in the way."""
+    assert main(["validate", recipe, f"trainer.algorithm={algorithm}"]) == 0
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("trainer.seed=3", "`trainer.seed` cannot be set in this recipe (`run.seed` seeds the training"),
+    ("reward_weights.aesthetic=2", "`reward_weights.aesthetic` names no reward under `rewards` (action)"),
+    ("judges.action={name: miniature-action}", "`judges.action` is also a trained reward"),
+    ("trainer.sde_window_range=[0.5,0.2]", "`sde_window_range` takes effect only with `sde_window` above 0"),
+    ("trainer.nft_beta=0.5", "`nft_beta` takes effect only with `algorithm: nft`"),
+])
+def test_the_online_rl_recipe_refuses_what_would_do_nothing(override, message, capsys):
+    assert main(["validate", "recipes/miniature-online-rl.yaml", override]) == 2
+    assert message in capsys.readouterr().err

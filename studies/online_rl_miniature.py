@@ -1,0 +1,251 @@
+"""Online RL against reward-DPO rounds at equal CPU minutes, on the miniature world's worst-followed prompts.
+
+    python studies/online_rl_miniature.py --out runs/online-rl-study              # 5 seeds, every arm
+    python studies/online_rl_miniature.py --out runs/online-rl-study --budget 3   # CPU minutes of training per run
+
+Arms: reward-DPO rounds (``recipes/miniature-reward-dpo.yaml``), ``grpo``, ``grpo`` with an SDE window of 2 steps,
+``nft`` and ``awm`` (``recipes/miniature-online-rl.yaml``), each trained on jump / nod / spin with the action
+classifier as the reward. Equal compute: a pilot run of each arm (seed 99, never a study seed) measures the CPU
+seconds of one epoch (one round for reward-DPO); each arm then trains for as many epochs (rounds) as fit
+``--budget`` CPU minutes. CPU time is the training process's own (every thread), read from the stage records, so
+other work on the machine does not change it; the table reports what each run really used.
+
+Evaluation, the same for every arm: the trained LoRA and the base model sample the three trained prompts and three
+held-out actions with 8 seeds each that training never used (odd seeds; training rollouts and reward-DPO rounds use
+even or disjoint ones), and the action classifier (the optimised reward) and the judge (a second action
+classifier trained from another seed, never optimised against) score them. A run's gain is the mean over its
+evaluation samples of trained minus base. The run is the unit of analysis: tables give mean ± 95 % t-interval over
+the seeds' gains (t with n − 1 degrees of freedom). The claims below were written before any study number was
+seen; the verdicts say which held and which did not. Resumable: finished runs and evaluations are read, not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from miniature_study import interval  # mean and 95 % t-interval half-width over independent runs
+
+from prefopt.files import write_json, write_text
+from prefopt.report import pyplot, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+ONLINE = ROOT / "recipes" / "miniature-online-rl.yaml"
+REWARD_DPO = ROOT / "recipes" / "miniature-reward-dpo.yaml"
+PILOT_SEED = 99
+ARMS = {  # name → (recipe, overrides); online-RL arms keep the recipe's own evaluation negligible (the study evaluates)
+    "reward-DPO": (REWARD_DPO, ["heldout_prompts=[]"]),
+    "grpo": (ONLINE, ["trainer.algorithm=grpo"]),
+    "grpo, SDE window 2": (ONLINE, ["trainer.algorithm=grpo", "trainer.sde_window=2"]),
+    "nft": (ONLINE, ["trainer.algorithm=nft"]),
+    "awm": (ONLINE, ["trainer.algorithm=awm"]),
+}
+ONLINE_QUIET = ["evaluation.seeds_per_prompt=1", "evaluation.num_inference_steps=1", "heldout_prompts=[]"]
+TRAINED = ["a person jumps up and down", "a person nods their head", "a person spins around"]
+HELDOUT = ["a person walks to the left", "a person comes closer to the camera", "a person stands still"]
+EVAL_SEEDS = 8
+SCORERS = {"action": "package://prefopt_plugins/miniature/weights/action",
+           "judge": "package://prefopt_plugins/miniature/weights/judge/action"}
+CLAIMS = [  # written before the study's numbers were seen
+    ("grpo", "action", "trained", +1, "GRPO raises the optimised reward on the trained prompts (fresh seeds)"),
+    ("nft", "action", "trained", +1, "DiffusionNFT raises the optimised reward on the trained prompts"),
+    ("grpo", "judge", "trained", +1, "GRPO's gain is confirmed by the independent judge"),
+    ("nft", "judge", "trained", +1, "DiffusionNFT's gain is confirmed by the independent judge"),
+    ("grpo", "action", "heldout", 0, "GRPO does not harm prompts it never trained on"),
+    ("reward-DPO", "action", "trained", +1, "reward-DPO rounds raise the optimised reward at the same CPU budget"),
+]
+
+
+# --- running -------------------------------------------------------------------------------------------------------
+
+
+def run(out: Path, arm: str, seed: int, length: int | None) -> Path:
+    """One training run of an arm (resumable); ``length``: epochs (rounds for reward-DPO), None for the pilot's 2."""
+    recipe, overrides = ARMS[arm]
+    name = f"{slug(arm)}-seed{seed}"
+    length = length or (1 if recipe == REWARD_DPO else 2)
+    size = [f"rounds={length}"] if recipe == REWARD_DPO else [f"trainer.epochs={length}", *ONLINE_QUIET]
+    seeds = [f"run.seed={seed}"] + ([f"trainer.seed={seed}"] if recipe == REWARD_DPO else [])
+    command = [sys.executable, "-m", "prefopt", "run", str(recipe), f"run.output_dir={out / 'runs'}",
+               f"run.name={name}", *seeds, *overrides, *size]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ}, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    return out / "runs" / name
+
+
+def slug(arm: str) -> str:
+    return arm.lower().replace(", ", "-").replace(" ", "-")
+
+
+def training(run_dir: Path) -> tuple[Path, float, list[tuple[float, float]]]:
+    """The run's final LoRA, its training CPU seconds, and (CPU minutes, mean action reward of the samples it drew)
+    along the way, read from its stage records and metrics."""
+    from prefopt.layout import RunLayout
+
+    layout = RunLayout(run_dir)
+    records = json.loads(layout.index.read_text())
+    if "train" in records:  # online RL: one stage, a metrics line per epoch
+        folder = layout.current("train")
+        rows = [json.loads(line) for line in folder.metrics.read_text().splitlines() if line.strip()]
+        curve = [(r["cpu_s"] / 60, r["reward/action"]) for r in rows]
+        return folder.lora, records["train"]["cpu_seconds"], curve
+    rounds = sorted((n for n in records if n.startswith("round")), key=lambda n: int(n[5:]))
+    summary = json.loads(layout.rewards_summary.read_text())
+    means = {row["stage"]: row["action"] for row in summary}
+    spent, curve = 0.0, []
+    for name in rounds:  # a round's samples come from the model before its training
+        curve.append((spent / 60, means[name]))
+        spent += records[name]["cpu_seconds"]
+    return layout.current(rounds[-1]).lora, spent, curve
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------------
+
+
+def evaluate(out: Path, seed: int, model: str, lora: Path | None) -> dict[str, dict[str, list[float]]]:
+    """prompt set → scorer → the score of each evaluation sample, cached in ``out/eval``; the base model's samples
+    of a seed are shared by every arm (same seeds, same model)."""
+    cache = out / "eval" / f"seed{seed}" / f"{model}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from prefopt.config import RewardSpec, parse
+    from prefopt.media import read_media
+    from prefopt.online_rl import evaluation_seed
+    from prefopt.plugins import get_registry
+    from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
+    from prefopt_recipes.common.scoring import load_rewards, score_in_memory
+
+    backbone = get_registry().create("backbones", "hunyuan-video", {
+        "pretrained": str(ROOT / "plugins/miniature/weights/model"), "dtype": "float32", "device": "cpu",
+        "use_prompt_template": False, "max_sequence_length": 40})
+    backbone.use_loras([lora] if lora else [])
+    sampling = Sampling(num_frames=8, height=32, width=32, num_inference_steps=20, guidance_scale=1.0, batch_size=12)
+    scorers = load_rewards({name: parse(RewardSpec, {"name": "miniature-action", "options": {"weights": weights}})
+                            for name, weights in SCORERS.items()})
+    result = {}
+    for prompt_set, prompts in (("trained", TRAINED), ("heldout", HELDOUT)):
+        jobs = [SampleJob(f"{p:02d}-{j:02d}", prompt, evaluation_seed(seed, p, j))
+                for p, prompt in enumerate(prompts) for j in range(EVAL_SEEDS)]
+        folder = out / "eval" / f"seed{seed}" / model / prompt_set
+        paths = sample_files(backbone, jobs, sampling, folder, description=f"evaluating {model} ({prompt_set})")
+        scored = score_in_memory(scorers, [(j.prompt, read_media(p)) for j, p in zip(jobs, paths)])
+        result[prompt_set] = {name: [s.value for s in values] for name, values in scored.items()}
+    write_json(cache, result)
+    return result
+
+
+# --- statistics ----------------------------------------------------------------------------------------------------
+
+
+def gains(runs: dict) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """arm → prompt set → scorer → each seed's gain (mean over its evaluation samples of trained − base)."""
+    table: dict = {}
+    for arm, by_seed in runs.items():
+        for seed, entry in sorted(by_seed.items()):
+            for prompt_set, scores in entry["scores"].items():
+                for scorer, values in scores.items():
+                    base = runs["__base__"][seed]["scores"][prompt_set][scorer] if arm != "__base__" else values
+                    table.setdefault(arm, {}).setdefault(prompt_set, {}).setdefault(scorer, []).append(
+                        float(np.mean(values) - np.mean(base)))
+    table.pop("__base__", None)
+    return table
+
+
+def verdict(mean: float, half: float, direction: int) -> str:
+    if math.isnan(half):
+        return "not enough runs"
+    low, high = mean - half, mean + half
+    if direction > 0:
+        return "holds" if low > 0 else ("reversed" if high < 0 else "did not appear (interval includes 0)")
+    return "holds (no harm)" if low > -0.25 else "does not hold: the interval reaches below −0.25"
+
+
+def markdown(runs: dict, budget: float) -> str:
+    table = gains(runs)
+    intro = (f"Equal training budget: {budget:g} CPU-minutes per run (measured per run below). Gains are trained − "
+             f"base on {EVAL_SEEDS} fresh seeds per prompt; mean ± 95 % t-interval over runs (n = runs).")
+    header = ("| arm | n | epochs/rounds | CPU-min used | action, trained prompts | judge, trained prompts | "
+              "action, held-out | judge, held-out | action gain per CPU-min |")
+    lines = [intro, "", header, "|---|---|---|---|---|---|---|---|---|"]
+    for arm, sets in table.items():
+        entries = runs[arm]
+        cpu = interval([e["cpu_seconds"] / 60 for e in entries.values()])
+        cells = [f"{m:+.2f} ± {h:.2f}" for m, h in (interval(sets[s][k]) for s in ("trained", "heldout")
+                                                     for k in ("action", "judge"))]
+        ordered = [entries[seed] for seed in sorted(entries)]  # gains() lists seeds in this order
+        rate = interval([g / (e["cpu_seconds"] / 60) for g, e in zip(sets["trained"]["action"], ordered)])
+        lengths = sorted({e["length"] for e in entries.values()})
+        lines.append(f"| {arm} | {len(entries)} | {'/'.join(map(str, lengths))} | {cpu[0]:.1f} ± {cpu[1]:.1f} | "
+                     + " | ".join(cells) + f" | {rate[0]:+.3f} ± {rate[1]:.3f} |")
+    lines += ["", "| claim (fixed before the numbers) | measured | verdict |", "|---|---|---|"]
+    for arm, scorer, prompt_set, direction, text in CLAIMS:
+        if arm in table:
+            mean, half = interval(table[arm][prompt_set][scorer])
+            lines.append(f"| {text} | {mean:+.2f} ± {half:.2f} | {verdict(mean, half, direction)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(path: Path, runs: dict) -> None:
+    """Mean action reward of the samples each arm drew while training, against CPU minutes (mean over runs at each
+    epoch or round), and each arm's evaluated gain on the trained prompts (mean ± 95 % interval over runs)."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), dpi=100)
+    table = gains(runs)
+    for index, arm in enumerate(a for a in runs if a != "__base__"):
+        curves = [e["curve"] for e in runs[arm].values()]
+        length = min(len(c) for c in curves)
+        x = np.mean([[p[0] for p in c[:length]] for c in curves], axis=0)
+        y = np.mean([[p[1] for p in c[:length]] for c in curves], axis=0)
+        left.plot(x, y, marker="o", ms=3, color=f"C{index}", label=arm)
+        mean, half = interval(table[arm]["trained"]["action"])
+        judge_mean, judge_half = interval(table[arm]["trained"]["judge"])
+        right.errorbar([index - 0.1], [mean], yerr=[half], fmt="o", color=f"C{index}", capsize=4)
+        right.errorbar([index + 0.1], [judge_mean], yerr=[judge_half], fmt="s", color=f"C{index}", capsize=4, mfc="w")
+    left.set_xlabel("CPU minutes of training")
+    left.set_ylabel("mean action reward of the samples drawn")
+    left.legend(fontsize=8)
+    arms = [a for a in runs if a != "__base__"]
+    right.set_xticks(range(len(arms)), arms, fontsize=8, rotation=15)
+    right.axhline(0, color="grey", lw=0.8)
+    right.set_ylabel("gain over base, trained prompts (● action, □ judge)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "online-rl-study")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--budget", type=float, default=3.0, help="CPU minutes of training per run")
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    args = parser.parse_args(argv)
+    out = args.out.resolve()
+    runs: dict = {"__base__": {}}
+    for arm in args.arms:
+        pilot = training(run(out, arm, PILOT_SEED, None))
+        per_unit = pilot[1] / (1 if ARMS[arm][0] == REWARD_DPO else 2)
+        length = max(1, round(args.budget * 60 / per_unit))
+        print(f"{arm}: {per_unit:.0f} CPU-s per {'round' if ARMS[arm][0] == REWARD_DPO else 'epoch'} → {length}",
+              flush=True)
+        for seed in args.seeds:
+            lora, cpu_seconds, curve = training(run(out, arm, seed, length))
+            runs.setdefault(arm, {})[seed] = {"length": length, "cpu_seconds": cpu_seconds, "curve": curve,
+                                              "scores": evaluate(out, seed, slug(arm), lora)}
+            runs["__base__"][seed] = {"scores": evaluate(out, seed, "base", None)}
+            print(f"  seed {seed}: {cpu_seconds / 60:.1f} CPU-min", flush=True)
+            write_json(out / "study.json", runs)
+    write_text(out / "study.md", markdown(runs, args.budget))
+    plot(out / "study.png", runs)
+    print((out / "study.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
