@@ -114,3 +114,23 @@ def test_step_flop_count_follows_the_schedules(monkeypatch):
     kept = count_step(model, size, "joint", "trimmed", 1, 16, save_attention=True)
     assert every_block - kept == blocks_attention > 0
     assert count_step(model, size, "joint", "padded", 1, 16) > every_block  # 256 padded text tokens
+
+
+def test_online_rl_memory_reuses_the_dpo_measurement_and_fits_the_paper_size():
+    """A GRPO update of one sample keeps what DPO's split step keeps (one sample's activations beside the same weights
+    and LoRA state): the two estimates must agree row by row; with every block checkpointed one sample fits 80 GB at
+    every size, and the trajectories of an SDE window are a fifth of every step's."""
+    online, dpo = _run_benchmark("online_rl_memory.py"), _run_benchmark("dpo_memory.py")
+    assert online.returncode == 0 and dpo.returncode == 0, online.stderr[-2000:] + dpo.stderr[-2000:]
+
+    def rows(output):
+        return {(r[0].strip(), r[2].strip()): r for r in (line.split("|")[1:-1] for line in output.splitlines()
+                                                          if line.startswith(("| 33×", "| 61×")))}
+
+    grpo, split = rows(online.stdout), rows(dpo.stdout)
+    for key in (k for k in grpo if k[1] in ("none", "every 2", "all blocks")):
+        assert abs(float(grpo[key][3]) - float(split[key][5])) < 0.15, key
+    for size in ("33×320×512", "61×480×848", "61×720×1280"):
+        row = grpo[(size, "all blocks")]
+        assert float(row[3]) < 78
+        assert abs(float(row[6]) * 5 - float(row[5])) < 0.05

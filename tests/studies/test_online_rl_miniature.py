@@ -6,7 +6,7 @@ import sys
 from tests import ROOT
 
 sys.path.insert(0, str(ROOT / "studies"))
-from online_rl_miniature import CLAIMS, gains, markdown, verdict
+from online_rl_miniature import CLAIMS, gains, holm, markdown, verdict
 
 
 def _runs():
@@ -29,8 +29,15 @@ def test_verdicts_follow_the_interval():
     assert verdict(1.0, 0.5, +1) == "holds"
     assert verdict(0.2, 0.5, +1).startswith("did not appear")
     assert verdict(-1.0, 0.5, +1) == "reversed"
-    assert verdict(0.0, 0.1, 0) == "holds (no harm)"
-    assert verdict(-0.5, 0.1, 0).startswith("does not hold")
+    assert verdict(0.0, 0.1, 0).startswith("holds (no loss beyond")
+    assert verdict(-0.5, 0.1, 0).startswith("not shown")
+    assert verdict(1.0, 0.5, +1, survives=False) == "holds, does not survive Holm"
+
+
+def test_holm_rejects_step_down():
+    # m = 3: 0.01 ≤ 0.05/3, 0.02 ≤ 0.05/2, 0.04 ≤ 0.05/1: all three; with 0.03 second, the third stops at 0.05/2.
+    assert holm([0.04, 0.01, 0.02]) == [True, True, True]
+    assert holm([0.01, 0.03, 0.026]) == [True, False, False]
 
 
 def test_the_table_counts_runs_and_states_every_claim_it_can():
@@ -38,4 +45,4 @@ def test_the_table_counts_runs_and_states_every_claim_it_can():
     assert "| grpo | 3 | 6 | 2.0 ± 0.0 | +2.00 ± 2.48 |" in text  # t(0.975, 2) · 1/√3 = 2.484
     claims = [c for c in CLAIMS if c[0] == "grpo"]
     assert all(text.count(c[4]) == 1 for c in claims)
-    assert "GRPO's gain is confirmed by the independent judge | +0.00 ± 0.00 | did not appear" in text
+    assert "GRPO's gain is confirmed by the independent judge | +0.00 ± 0.00 | 1.000 | did not appear" in text

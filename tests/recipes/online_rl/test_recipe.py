@@ -14,7 +14,7 @@ from tests import ROOT
 
 RECIPE = ROOT / "recipes" / "miniature-online-rl.yaml"
 SMALL = ["trainer.epochs=2", "trainer.group_size=3", "trainer.sampling_steps=3", "trainer.micro_batch_size=9",
-         "evaluation.seeds_per_prompt=1", "evaluation.num_inference_steps=3", "heldout_prompts=[a person stands still]"]
+         "trainer.updates_per_epoch=1", "evaluation.seeds_per_prompt=1", "evaluation.num_inference_steps=3", "heldout_prompts=[a person stands still]"]
 
 
 def test_prompts_come_from_a_dataset_column(tmp_path):
