@@ -10,6 +10,7 @@ by ``share``, the micro-batch's part of the optimizer step) and its health metri
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,13 @@ class ForwardProcess:
                               pick(self.old_prediction), pick(self.old_log_prob))
 
 
+def _kept_activations(options):
+    """Where the policy forward keeps what backward needs: in host memory with ``offload_activations``."""
+    if not options.offload_activations:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available())
+
+
 def _device(conditioning: dict, device) -> dict:
     return {k: v.to(device) for k, v in conditioning.items()}
 
@@ -63,7 +71,8 @@ def grpo_update(backbone, denoiser, micro: Micro, steps: list[int], sde: SDE, op
         k = rollout.steps.index(index)
         state, next_state = rollout.states[:, k].to(device), rollout.next_states[:, k].to(device)
         args = (rollout.sigmas, index, sde, conditioning, negative, options.rollout_guidance_scale)
-        log_prob, mean, std = step_log_prob(backbone, denoiser, state, next_state, *args)
+        with _kept_activations(options):
+            log_prob, mean, std = step_log_prob(backbone, denoiser, state, next_state, *args)
         loss, step_health = clipped_surrogate(log_prob, rollout.log_probs[:, k].to(device), micro.advantages.to(device),
                                               options.clip_range)
         if options.kl_beta > 0:
@@ -113,7 +122,8 @@ def _forward_update(backbone, denoiser, micro: Micro, options, share: float, bac
     times = forward.timesteps.shape[1]
     health: dict[str, float] = {}
     for k in range(times):
-        out = _forward_outputs(backbone, denoiser, forward, k, conditioning)
+        with _kept_activations(options):
+            out = _forward_outputs(backbone, denoiser, forward, k, conditioning)
         prediction = out.prediction.float()
         loss, terms = objective(prediction, out.target.float(), k)
         terms["policy_loss"] = loss.item()

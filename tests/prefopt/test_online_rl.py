@@ -174,3 +174,13 @@ def test_two_processes_share_the_groups_and_train_the_lora_one_process_trains(tm
 
 if __name__ == "__main__":
     _train_on_ranks(sys.argv[1], sys.argv[2])
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "nft"])
+def test_offloading_activations_trains_the_same_lora(tmp_path, make_backbone, algorithm):
+    """`offload_activations` (inherited from the DPO trainer's levers) moves saved tensors to the host: same math."""
+    kept, _ = _train(make_backbone("hunyuan-video"), tmp_path, "kept", algorithm=algorithm, epochs=1)
+    offloaded, _ = _train(make_backbone("hunyuan-video"), tmp_path, "offloaded", algorithm=algorithm, epochs=1,
+                          offload_activations=True)
+    expected, got = _lora(kept), _lora(offloaded)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
