@@ -27,37 +27,81 @@ from rich.progress import (
 logger = logging.getLogger("prefopt")
 PLAIN_INTERVAL_S = 30.0
 _interrupted = False
+_kept_unraised = False  # asked for while forking and not raised since
+
+
+_forking = 0  # > 0 while os.fork runs its at-fork hooks, where Python would drop (and print) a KeyboardInterrupt
+_fork_hooks_registered = False
+
+
+def _register_fork_window() -> None:
+    """Count the at-fork window so that a ctrl-C landing there is kept rather than raised. Registered once, after
+    filelock (whose hooks are the ones seen to run, via huggingface_hub): at-fork ``before`` hooks run in reverse
+    order of registration and ``after`` hooks in order, so ours enclose every hook registered before them."""
+    import os
+
+    global _fork_hooks_registered
+    if _fork_hooks_registered or not hasattr(os, "register_at_fork"):
+        return
+    with contextlib.suppress(ImportError):  # not installed: it has no hooks to enclose
+        import filelock  # noqa: F401  (registers its hooks at import; ours must come later)
+
+    def enter() -> None:
+        global _forking
+        _forking += 1
+
+    def leave() -> None:
+        global _forking
+        _forking = max(0, _forking - 1)
+
+    def child() -> None:
+        global _forking
+        _forking = 0
+
+    os.register_at_fork(before=enter, after_in_parent=leave, after_in_child=child)
+    _fork_hooks_registered = True
 
 
 @contextlib.contextmanager
 def catching_interrupts() -> Iterator[None]:
-    """Make ctrl-C stop prefopt even when it lands where Python drops the KeyboardInterrupt (in an at-fork hook
-    while a subprocess such as ffmpeg starts, say): the request is kept, and the next step of progress raises it.
-    The previous handler is back afterwards."""
+    """Make ctrl-C stop prefopt cleanly. Python drops, with a printed traceback, a KeyboardInterrupt raised inside
+    an at-fork hook (a ctrl-C while a subprocess such as ffmpeg starts): there the request is only kept, and the
+    next step of progress, the next stage, or the end of the block raises it. The previous handler is back
+    afterwards."""
     import signal
 
-    global _interrupted
+    global _interrupted, _kept_unraised
 
     def interrupt(signum, frame) -> None:
-        global _interrupted
+        global _interrupted, _kept_unraised
         _interrupted = True
-        raise KeyboardInterrupt
+        if _forking:
+            _kept_unraised = True
+        else:
+            raise KeyboardInterrupt
 
-    _interrupted = False
+    _interrupted = _kept_unraised = False
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield
         return
+    _register_fork_window()
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
         yield
+        if _kept_unraised:  # asked for while forking, after the last step of progress
+            raise KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, previous)
-        _interrupted = False  # handled (or never asked for): progress outside the block runs on
+        _interrupted = _kept_unraised = False  # handled (or never asked for): progress outside the block runs on
 
 
 def raise_if_interrupted() -> None:
+    global _kept_unraised
     if _interrupted:
+        _kept_unraised = False
         raise KeyboardInterrupt
+
+
 LOGGERS = ("prefopt", "prefopt_plugins", "prefopt_recipes")
 
 

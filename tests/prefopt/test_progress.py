@@ -1,6 +1,8 @@
 """Progress that a terminal and a redirected log can both read, and ctrl-C that is never lost."""
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -51,3 +53,25 @@ def test_a_ctrl_c_python_drops_is_raised_at_the_next_step_of_progress():
     assert signal.getsignal(signal.SIGINT) is before
     with progress.progress_bar("after", 1) as bar:  # handled: later work is not stopped by it
         bar.advance()
+
+
+def test_a_ctrl_c_during_an_at_fork_hook_stops_cleanly_without_a_printed_traceback(tmp_path):
+    """A ctrl-C that lands in another library's at-fork hook (filelock's, seen in CI) is kept, not raised there
+    (Python would print "Exception ignored" with a traceback and drop it), and raised when the block ends."""
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGINT))  # a library's hook\n"
+        "from prefopt import progress\n"
+        "try:\n"
+        "    with progress.catching_interrupts():\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            os._exit(0)\n"
+        "        os.waitpid(pid, 0)\n"
+        "        print('forked', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n")
+    result = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["forked", "interrupted"], result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
