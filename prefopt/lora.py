@@ -14,6 +14,7 @@ from prefopt.layout import LORA_WEIGHTS_NAME
 
 POLICY_ADAPTER = "dpo"
 REFERENCE_ADAPTER = "ref"
+INIT_ADAPTER = "init"  # an earlier LoRA (MagicID's identity LoRA) under the trained one, frozen, never fused
 
 
 def add_lora(
@@ -46,17 +47,20 @@ def add_lora(
 
 @contextlib.contextmanager
 def expected_peft_warnings() -> Iterator[None]:
-    """peft warns when an adapter joins a model that has a fused one, or a second adapter; prefopt does both on
-    purpose (the fused initial LoRA is the reference; its adapter is deleted, so peft's unmerge changes nothing,
-    which test_trainer.py::test_init_lora_is_fused_into_the_reference checks)."""
+    """peft warns when a second adapter joins a model, or several are active; prefopt does both on purpose (the
+    frozen initial LoRA under the trained one; test_trainer.py::test_the_reference_with_an_initial_lora_is_the_
+    sampling_model checks the result)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Adapter cannot be set when the model is merged")
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute in the model")
         yield
 
 
-def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> None:
-    """Merge an earlier LoRA (diffusers format) into the base weights, so base + LoRA is the reference."""
+def attach_frozen_lora(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> None:
+    """Load an earlier LoRA (diffusers format) as the frozen adapter ``init``: base + it is the reference, and the
+    trained adapter adds to it. Kept as an adapter, not fused into the (bf16) weights, where rounding would lose a
+    gentle update's detail: the reference then computes exactly what the sampling pipeline, which loads the same
+    file as an adapter, computes."""
     path = Path(path)
     if path.is_dir():
         path = path / LORA_WEIGHTS_NAME
@@ -64,13 +68,29 @@ def fuse_lora_file(denoiser: torch.nn.Module, path: str | Path, prefix: str) -> 
         raise PrefoptError(f"initial LoRA `{path}` does not exist; train it first or fix `init_lora`.")
     # diffusers reads the adapter's config (rank, α) from the file's metadata only through a pipeline's
     # load_lora_weights (a model's load_lora_adapter given a path drops it); passed here with the tensors, a
-    # LoRA with α ≠ r is fused at its trained scale α/r, not at 1.
+    # LoRA with α ≠ r is applied at its trained scale α/r, not at 1.
     from prefopt.data import load_tensors
 
-    denoiser.load_lora_adapter(load_tensors(path, "initial LoRA"), adapter_name="init", prefix=prefix,
-                               metadata=_adapter_metadata(path))
-    denoiser.fuse_lora(adapter_names=["init"])
-    denoiser.delete_adapters("init")
+    with expected_peft_warnings():
+        denoiser.load_lora_adapter(load_tensors(path, "initial LoRA"), adapter_name=INIT_ADAPTER, prefix=prefix,
+                                   metadata=_adapter_metadata(path))
+    for parameter in adapter_parameters(denoiser, INIT_ADAPTER):  # in the dtype the pipeline loads it in
+        parameter.requires_grad_(False)
+
+
+def has_adapter(denoiser: torch.nn.Module, name: str) -> bool:
+    return name in (getattr(denoiser, "peft_config", None) or {})
+
+
+def activate(denoiser: torch.nn.Module, adapter_name: str = POLICY_ADAPTER) -> None:
+    """Make ``adapter_name`` (on top of the frozen ``init``, when there is one) the active adapters; only the policy
+    adapter trains."""
+    names = [INIT_ADAPTER] if has_adapter(denoiser, INIT_ADAPTER) else []
+    with expected_peft_warnings():
+        denoiser.set_adapter([*names, adapter_name])
+    for name in (INIT_ADAPTER, REFERENCE_ADAPTER):  # peft marks every active adapter trainable
+        for parameter in adapter_parameters(denoiser, name):
+            parameter.requires_grad_(False)
 
 
 def _adapter_metadata(path: Path) -> dict | None:
@@ -109,21 +129,26 @@ def adapter_parameters(denoiser: torch.nn.Module, adapter_name: str) -> list[tor
 
 @contextlib.contextmanager
 def reference_mode(denoiser: torch.nn.Module, reference_adapter: str | None = None) -> Iterator[None]:
-    """Run the denoiser as the reference: adapters disabled, or the frozen reference adapter active.
+    """Run the denoiser as the reference: the trained adapter off (the frozen ``init`` stays on when there is one),
+    or the frozen reference adapter in its place (TR-DPO).
 
     peft toggles ``requires_grad`` when adapters switch; the flags are restored exactly on exit.
     """
     flags = [(p, p.requires_grad) for p in denoiser.parameters()]
+    init = has_adapter(denoiser, INIT_ADAPTER)
     try:
-        if reference_adapter is None:
-            denoiser.disable_adapters()
+        if reference_adapter is not None:
+            activate(denoiser, reference_adapter)
+        elif init:
+            with expected_peft_warnings():
+                denoiser.set_adapter(INIT_ADAPTER)
         else:
-            denoiser.set_adapter(reference_adapter)
+            denoiser.disable_adapters()
         yield
     finally:
-        if reference_adapter is None:
+        if reference_adapter is None and not init:
             denoiser.enable_adapters()
         else:
-            denoiser.set_adapter(POLICY_ADAPTER)
+            activate(denoiser)
         for p, flag in flags:
             p.requires_grad_(flag)

@@ -29,9 +29,10 @@ from prefopt.files import full_disk_named, read_jsonl, write_folder, write_text
 from prefopt.layout import ADAPTER_NAME, LORA_WEIGHTS_NAME, StageFolder
 from prefopt.lora import (
     POLICY_ADAPTER,
+    activate,
     adapter_parameters,
     add_lora,
-    fuse_lora_file,
+    attach_frozen_lora,
     load_lora_state,
     lora_state_dict,
 )
@@ -84,7 +85,9 @@ class LoRATrainingConfig:
     )
     init_lora: str | None = field(
         default=None,
-        metadata={"help": "An earlier LoRA (e.g. MagicID's identity LoRA) fused into the base: reference = base + it."},
+        metadata={"help": "An earlier LoRA (e.g. MagicID's identity LoRA) under the trained one, frozen: reference = "
+                          "base + it, exactly as the pipeline samples with it (kept as an adapter, not fused into "
+                          "bf16 weights)."},
     )
     init_adapter: str | None = field(
         default=None,
@@ -186,7 +189,7 @@ class LoRATrainer:
         denoiser = backbone.denoiser
         denoiser.requires_grad_(False)
         if config.init_lora:
-            fuse_lora_file(denoiser, config.init_lora, prefix=backbone.denoiser_attribute)
+            attach_frozen_lora(denoiser, config.init_lora, prefix=backbone.denoiser_attribute)
         lora = {"rank": config.lora_rank, "alpha": config.lora_alpha, "dropout": config.lora_dropout,
                 "target_modules": config.lora_target_modules or backbone.default_lora_targets}
         torch.manual_seed(config.seed)  # identical LoRA init on every process
@@ -194,6 +197,7 @@ class LoRATrainer:
         if config.init_adapter:
             load_lora_state(denoiser, read_adapter(config.init_adapter))
         self._add_adapters(denoiser, lora)
+        activate(denoiser)  # the trained adapter on top of the frozen initial one
         apply_speed_levers(denoiser, self.accelerator.device, fp8=config.fp8,
                            gradient_checkpointing=config.gradient_checkpointing,
                            checkpoint_every_n_blocks=config.checkpoint_every_n_blocks,

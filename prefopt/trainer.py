@@ -149,7 +149,6 @@ class DiffusionDPOTrainer(LoRATrainer):
             for ref, policy in zip(adapter_parameters(denoiser, REFERENCE_ADAPTER),
                                    adapter_parameters(denoiser, POLICY_ADAPTER), strict=True):
                 ref.data.copy_(policy.data)
-            denoiser.set_adapter(POLICY_ADAPTER)
 
     def _adapters_to_save(self, denoiser) -> dict[str, dict[str, torch.Tensor]]:
         loras = super()._adapters_to_save(denoiser)

@@ -121,9 +121,9 @@ class DPORecipe(StagedRecipe):
         pairs = [(p, s) for p in self.evaluation_prompts() for s in range(e.seeds_per_prompt)]
         jobs = [SampleJob(sample_name(i), prompt, seed) for i, (prompt, seed) in enumerate(pairs)]
         rewards, rows = load_rewards(e.rewards), []
-        # `trainer.init_lora` is fused into both: the base model is the reference the LoRA was trained against.
-        fused = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
-        for model, loras in zip(MODELS, (fused, [*fused, train])):
+        # `trainer.init_lora` under both: the base model is the reference the LoRA was trained against.
+        initial = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
+        for model, loras in zip(MODELS, (initial, [*initial, train])):
             backbone.use_loras(loras)
             paths = sample_files(backbone, jobs, sampling, folder.samples(model), description=f"sampling ({model})")
             samples = [(job.prompt, read_media(path)) for job, path in zip(jobs, paths)]

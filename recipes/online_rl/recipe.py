@@ -126,14 +126,14 @@ class OnlineRLRecipe(StagedRecipe):
         frames, height, width = media_size(backbone, c.trainer)
         sampling = Sampling.of(e, num_frames=e.num_frames or frames, height=e.height or height, width=e.width or width)
         scorers = {**load_rewards(c.rewards), **load_rewards(c.judges)}
-        fused = [Path(c.trainer.init_lora)] if c.trainer.init_lora else []
+        initial = [Path(c.trainer.init_lora)] if c.trainer.init_lora else []
         rows, scores = [], []
         for prompt_set, prompts in self.evaluation_prompts().items():
             # Odd seeds: training rollouts only ever used even ones.
             jobs = [SampleJob(sample_name(i), prompt, evaluation_seed(c.run.seed, p, j))
                     for i, (p, prompt, j) in enumerate((p, prompt, j) for p, prompt in enumerate(prompts)
                                                        for j in range(e.seeds_per_prompt))]
-            for model, loras in zip(MODELS, (fused, [*fused, train])):
+            for model, loras in zip(MODELS, (initial, [*initial, train])):
                 if not jobs:
                     continue
                 backbone.use_loras(loras)

@@ -151,10 +151,10 @@ class RewardDPORecipe(StagedRecipe):
         return Sampled(folder.digest, ("final", *heldout))
 
     def _loras(self, previous: Round | None) -> list[Path]:
-        """The LoRAs a stage samples with: `trainer.init_lora` (fused into the reference and the policy) and the
+        """The LoRAs a stage samples with: `trainer.init_lora` (under the reference and the policy) and the
         previous round's."""
-        fused = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
-        return fused + ([previous.lora] if previous is not None else [])
+        initial = [Path(self.config.trainer.init_lora)] if self.config.trainer.init_lora else []
+        return initial + ([previous.lora] if previous is not None else [])
 
     # --- sample, score, select, train --------------------------------------------------------------
 

@@ -309,20 +309,28 @@ def test_reference_sync_mixes_the_policy_into_the_reference_adapter(tmp_path, ma
 
 
 @pytest.mark.slow
-def test_init_lora_is_fused_into_the_reference(tmp_path, make_backbone):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_reference_with_an_initial_lora_is_the_sampling_model(tmp_path, make_backbone, dtype):
+    """`init_lora` stays a frozen adapter: the reference (trained adapter off) computes exactly what the pipeline
+    that sampled with that LoRA computes, in bf16 too, where fusing it into the weights would round a gentle update
+    away; and the zero-initialised trained adapter starts the policy there."""
+    from prefopt.lora import INIT_ADAPTER, adapter_parameters, reference_mode
+
     videos = _videos(tmp_path, 4)
     identity = DiffusionDPOTrainer(
         make_backbone("hunyuan-video"), _config(mode="sft", max_steps=3), tmp_path / "identity"
     ).train([SFTExample("a person", v) for v in videos])
-    with_identity = make_backbone("hunyuan-video")
-    with_identity.pipe.load_lora_weights(str(identity.parent))
-    expected = _denoiser_output(with_identity)
-    fused = make_backbone("hunyuan-video")
-    from prefopt.lora import fuse_lora_file
-
-    fuse_lora_file(fused.denoiser, identity, prefix="transformer")
-    torch.testing.assert_close(_denoiser_output(fused), expected, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(_denoiser_output(make_backbone("hunyuan-video")), expected)
+    sampler = make_backbone("hunyuan-video", dtype=dtype)
+    sampler.use_loras([identity])  # as a recipe samples with it
+    expected = _denoiser_output(sampler)
+    backbone = make_backbone("hunyuan-video", dtype=dtype)
+    trainer = DiffusionDPOTrainer(backbone, _config(init_lora=str(identity)), tmp_path / "dpo")
+    denoiser = trainer._prepare_model()
+    with reference_mode(denoiser):
+        assert torch.equal(_denoiser_output(backbone), expected)
+    assert torch.equal(_denoiser_output(backbone), expected)  # policy = reference at the start
+    assert not any(p.requires_grad for p in adapter_parameters(denoiser, INIT_ADAPTER))
+    assert not torch.equal(_denoiser_output(make_backbone("hunyuan-video", dtype=dtype)), expected)
 
 
 def test_missing_backbone_weights_name_the_model_and_the_fix(tmp_path):
@@ -390,8 +398,8 @@ def test_a_lora_with_alpha_unlike_rank_loads_back_at_its_trained_strength(tmp_pa
     fresh.pipe.load_lora_weights(str(lora_file.parent))
     assert (trained - base).abs().max() > 1e-4  # the LoRA does something measurable
     torch.testing.assert_close(output(fresh), trained, rtol=1e-4, atol=1e-5)
-    from prefopt.lora import fuse_lora_file
+    from prefopt.lora import attach_frozen_lora
 
-    fused = make_backbone(kind)  # as the next DPO stage's reference (`init_lora`) sees it
-    fuse_lora_file(fused.denoiser, lora_file, prefix=fused.denoiser_attribute)
-    torch.testing.assert_close(output(fused), trained, rtol=1e-4, atol=1e-5)
+    initial = make_backbone(kind)  # as the next DPO stage's reference (`init_lora`) sees it
+    attach_frozen_lora(initial.denoiser, lora_file, prefix=initial.denoiser_attribute)
+    torch.testing.assert_close(output(initial), trained, rtol=1e-4, atol=1e-5)
