@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import gc
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
 from prefopt.layout import LORA_WEIGHTS_NAME
 
+logger = logging.getLogger("prefopt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
@@ -52,16 +54,31 @@ class FlowMatchingConfig(DiffusersBackboneConfig):
     )
     shift: float | None = field(
         default=None,
-        metadata={"help": "σ shift of the training grid, σ' = sσ/(1+(s−1)σ); empty reads the pipeline's scheduler "
-                          "(`shift`, or `flow_shift` for Wan's schedulers): 7 for HunyuanVideo, 3–5 for Wan. Lower "
-                          "it (e.g. 3, as musubi-tuner advises) to train more at small σ, where fine detail such "
-                          "as a face forms; 1 trains on the unshifted grid (finetrainers)."},
+        metadata={"help": "σ shift of the training grid, σ' = sσ/(1+(s−1)σ). Empty: the pipeline scheduler's static "
+                          "shift (`shift`, or `flow_shift` for Wan's schedulers: 7 for HunyuanVideo, 3–5 for Wan); "
+                          "for schedulers that shift by the media size (FLUX, LTX-Video) 1, the unshifted grid that "
+                          "diffusers' FLUX trainer and finetrainers' LTX trainer train on, unless `dynamic_shift`. "
+                          "Lower it (e.g. 3, as musubi-tuner advises) to train more at small σ, where fine detail "
+                          "such as a face forms."},
+    )
+    dynamic_shift: bool = field(
+        default=False,
+        metadata={"help": "FLUX, LTX-Video: train on the shift sampling uses, e^μ with μ linear in the token count, "
+                          "capped at the scheduler's `max_shift` (with a warning): past it the line has no bound "
+                          "(LTX-Video: 277 at 121×704×1280, where no training σ falls below 0.22)."},
     )
     logit_mean: float = field(default=0.0, metadata={"help": "Mean of the logit-normal σ density."})
     logit_std: float = field(default=1.0, metadata={"above": 0, "help": "Std of the logit-normal σ density."})
     mode_scale: float = field(default=1.29, metadata={"min": 0, "help": "Scale of the `mode` σ density."})
     loss_weighting: Literal["none", "sigma_sqrt", "cosmap"] = field(
         default="none", metadata={"help": "Per-sample loss weight as a function of σ (SD3 schemes)."}
+    )
+    precondition_outputs: bool = field(
+        default=False,
+        metadata={"help": "Compare x₀ = x_σ − σv with the clean latents, as diffusers' SD3 LoRA trainer does by "
+                          "default: the same as weighting each sample's velocity error by σ², which in DPO acts as a "
+                          "β that shrinks with σ. Off: plain velocity errors, for which prefopt's β is stated "
+                          "(docs/losses.md)."},
     )
 
     def __post_init__(self) -> None:
@@ -364,6 +381,22 @@ def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: s
                    how=hint)
 
 
+_WARNED_CAPS: set = set()
+
+
+def dynamic_mu(scheduler_config, tokens: int) -> float:
+    """μ of dynamic shifting (the shift is e^μ): linear in the token count through (base_image_seq_len,
+    base_shift) and (max_image_seq_len, max_shift), unbounded past them, as the FLUX and LTX-Video pipelines."""
+    c = scheduler_config
+    slope = (c.max_shift - c.base_shift) / (c.max_image_seq_len - c.base_image_seq_len)
+    return c.base_shift + slope * (tokens - c.base_image_seq_len)
+
+
+def _smallest_sigma(shift: float, num_train_timesteps: int) -> float:
+    sigma = 1.0 / num_train_timesteps
+    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
 def scheduler_shift(scheduler_config) -> float:
     """The static σ shift a flow-matching scheduler samples with. diffusers' FlowMatchEulerDiscreteScheduler
     calls it `shift`; the UniPC and DPM-Solver schedulers Wan ships with call it `flow_shift` (and have no
@@ -397,21 +430,33 @@ class FlowMatchingBackbone(DiffusersBackbone):
         return sigmas[indices]
 
     def training_shift(self, latent_shape: Sequence[int] | None = None) -> float:
-        """The σ shift training uses: the configured one, else the scheduler's. Schedulers with dynamic
-        shifting (FLUX, LTX-Video) shift by e^μ with μ linear in the latent token count, so the shift
-        depends on the media size; their static `shift` key is never read. `shift_terminal` (LTX-Video) stretches
-        the sampling schedule's end only and is not applied to training σ (finetrainers does the same)."""
+        """The σ shift training uses: the configured one, else the scheduler's static one. Schedulers with dynamic
+        shifting (FLUX, LTX-Video) have no static shift (their `shift` key is never read): they train unshifted,
+        as the references do, or with `dynamic_shift` on e^μ, μ linear in the latent token count and capped at
+        `max_shift`. `shift_terminal` (LTX-Video) stretches the sampling schedule's end only and is not applied
+        to training σ (finetrainers does the same)."""
         if self.config.shift is not None:
             return float(self.config.shift)
         scheduler_config = self.pipe.scheduler.config
         if not scheduler_config.get("use_dynamic_shifting", False):
             return scheduler_shift(scheduler_config)
+        if not getattr(self.config, "dynamic_shift", False):
+            return 1.0
         if latent_shape is None:
             raise ValueError(f"backbone `{self.name}` shifts σ by the media size: pass `latent_shape`.")
-        tokens = self._sequence_length(latent_shape)
-        c = scheduler_config
-        slope = (c.max_shift - c.base_shift) / (c.max_image_seq_len - c.base_image_seq_len)
-        return math.exp(c.base_shift + slope * (tokens - c.base_image_seq_len))
+        mu = dynamic_mu(scheduler_config, self._sequence_length(latent_shape))
+        if mu > scheduler_config.max_shift:
+            key = (self.name, tuple(latent_shape[2:]))
+            if key not in _WARNED_CAPS:
+                _WARNED_CAPS.add(key)
+                logger.warning(
+                    "%s's σ shift for latents %s would be %.3g, which leaves no training σ below %.2f; training "
+                    "caps it at the scheduler's max_shift, e^%.3g = %.3g (set `backbone.options.shift` to choose).",
+                    self.name, "×".join(map(str, latent_shape[2:])), math.exp(mu),
+                    _smallest_sigma(math.exp(mu), int(scheduler_config.num_train_timesteps)),
+                    scheduler_config.max_shift, math.exp(scheduler_config.max_shift))
+            mu = scheduler_config.max_shift
+        return math.exp(mu)
 
     def _sequence_length(self, latent_shape: Sequence[int]) -> int:
         """Tokens the denoiser sees for one sample of ``latent_shape`` ``[B, C, F, h, w]`` (dynamic shifting)."""
@@ -433,6 +478,8 @@ class FlowMatchingBackbone(DiffusersBackbone):
         model = denoiser if denoiser is not None else self.denoiser
         prediction = self._predict(model, noisy, timesteps * self.model_timestep_scale, conditioning)
         weights = compute_loss_weighting_for_sd3(self.config.loss_weighting, timesteps.float()).to(latents.device)
+        if self.config.precondition_outputs:  # ‖x_σ − σv − x₀‖² = σ²‖v − (ε − x₀)‖²
+            weights = weights * timesteps.float().to(latents.device) ** 2
         return BackboneOutput(prediction=prediction, target=noise - latents, weights=weights.reshape(-1))
 
     # --- online RL: the sampler's grid and one velocity at a time ----------------------------------
@@ -447,9 +494,7 @@ class FlowMatchingBackbone(DiffusersBackbone):
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(config, shift=scheduler_shift(config))
         kwargs = {}
         if config.get("use_dynamic_shifting", False):
-            tokens = self._sequence_length(latent_shape)
-            slope = (config.max_shift - config.base_shift) / (config.max_image_seq_len - config.base_image_seq_len)
-            kwargs["mu"] = config.base_shift + slope * (tokens - config.base_image_seq_len)
+            kwargs["mu"] = dynamic_mu(config, self._sequence_length(latent_shape))
         scheduler.set_timesteps(sigmas=self._unshifted_sigmas(num_steps).tolist(), **kwargs)
         return scheduler.sigmas.to(torch.float64)
 

@@ -81,7 +81,9 @@ class LoRATrainingConfig:
     lora_alpha: float = field(default=32.0, metadata={"above": 0, "help": "LoRA α (scale = α / rank)."})
     lora_dropout: float = field(default=0.0, metadata={"min": 0, "below": 1, "help": "LoRA dropout."})
     lora_target_modules: list[str] = field(
-        default_factory=list, metadata={"help": "Module names LoRA adapts; empty uses the backbone's default."}
+        default_factory=list, metadata={"help": "Module names LoRA adapts; empty uses the backbone's default, that of "
+                                          "the family's reference trainer: to_q, to_k, to_v, to_out.0, and for SD3 "
+                                          "and FLUX the text stream's projections (FLUX: and the MLPs) too."}
     )
     init_lora: str | None = field(
         default=None,

@@ -90,6 +90,10 @@ class TrainerConfig(LoRATrainingConfig):
         only_with(self, ("label_smoothing",), self.loss_type == "robust", "`loss_type: robust`")
         only_with(self, ("ref_model_sync_steps", "ref_model_mixup_alpha"), self.sync_ref_model,
                   "`sync_ref_model: true`")
+        if self.dpo_schedule == "split" and self.lora_dropout > 0:
+            # Its no-grad pass and its backward pass would draw different dropout masks: not the joint gradient.
+            raise ValueError("`dpo_schedule: split` gives the joint step's gradient only without LoRA dropout; set "
+                             "`lora_dropout: 0` or `dpo_schedule: joint`")
 
 
 class DiffusionDPOTrainer(LoRATrainer):

@@ -48,6 +48,12 @@ class FluxBackbone(FlowMatchingBackbone):
     latent_packing = 2  # 2×2 latent patches per token
     pipeline_class_name = "FluxPipeline"
     model_label = "FLUX.1"
+    # diffusers' FLUX LoRA trainer's default: both streams' attention projections and MLPs (in the single blocks
+    # "attn.to_*" matches their fused attention too).
+    default_lora_targets: ClassVar[tuple[str, ...]] = (
+        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
+        "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
     download_hint = (
         "Accept its licence on the Hub, then `hf auth login`, `hf download black-forest-labs/FLUX.1-dev "
         "--local-dir DIR` and set `backbone.options.pretrained=DIR`."
@@ -78,6 +84,7 @@ class FluxBackbone(FlowMatchingBackbone):
             guidance = torch.full((batch,), self.config.guidance, device=device, dtype=self.dtype)
         packed = model(
             hidden_states=pipeline_class._pack_latents(images, batch, channels, height, width),
+            # bf16, as the pipeline gives it (the transformer casts it to its own dtype either way)
             timestep=model_timesteps.to(device, self.dtype), guidance=guidance,
             pooled_projections=conditioning["pooled_prompt_embeds"].to(device, self.dtype),
             encoder_hidden_states=embeds,

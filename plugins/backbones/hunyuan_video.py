@@ -114,7 +114,7 @@ class HunyuanVideoBackbone(FlowMatchingBackbone):
         guidance = torch.full((batch,), self.config.guidance * 1000.0, device=noisy.device, dtype=dtype)
         return model(
             hidden_states=noisy.to(dtype),
-            timestep=model_timesteps.to(noisy.device, dtype),
+            timestep=model_timesteps.to(noisy.device, torch.float32),  # as the pipeline: float32, not bf16
             encoder_hidden_states=conditioning["prompt_embeds"].to(noisy.device, dtype),
             encoder_attention_mask=conditioning["prompt_attention_mask"].to(noisy.device),
             pooled_projections=conditioning["pooled_prompt_embeds"].to(noisy.device, dtype),

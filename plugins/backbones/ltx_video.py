@@ -70,7 +70,7 @@ class LTXVideoBackbone(FlowMatchingBackbone):
         packed = model(
             hidden_states=pipeline_class._pack_latents(noisy.to(self.dtype), p, p_t),
             encoder_hidden_states=conditioning["prompt_embeds"].to(device, self.dtype),
-            timestep=model_timesteps.to(device, self.dtype),
+            timestep=model_timesteps.to(device, torch.float32),  # as the pipeline: float32, not bf16
             encoder_attention_mask=conditioning["prompt_attention_mask"].to(device),
             num_frames=frames // p_t, height=height // p, width=width // p,
             rope_interpolation_scale=self.rope_interpolation_scale, return_dict=False,

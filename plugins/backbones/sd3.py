@@ -34,6 +34,10 @@ class SD3Backbone(FlowMatchingBackbone):
     default_resolution = (1024, 1024)
     pipeline_class_name = "StableDiffusion3Pipeline"
     model_label = "Stable Diffusion 3"
+    # diffusers' SD3 LoRA trainer's default: the image and the text stream's projections of every joint block.
+    default_lora_targets: ClassVar[tuple[str, ...]] = (
+        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")
     download_hint = (
         "Accept its licence on the Hub, then `hf auth login`, `hf download stabilityai/stable-diffusion-3.5-medium "
         "--local-dir DIR` and set `backbone.options.pretrained=DIR`."
@@ -52,7 +56,7 @@ class SD3Backbone(FlowMatchingBackbone):
     def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
         return model(
             hidden_states=noisy[:, :, 0].to(self.dtype),
-            timestep=model_timesteps.to(noisy.device, self.dtype),
+            timestep=model_timesteps.to(noisy.device, torch.float32),  # as the pipeline: float32, not bf16
             encoder_hidden_states=conditioning["prompt_embeds"].to(noisy.device, self.dtype),
             pooled_projections=conditioning["pooled_prompt_embeds"].to(noisy.device, self.dtype),
             return_dict=False,

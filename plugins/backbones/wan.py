@@ -49,7 +49,7 @@ class WanBackbone(FlowMatchingBackbone):
     def _predict(self, model, noisy, model_timesteps, conditioning) -> torch.Tensor:
         return model(
             hidden_states=noisy.to(self.dtype),
-            timestep=model_timesteps.to(noisy.device, self.dtype),
+            timestep=model_timesteps.to(noisy.device, torch.float32),  # as the pipeline: float32, not bf16
             encoder_hidden_states=conditioning["prompt_embeds"].to(noisy.device, self.dtype),
             return_dict=False,
         )[0]

@@ -403,3 +403,28 @@ def test_a_lora_with_alpha_unlike_rank_loads_back_at_its_trained_strength(tmp_pa
     initial = make_backbone(kind)  # as the next DPO stage's reference (`init_lora`) sees it
     attach_frozen_lora(initial.denoiser, lora_file, prefix=initial.denoiser_attribute)
     torch.testing.assert_close(output(initial), trained, rtol=1e-4, atol=1e-5)
+
+
+def test_the_split_schedule_with_lora_dropout_is_refused_as_it_would_not_give_the_joint_gradient():
+    """Its no-grad pass and its backward pass draw different dropout masks (#25 item 10)."""
+    with pytest.raises(ValueError, match="`dpo_schedule: split` gives the joint step's gradient only without LoRA "
+                                         "dropout; set `lora_dropout: 0` or `dpo_schedule: joint`"):
+        TrainerConfig(dpo_schedule="split", lora_dropout=0.1)
+    assert TrainerConfig(dpo_schedule="joint", lora_dropout=0.1).lora_dropout == 0.1
+
+
+@pytest.mark.parametrize(("kind", "text_stream"), [
+    ("sd3", {"attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"}),  # the tiny model's one block has no to_add_out
+    ("flux", {"attn.add_q_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+              "ff_context.net.2"}),
+    ("hunyuan-video", set()),  # the paper states none: the usual diffusers DreamBooth-LoRA targets (docs/magicid.md)
+])
+def test_default_lora_targets_are_the_families_reference_trainers(tmp_path, make_backbone, kind, text_stream):
+    """diffusers' SD3 and FLUX LoRA trainers also adapt the text stream (FLUX: and the MLPs), #25 item 9."""
+    trainer = DiffusionDPOTrainer(make_backbone(kind), TrainerConfig(mode="sft", lora_rank=2), tmp_path)
+    denoiser = trainer._prepare_model()
+    adapted = {name for name, module in denoiser.named_modules() if hasattr(module, "lora_A")}
+    for target in text_stream | {"attn.to_q", "attn.to_k", "attn.to_v"}:
+        assert any(name.endswith(target) for name in adapted), (target, sorted(adapted))
+    if not text_stream:
+        assert not any("add_" in name or ".ff" in name for name in adapted), sorted(adapted)

@@ -6,7 +6,7 @@ import sys
 from tests import ROOT
 
 sys.path.insert(0, str(ROOT / "studies"))
-from online_rl_miniature import CLAIMS, gains, holm, markdown, verdict
+from online_rl_miniature import CLAIMS, gains, holm, markdown, plot, verdict
 
 
 def _runs():
@@ -46,3 +46,20 @@ def test_the_table_counts_runs_and_states_every_claim_it_can():
     claims = [c for c in CLAIMS if c[0] == "grpo"]
     assert all(text.count(c[4]) == 1 for c in claims)
     assert "GRPO's gain is confirmed by the independent judge | +0.00 ± 0.00 | 1.000 | did not appear" in text
+
+
+def test_the_evaluation_samples_every_prompt_set_scores_with_both_classifiers_and_is_read_back(tmp_path):
+    """The real evaluation path (miniature model, both action classifiers) at one seed and one step per prompt."""
+    from online_rl_miniature import HELDOUT, TRAINED, evaluate
+
+    scores = evaluate(tmp_path, 1, "base", None, seeds_per_prompt=1, steps=1)
+    assert {s: {k: len(v) for k, v in by.items()} for s, by in scores.items()} == {
+        "trained": {"action": len(TRAINED), "judge": len(TRAINED)},
+        "heldout": {"action": len(HELDOUT), "judge": len(HELDOUT)}}
+    assert all(1 <= v <= 10 for by in scores.values() for values in by.values() for v in values)
+    assert evaluate(tmp_path, 1, "base", None, seeds_per_prompt=1, steps=1) == scores  # read, not redone
+
+
+def test_the_figure_is_drawn_from_the_runs(tmp_path):
+    plot(tmp_path / "study.png", _runs())
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -91,3 +91,18 @@ def test_cogvideox_1_5_is_refused_with_what_is_supported(tmp_path):
     pipe.transformer.register_to_config(patch_size_t=2)
     with pytest.raises(PrefoptError, match="CogVideoX 1.5 .* supports CogVideoX-2b and -5b only"):
         CogVideoXBackbone(CogVideoXConfig(pretrained="tiny", dtype="float32", device="cpu"), pipeline=pipe)
+
+
+@pytest.mark.parametrize("kind", ["hunyuan-video", "wan", "ltx-video", "sd3"])
+def test_a_bfloat16_model_gets_the_training_timestep_in_float32_as_from_its_pipeline(make_backbone, kind):
+    """These pipelines pass the timestep in float32 while the weights are bf16; bf16 would round 1000σ to a
+    multiple of 4 near 1000 (875.1 → 876). (FLUX's transformer casts it to its own dtype, in both.)"""
+    backbone = make_backbone(kind, dtype="bfloat16")
+    seen = []
+    backbone.denoiser.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["timestep"]), with_kwargs=True)
+    shape = (1, *backbone.latent_shape(*TINY_MEDIA_SIZES[kind]))
+    latents, noise = torch.zeros(shape), torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        backbone.forward_train(latents, noise, torch.tensor([0.8751]), backbone.encode_prompts(["a cat"]))
+    assert seen[0].dtype == torch.float32
+    assert seen[0].flatten()[0].item() == pytest.approx(875.1, abs=1e-3)
