@@ -1,14 +1,16 @@
 """Online RL against reward-DPO rounds at equal CPU minutes, on the miniature world's worst-followed prompts.
 
     python studies/online_rl_miniature.py --out runs/online-rl-study              # 5 seeds, every arm
-    python studies/online_rl_miniature.py --out runs/online-rl-study --budget 3   # CPU minutes of training per run
+    python studies/online_rl_miniature.py --out runs/online-rl-study --budget 5   # CPU minutes of training per run
 
 Arms: reward-DPO rounds (``recipes/miniature-reward-dpo.yaml``), ``grpo``, ``grpo`` with an SDE window of 2 steps,
 ``nft`` and ``awm`` (``recipes/miniature-online-rl.yaml``), each trained on jump / nod / spin with the action
 classifier as the reward. Equal compute: a pilot run of each arm (seed 99, never a study seed) measures the CPU
 seconds of one epoch (one round for reward-DPO); each arm then trains for as many epochs (rounds) as fit
-``--budget`` CPU minutes. CPU time is the training process's own (every thread), read from the stage records, so
-other work on the machine does not change it; the table reports what each run really used.
+``--budget`` CPU minutes. Every process runs one thread: CPU time is then the run's own work, read from the stage
+records, and other work on the machine barely changes it (with several threads, waiting threads spin and count,
+which made one pilot round cost 141 CPU-s alone and 249 beside a test run); the table reports what each run used.
+Two invocations with disjoint ``--arms`` may run side by side (one per core); a last one with every arm collects.
 
 Evaluation, the same for every arm: the trained LoRA and the base model sample the three trained prompts and three
 held-out actions with 8 seeds each that training never used (odd seeds; training rollouts and reward-DPO rounds use
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ONLINE = ROOT / "recipes" / "miniature-online-rl.yaml"
 REWARD_DPO = ROOT / "recipes" / "miniature-reward-dpo.yaml"
 PILOT_SEED = 99
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ARMS = {  # name → (recipe, overrides); online-RL arms keep the recipe's own evaluation negligible (the study evaluates)
     "reward-DPO": (REWARD_DPO, ["heldout_prompts=[]"]),
     "grpo": (ONLINE, ["trainer.algorithm=grpo"]),
@@ -74,7 +77,8 @@ def run(out: Path, arm: str, seed: int, length: int | None) -> Path:
     seeds = [f"run.seed={seed}"] + ([f"trainer.seed={seed}"] if recipe == REWARD_DPO else [])
     command = [sys.executable, "-m", "prefopt", "run", str(recipe), f"run.output_dir={out / 'runs'}",
                f"run.name={name}", *seeds, *overrides, *size]
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ}, capture_output=True, text=True, check=False)
+    env = {**os.environ, **ONE_THREAD}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
     return out / "runs" / name
@@ -120,7 +124,8 @@ def training(run_dir: Path) -> tuple[Path, float, list[tuple[float, float]]]:
 # --- evaluation ----------------------------------------------------------------------------------------------------
 
 
-def evaluate(out: Path, seed: int, model: str, lora: Path | None) -> dict[str, dict[str, list[float]]]:
+def evaluate(out: Path, seed: int, model: str, lora: Path | None, seeds_per_prompt: int = EVAL_SEEDS,
+             steps: int = 20) -> dict[str, dict[str, list[float]]]:
     """prompt set → scorer → the score of each evaluation sample, cached in ``out/eval``; the base model's samples
     of a seed are shared by every arm (same seeds, same model)."""
     cache = out / "eval" / f"seed{seed}" / f"{model}.json"
@@ -133,17 +138,20 @@ def evaluate(out: Path, seed: int, model: str, lora: Path | None) -> dict[str, d
     from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
     from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 
-    backbone = get_registry().create("backbones", "hunyuan-video", {
+    registry = get_registry()
+    options = parse(registry.get("backbones", "hunyuan-video").config_class, {
         "pretrained": str(ROOT / "plugins/miniature/weights/model"), "dtype": "float32", "device": "cpu",
         "use_prompt_template": False, "max_sequence_length": 40})
+    backbone = registry.create("backbones", "hunyuan-video", options)
     backbone.use_loras([lora] if lora else [])
-    sampling = Sampling(num_frames=8, height=32, width=32, num_inference_steps=20, guidance_scale=1.0, batch_size=12)
-    scorers = load_rewards({name: parse(RewardSpec, {"name": "miniature-action", "options": {"weights": weights}})
-                            for name, weights in SCORERS.items()})
+    sampling = Sampling(num_frames=8, height=32, width=32, num_inference_steps=steps, guidance_scale=1.0,
+                        batch_size=12)
+    specs = {name: {"name": "miniature-action", "options": {"weights": weights}} for name, weights in SCORERS.items()}
+    scorers = load_rewards({name: parse(RewardSpec, spec, name, registry) for name, spec in specs.items()})
     result = {}
     for prompt_set, prompts in (("trained", TRAINED), ("heldout", HELDOUT)):
         jobs = [SampleJob(f"{p:02d}-{j:02d}", prompt, evaluation_seed(seed, p, j))
-                for p, prompt in enumerate(prompts) for j in range(EVAL_SEEDS)]
+                for p, prompt in enumerate(prompts) for j in range(seeds_per_prompt)]
         folder = out / "eval" / f"seed{seed}" / model / prompt_set
         paths = sample_files(backbone, jobs, sampling, folder, description=f"evaluating {model} ({prompt_set})")
         scored = score_in_memory(scorers, [(j.prompt, read_media(p)) for j, p in zip(jobs, paths)])
@@ -209,7 +217,7 @@ def verdict(mean: float, half: float, direction: int, survives: bool | None = No
     return f"not shown: the interval reaches below −{NO_HARM_MARGIN}"
 
 
-def markdown(runs: dict, budget: float) -> str:
+def markdown(runs: dict, budget: float, claims: list = CLAIMS) -> str:
     table = gains(runs)
     intro = (f"Equal training budget: {budget:g} CPU-minutes per run (measured per run below). Gains are trained − "
              f"base on {EVAL_SEEDS} fresh seeds per prompt; mean ± 95 % t-interval over runs (n = runs).")
@@ -226,10 +234,10 @@ def markdown(runs: dict, budget: float) -> str:
         lengths = sorted({e["length"] for e in entries.values()})
         lines.append(f"| {arm} | {len(entries)} | {'/'.join(map(str, lengths))} | {cpu[0]:.1f} ± {cpu[1]:.1f} | "
                      + " | ".join(cells) + f" | {rate[0]:+.3f} ± {rate[1]:.3f} |")
-    lines += ["", (f"Claims (fixed before the numbers; one-sided t-tests over runs, Holm-corrected over the {len(CLAIMS)} "
+    lines += ["", (f"Claims (fixed before the numbers; one-sided t-tests over runs, Holm-corrected over the {len(claims)} "
               f"claims at α = {ALPHA}; no harm: a held-out change above −{NO_HARM_MARGIN}):"), "",
               "| claim | measured | p | verdict |", "|---|---|---|---|"]
-    tested = [(c, table[c[0]][c[2]][c[1]]) for c in CLAIMS if c[0] in table]
+    tested = [(c, table[c[0]][c[2]][c[1]]) for c in claims if c[0] in table]
     survives = holm([one_sided_p(values, c[3]) for c, values in tested])
     for ((arm, scorer, prompt_set, direction, text), values), kept in zip(tested, survives):
         mean, half = interval(values)
@@ -267,10 +275,13 @@ def plot(path: Path, runs: dict) -> None:
 
 
 def main(argv=None) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the evaluation too (see the module's docstring)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "online-rl-study")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--budget", type=float, default=3.0, help="CPU minutes of training per run")
+    parser.add_argument("--budget", type=float, default=5.0, help="CPU minutes of training per run")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     args = parser.parse_args(argv)
     out = args.out.resolve()
