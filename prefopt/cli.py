@@ -1,4 +1,4 @@
-"""The ``prefopt`` command line: run, validate, select, clean, plugins, options.
+"""The ``prefopt`` command line: run, validate, select, clean, sample, plugins, options.
 
 A user error (:class:`PrefoptError`, or the disk refusing a write: full, read-only, no permission) prints
 one message and exits 2; ``--debug`` (before or after the command) shows the traceback.
@@ -11,8 +11,10 @@ import errno
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefopt.errors import PrefoptError
+from prefopt.interfaces import HasResultLoras
 
 EXIT_USER_ERROR = 2
 
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_arguments(clean)
     clean.add_argument("--dry-run", action="store_true", help="List what would be removed; remove nothing.")
 
+    _add_sample_parser(sub, debug)
     plugins = sub.add_parser("plugins", help="List every registered component and its package.", parents=[debug])
     plugins.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     options = sub.add_parser("options", help="Show a component's (or the trainer's) options with their help.",
@@ -49,6 +52,34 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--markdown", action="store_true",
                          help="Markdown; without a name, the whole reference (docs/options.md).")
     return parser
+
+
+SAMPLE_EXAMPLES = """examples:
+  prefopt sample runs/miniature --prompt "a person waves" --seeds 0 1 2
+  prefopt sample runs/my-dpo/train-1a2b3c4d5e6f/lora --backbone sdxl --option pretrained=<hub id or folder> \\
+      --prompts-file prompts.txt --steps 30 --out samples/sdxl-dpo
+  prefopt sample base --backbone sdxl --option pretrained=<...> --prompt "a cat"   # the base model alone
+"""
+
+
+def _add_sample_parser(sub, debug: argparse.ArgumentParser) -> None:
+    sample = sub.add_parser(
+        "sample", parents=[debug], epilog=SAMPLE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="Generate images or videos with a run's final LoRAs, a LoRA file, or the base model.")
+    sample.add_argument("source", help="A run directory (its final model), a LoRA file or folder, or `base`.")
+    sample.add_argument("--prompt", action="append", default=[], help="A prompt (repeat for several).")
+    sample.add_argument("--prompts-file", type=Path, help="A text file with one prompt per line.")
+    sample.add_argument("--seeds", type=int, nargs="+", default=[0], help="Sampling seeds, each prompt (default 0).")
+    sample.add_argument("--backbone", help="The backbone a LoRA file or `base` belongs to (a run knows its own).")
+    sample.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="A backbone option, e.g. `pretrained=<hub id or folder>`, `device=cuda:1` (repeat).")
+    for flag, kind, what in (("--steps", int, "num_inference_steps"), ("--guidance", float, "guidance_scale"),
+                             ("--frames", int, "num_frames"), ("--height", int, "height"), ("--width", int, "width")):
+        sample.add_argument(flag, type=kind, dest=what, help=f"{what}; default: the run's own, else the pipeline's.")
+    sample.add_argument("--fps", type=int, default=8, help="Frame rate of written videos.")
+    sample.add_argument("--batch-size", type=int, default=1, help="Samples per pipeline call.")
+    sample.add_argument("--out", type=Path, help="Output folder; default `<run>/samples`, else `samples`.")
+    sample.add_argument("--allow-downloads", action="store_true", help="Let a hub id be downloaded.")
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _plugins(as_json=args.json)
     if args.command == "options":
         return _options(args.name, args.kind, args.markdown)
+    if args.command == "sample":
+        return _sample(args)
     from prefopt.runner import check_requirements, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
@@ -133,6 +166,39 @@ def _work(args: argparse.Namespace, recipe, check_requirements) -> int:
     check_requirements(recipe)
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
+    if isinstance(recipe, HasResultLoras):  # a staged recipe says which LoRAs make its final model
+        from prefopt.layout import RunLayout
+
+        for lora in recipe.result_loras(RunLayout(run_dir)):
+            print(f"prefopt: final model's LoRA: {lora}")
+        print(f"prefopt: sample it with `prefopt sample {run_dir} --prompt \"...\"`")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from prefopt.hub import downloads
+    from prefopt.sampling import SETTINGS, SampleRequest, sample
+
+    prompts = list(args.prompt)
+    if args.prompts_file is not None:
+        try:
+            prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise PrefoptError(f"prompts file `{args.prompts_file}` cannot be read ({e}).") from e
+    if not prompts:
+        raise PrefoptError("no prompt: add `--prompt TEXT` or `--prompts-file FILE`.")
+    flags = {"num_inference_steps": "steps", "num_frames": "frames", "height": "height", "width": "width",
+             "fps": "fps", "batch_size": "batch-size"}
+    for name, flag in flags.items():
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise PrefoptError(f"`--{flag}` must be at least 1, got {getattr(args, name)}.")
+    settings = {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+    request = SampleRequest(source=args.source, prompts=prompts, seeds=args.seeds, out=args.out,
+                            backbone=args.backbone, options=args.option, settings=settings, fps=args.fps,
+                            batch_size=args.batch_size)
+    with downloads(args.allow_downloads):
+        paths = sample(request)
+    print(f"prefopt: {len(paths)} samples in {paths[0].parent}")
     return 0
 
 

@@ -267,12 +267,21 @@ class ReselectsPairs(Protocol):
         ...
 
 
+@runtime_checkable
+class HasResultLoras(Protocol):
+    """A recipe that says which LoRA files, applied in order, make a finished run's final model (`prefopt sample`)."""
+
+    def result_loras(self, layout: Any) -> list[Path]:
+        """The LoRA files of the run in ``layout`` (a :class:`prefopt.layout.RunLayout`)."""
+        ...
+
+
 #: The abilities each kind of component may have (`prefopt plugins` shows them).
 ABILITIES: dict[str, tuple[type, ...]] = {
     "rewards": (ChecksWeights, ChecksPrompts, ChecksReferences, BuildsTinyModel),
     "pair_selectors": (ShowsFrontiers,),
     "backbones": (ChecksWeights,),
-    "recipes": (ReselectsPairs,),
+    "recipes": (ReselectsPairs, HasResultLoras),
 }
 #: The methods each `measures` entry of a reward promises (see FACE_EMBEDDING, OPTICAL_FLOW, CLIP_FEATURES).
 MEASURE_METHODS = {FACE_EMBEDDING: ("embed_largest_face", "similarity", "reference_embedding"),

@@ -10,17 +10,19 @@ the skeleton's.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Console
 
-from prefopt.config import ComponentSpec
+from prefopt.config import ComponentSpec, to_dict
 from prefopt.distributed import main_first
+from prefopt.errors import PrefoptError
 from prefopt.hub import downloads
 from prefopt.layout import RunLayout
-from prefopt.runner import missing_component_weights
+from prefopt.runner import RECIPE_KEY, missing_component_weights
 from prefopt.stages import RunResult, Stage, StageRunner, clean_run, run_directory_lock
 
 
@@ -56,6 +58,17 @@ class StagedRecipe(abc.ABC):
     def check_inputs(self) -> None:
         """Open what the run will read (photos, data, prompts) before any work: one sentence when it cannot."""
 
+    def result_loras(self, layout: RunLayout) -> list[Path]:
+        """The LoRA files that, applied together, make the run's final model (``prefopt sample``): the trainer's
+        `init_lora` when it has one, then the LoRA of the last stage that trained one."""
+        index = json.loads(layout.index.read_text())
+        trained = [folder.lora for folder in (layout.stage(n, r["hash"]) for n, r in index.items())
+                   if folder.lora.is_file()]
+        if not trained:
+            raise PrefoptError(f"run `{layout.root}` has no trained LoRA yet; run its recipe first.")
+        initial = getattr(getattr(self.config, "trainer", None), "init_lora", None)
+        return [*([Path(initial)] if initial else []), trained[-1]]
+
     # --- the skeleton ---------------------------------------------------------------------------------
 
     def prepare(self) -> None:
@@ -79,7 +92,8 @@ class StagedRecipe(abc.ABC):
     def run(self) -> Path:
         self.layout.root.mkdir(parents=True, exist_ok=True)
         with downloads(self.config.run.allow_downloads), run_directory_lock(self.layout):
-            runner = StageRunner(self.layout, self.console.print, config=self.config)
+            # The recorded config names its recipe: `prefopt run` and `prefopt sample` read it back.
+            runner = StageRunner(self.layout, self.console.print, config={RECIPE_KEY: self.name, **to_dict(self.config)})
             result = runner.run_all(self.stages())
             with main_first() as main:
                 if main:

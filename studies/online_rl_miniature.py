@@ -135,7 +135,7 @@ def evaluate(out: Path, seed: int, model: str, lora: Path | None, seeds_per_prom
     from prefopt.media import read_media
     from prefopt.online_rl import evaluation_seed
     from prefopt.plugins import get_registry
-    from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
+    from prefopt.sampling import SampleJob, Sampling, sample_files
     from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 
     registry = get_registry()

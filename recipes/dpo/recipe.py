@@ -29,9 +29,9 @@ from prefopt.plugins import get_registry
 from prefopt.preferences import check_media, read_rows, to_examples
 from prefopt.progress import progress_bar
 from prefopt.recipe import StagedRecipe
+from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import RunResult, Stage
 from prefopt.trainer import DiffusionDPOTrainer, media_size
-from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 from prefopt_recipes.dpo.config import DPORecipeConfig
 

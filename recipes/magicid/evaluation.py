@@ -19,8 +19,8 @@ from prefopt.interfaces import CLIP_FEATURES, FACE_EMBEDDING, OPTICAL_FLOW, meas
 from prefopt.layout import StageFolder, find_sample, sample_name
 from prefopt.media import load_reference_photos, read_media
 from prefopt.plugins import get_registry
+from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import config_hash
-from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 from prefopt_recipes.magicid.config import MagicIDConfig
 

@@ -35,16 +35,11 @@ from prefopt.media import load_reference_photos
 from prefopt.plugins import get_registry
 from prefopt.recipe import StagedRecipe
 from prefopt.repository import MediaRecord, MediaRepository, add_static_videos
+from prefopt.sampling import SampleJob, Sampling
 from prefopt.selection import read_pairs_table, select_into
 from prefopt.stages import RunResult, Stage, file_digest, run_directory_lock
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
-from prefopt_recipes.common.sampling import (
-    SampleJob,
-    Sampling,
-    examples_from_pairs,
-    generate_into,
-    verify_items,
-)
+from prefopt_recipes.common.sampling import examples_from_pairs, generate_into, verify_items
 from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
 from prefopt_recipes.magicid.config import SOURCES, MagicIDConfig, SelectionConfig
 from prefopt_recipes.magicid.prompts import read_prompt_file, resolve_prompts
@@ -118,6 +113,10 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
 
     def components(self):
         return [self.config.backbone, *self.config.rewards.values()]
+
+    def result_loras(self, layout) -> list[Path]:
+        """The final model is the base with the identity LoRA and, over it, stage 2's DPO LoRA (docs/magicid.md)."""
+        return [layout.current("identity_lora").lora, layout.current("stage2").lora]
 
     # --- before any work ---------------------------------------------------------------------------
 

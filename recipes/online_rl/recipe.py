@@ -28,9 +28,9 @@ from prefopt.online_rl import OnlineRLTrainer, evaluation_seed
 from prefopt.plugins import get_registry
 from prefopt.preferences import read_rows
 from prefopt.recipe import StagedRecipe
+from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import RunResult, Stage, file_digest
 from prefopt.trainer import media_size
-from prefopt_recipes.common.sampling import SampleJob, Sampling, sample_files
 from prefopt_recipes.common.scoring import check_prompts, load_rewards, score_in_memory
 from prefopt_recipes.online_rl.config import OnlineRLRecipeConfig
 

@@ -27,16 +27,11 @@ from prefopt.media import load_reference_photos
 from prefopt.plugins import get_registry
 from prefopt.recipe import StagedRecipe
 from prefopt.repository import MediaRecord, MediaRepository
+from prefopt.sampling import SampleJob, Sampling
 from prefopt.selection import read_pairs_table, select_into
 from prefopt.stages import RunResult, Stage
 from prefopt.trainer import DiffusionDPOTrainer, media_size
-from prefopt_recipes.common.sampling import (
-    SampleJob,
-    Sampling,
-    examples_from_pairs,
-    generate_into,
-    verify_items,
-)
+from prefopt_recipes.common.sampling import examples_from_pairs, generate_into, verify_items
 from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
 from prefopt_recipes.reward_dpo.config import RewardDPOConfig
 

@@ -6,7 +6,8 @@ import torch
 from prefopt.interfaces import GeneratedMedia
 from prefopt.media import read_media
 from prefopt.repository import MediaRepository
-from prefopt_recipes.common.sampling import SampleJob, Sampling, generate_into, sample_files
+from prefopt.sampling import SampleJob, Sampling, sample_files
+from prefopt_recipes.common.sampling import generate_into
 
 
 class CountingBackbone:

@@ -53,6 +53,13 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(image_
     report = (run / "report" / "index.html").read_text()
     assert "prompt_match" in report and "training.png" in report
     _assert_lora_changes_the_pipeline("sdxl", tmp_path / "models" / "sdxl", lora)
+    # `prefopt sample` on the run: its current training's LoRA, the run's backbone and its evaluation settings
+    assert main(["sample", str(run), "--prompt", "a red fox", "--out", str(tmp_path / "samples")]) == 0
+    record = json.loads((tmp_path / "samples" / "sample.json").read_text())
+    current = json.loads((run / "stages.json").read_text())["train"]["hash"]
+    assert [entry["path"] for entry in record["loras"]] == [str(run / f"train-{current}" / "lora" /
+                                                             "pytorch_lora_weights.safetensors")]
+    assert record["sampling"]["num_inference_steps"] == 30 and record["sampling"]["height"] == 32
 
 
 def _assert_lora_changes_the_pipeline(kind, pretrained, lora):

@@ -74,6 +74,12 @@ def test_quickstart_runs_every_stage_and_writes_its_outputs(finished_run):
                    "Held-out evaluation", "config.json"):
         assert needle in report, needle
     assert len(list((run / "report" / "thumbs").glob("*.png"))) > 4  # pair thumbnails
+    from prefopt.layout import RunLayout
+    from prefopt.runner import load_recipe
+
+    layout = RunLayout(run)  # `prefopt sample` samples the final model: identity LoRA, then stage 2's over it
+    assert load_recipe(run / "config.json").result_loras(layout) == [layout.current("identity_lora").lora,
+                                                                      layout.current("stage2").lora]
 
 
 def test_rerun_skips_finished_stages_and_a_changed_stage_reruns_from_there(finished_run):
