@@ -41,7 +41,9 @@ class Stage:
     raising a one-sentence :class:`PrefoptError` when it is missing or damaged: a stage is done only when it
     delivers, and a finished stage is skipped only while it still does. ``inputs`` name earlier stages whose
     deliveries both functions take as keyword arguments. ``covers`` is what the stage's hash covers besides the
-    previous stage's hash: its configuration and the content of anything else it reads.
+    previous stage's hash: its configuration and the content of anything else it reads. ``length`` names the option
+    of ``covers`` that only says how long the stage trains (``max_steps``, ``epochs``): when nothing else changed, a
+    longer stage continues from the newest checkpoint of the shorter one instead of starting over.
     """
 
     name: str
@@ -49,6 +51,7 @@ class Stage:
     make: Callable[..., str]
     deliver: Callable[..., Any]
     inputs: tuple[str, ...] = ()
+    length: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class StageRunner:
         self.layout = layout
         self.config = to_dict(config)
         self.log = log if is_main() else (lambda message: None)
-        self.previous_hash = ""
+        self.previous_hash = self.previous_hash_before = ""
         self.previous_state: dict[str, dict] = self._load()
         self.state: dict[str, dict] = {}
         if is_main() and layout.root.is_dir():  # what killed writers left (the caller holds the run's lock)
@@ -144,7 +147,7 @@ class StageRunner:
         """Run ``stage`` unless its folder says it finished and it still delivers; return what it delivered."""
         raise_if_interrupted()  # a ctrl-C Python dropped (see prefopt.progress) stops the run between stages too
         digest = config_hash(self.previous_hash, stage.covers)
-        self.previous_hash = digest
+        self.previous_hash_before, self.previous_hash = self.previous_hash, digest
         folder = self.layout.stage(stage.name, digest)
         available = earlier.stages if isinstance(earlier, RunResult) else earlier
         unknown = [name for name in stage.inputs if name not in available]
@@ -172,9 +175,12 @@ class StageRunner:
                      f"({stage.name}-{earlier}/ is kept; `prefopt clean` removes superseded stages)[/yellow]")
             self._forget_from(stage.name)  # the index names one chain of stages, never a mix of two configs
         started, cpu_started = time.perf_counter(), time.process_time()
-        record = {"stage": stage.name, "hash": digest, "status": "running", "started": time.time()}
+        record = {"stage": stage.name, "hash": digest, "status": "running", "started": time.time(),
+                  **self._length_record(stage)}
         if is_main():
             folder.path.mkdir(parents=True, exist_ok=True)
+            if stage.length is not None:
+                self._continue_shorter(stage, folder, record)
             if self.config is not None:  # the configuration that made this folder, whatever later configs do
                 write_json(folder.config, self.config)
             write_json(folder.marker, record)
@@ -193,6 +199,43 @@ class StageRunner:
         self._save()
         self.log(f"[green]✓ {stage.name}[/green] ({record['seconds']:.1f} s): {summary}")
         return Finished(stage.name, folder, digest, delivered, record["seconds"], summary)
+
+    def _length_record(self, stage: Stage) -> dict:
+        """What a later, longer configuration needs to find this folder: the hash of everything but the length
+        (the previous stage's hash included), and the length."""
+        if stage.length is None:
+            return {}
+        parts = [to_dict(part) for part in stage.covers]
+        length = next((p[stage.length] for p in parts if isinstance(p, dict) and stage.length in p), None)
+        rest = [{k: v for k, v in p.items() if k != stage.length} if isinstance(p, dict) else p for p in parts]
+        return {"family": config_hash(self.previous_hash_before, rest), "length": length}
+
+    def _continue_shorter(self, stage: Stage, folder: StageFolder, record: dict) -> None:
+        """Seed a new folder with the newest checkpoint (and metrics) of the longest shorter run of the same
+        family, so raising only the length continues training where it ended (kept: the shorter folder)."""
+        from prefopt.checkpoint import complete_checkpoints
+
+        if complete_checkpoints(folder.checkpoints) or not isinstance(record.get("length"), int):
+            return
+        donors = []
+        for path in self.layout.root.glob(f"{stage.name}-*"):
+            marker = read_marker(path)
+            shorter = isinstance(marker.get("length"), int) and marker["length"] < record["length"]
+            if path != folder.path and marker.get("family") == record["family"] and shorter:
+                done = complete_checkpoints(StageFolder(path).checkpoints)
+                if done:
+                    donors.append((marker["length"], path, done[-1]))
+        if not donors:
+            return
+        length, path, checkpoint = max(donors)
+        tmp = folder.checkpoints / (checkpoint.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(checkpoint, tmp)
+        os.replace(tmp, folder.checkpoints / checkpoint.name)
+        if StageFolder(path).metrics.is_file():
+            shutil.copyfile(StageFolder(path).metrics, folder.metrics)
+        self.log(f"[cyan]↪ {stage.name}: only `{stage.length}` changed ({length} → {record['length']}): continuing "
+                 f"from {path.name}/{checkpoint.relative_to(path)} ({path.name}/ is kept)[/cyan]")
 
     def finish(self) -> None:
         """Every stage of the configuration has finished: the run's ``config.json`` now describes its folders (it

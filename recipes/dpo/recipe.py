@@ -51,7 +51,8 @@ class DPORecipe(StagedRecipe):
     def stages(self) -> list[Stage]:
         c = self.config
         stages = [Stage("pairs", [c.data, self.data_fingerprint()], self.write_pairs, read_trained_pairs),
-                  Stage("train", [c.backbone, c.trainer], self.train, trained_lora, inputs=("pairs",))]
+                  Stage("train", [c.backbone, c.trainer], self.train, trained_lora, inputs=("pairs",),
+                        length="max_steps")]
         if self.evaluation_prompts():
             stages.append(Stage("evaluation", [c.evaluation], self.evaluate, evaluation_table, inputs=("train",)))
         return stages

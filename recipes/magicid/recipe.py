@@ -95,18 +95,18 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
         c = self.config
         return [
             Stage("identity_lora", [c.backbone, c.references, self.photo_digests(), c.video, c.identity_lora],
-                  self.train_identity_lora, self.identity_lora),
+                  self.train_identity_lora, self.identity_lora, length="max_steps"),
             Stage("prompts", [c.prompts], self.write_prompts, read_prompts),
             Stage("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed],
                   self.generate_repository, self.generated, inputs=("identity_lora", "prompts")),
             Stage("scoring", [c.rewards], self.score_repository, self.scored_repository,
                   inputs=("identity_lora", "repository")),
             Stage("stage1", [c.stage1, c.dpo_stage1], self.train_stage1, trained_on_pairs,
-                  inputs=("identity_lora", "scoring")),
+                  inputs=("identity_lora", "scoring"), length="max_steps"),
             Stage("regenerate", [c.repository.regenerate_videos], self.regenerate, self.regenerated,
                   inputs=("identity_lora", "prompts", "scoring", "stage1")),
             Stage("stage2", [c.stage2, c.dpo_stage2], self.train_stage2, trained_on_pairs,
-                  inputs=("identity_lora", "stage1", "regenerate")),
+                  inputs=("identity_lora", "stage1", "regenerate"), length="max_steps"),
             Stage("evaluation", [c.evaluation], self.evaluate, self.evaluation_table,
                   inputs=("identity_lora", "stage1", "stage2", "prompts")),
         ]

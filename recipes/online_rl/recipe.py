@@ -52,7 +52,7 @@ class OnlineRLRecipe(StagedRecipe):
         c = self.config
         trained = [c.backbone, c.rewards, c.reward_weights, c.reward_combination, self.prompts(),
                    [file_digest(p) for p in c.references], c.trainer, c.run.seed]
-        return [Stage("train", trained, self.train, trained_lora),
+        return [Stage("train", trained, self.train, trained_lora, length="epochs"),
                 Stage("evaluation", [c.evaluation, c.judges, c.heldout_prompts], self.evaluate, evaluation_table,
                       inputs=("train",))]
 

@@ -175,3 +175,36 @@ def test_every_bad_row_or_media_file_stops_the_run_before_a_model_loads(image_by
     assert not list((tmp_path / "runs").glob("dpo/train-*"))  # no training began
 
 
+
+
+def test_raising_only_max_steps_continues_the_finished_training_to_the_same_lora_as_a_longer_run(
+        pick_a_pic, tmp_path, capsys):
+    """Extending a run (#24 item 3): 2 steps, then `trainer.max_steps=4`, equals 4 steps from scratch (constant
+    learning rate: the schedule is the only thing the length changes)."""
+    from safetensors.torch import load_file
+
+    data = pick_a_pic(tmp_path / "pairs.parquet")
+    common = [str(ROOT / "recipes" / "dpo.yaml"), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32)),
+              "trainer.lr_scheduler=constant"]
+    assert main(["run", *common, "run.name=extended"]) == 0
+    shorter = next((tmp_path / "runs" / "extended").glob("train-*"))
+    capsys.readouterr()
+    assert main(["run", *common, "run.name=extended", "trainer.max_steps=4"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert f"only `max_steps` changed (2 → 4): continuing from {shorter.name}/checkpoints/step-000002" in out, out
+    assert "resuming training from" in out and "(step 2/4)" in out and shorter.is_dir()  # the shorter one is kept
+    assert main(["run", *common, "run.name=fresh", "trainer.max_steps=4"]) == 0
+
+    def final(name):
+        run = tmp_path / "runs" / name
+        digest = json.loads((run / "stages.json").read_text())["train"]["hash"]
+        return load_file(run / f"train-{digest}" / "lora" / "pytorch_lora_weights.safetensors")
+
+    extended, fresh = final("extended"), final("fresh")
+    assert extended.keys() == fresh.keys()
+    for key in fresh:
+        torch.testing.assert_close(extended[key], fresh[key], rtol=0, atol=0)
+    metrics = [json.loads(line)["step"] for line in next((tmp_path / "runs" / "extended").glob(
+        f"train-{json.loads((tmp_path / 'runs' / 'extended' / 'stages.json').read_text())['train']['hash']}"
+        "/metrics.jsonl")).read_text().splitlines()]
+    assert metrics == [1, 2, 3, 4]

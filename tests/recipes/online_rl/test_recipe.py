@@ -58,5 +58,10 @@ def test_the_miniature_recipe_trains_evaluates_on_fresh_seeds_reports_and_resume
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.count("done earlier") == 2
+    assert main([*args, "trainer.epochs=3"]) == 0  # longer: continues from epoch 2, not from 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "only `epochs` changed (2 → 3)" in out and "(epoch 2/3)" in out
+    longer = run / f"train-{json.loads((run / 'stages.json').read_text())['train']['hash']}"
+    assert [json.loads(line)["epoch"] for line in (longer / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert main([*args, "trainer.algorithm=nft", "trainer.epochs=1"]) == 0  # a new train stage, then evaluation
     assert json.loads((run / "stages.json").read_text())["train"]["hash"] != state["train"]["hash"]
