@@ -8,6 +8,7 @@ run continues exactly where an uninterrupted one would be.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -90,6 +91,9 @@ class TrainerConfig(LoRATrainingConfig):
         only_with(self, ("label_smoothing",), self.loss_type == "robust", "`loss_type: robust`")
         only_with(self, ("ref_model_sync_steps", "ref_model_mixup_alpha"), self.sync_ref_model,
                   "`sync_ref_model: true`")
+        if self.sync_ref_model and importlib.util.find_spec("trl") is None:
+            raise ValueError("`sync_ref_model` uses trl's reference-sync routine, and trl is not installed: "
+                             "`pip install 'prefopt[trl]'`")
         if self.dpo_schedule == "split" and self.lora_dropout > 0:
             # Its no-grad pass and its backward pass would draw different dropout masks: not the joint gradient.
             raise ValueError("`dpo_schedule: split` gives the joint step's gradient only without LoRA dropout; set "

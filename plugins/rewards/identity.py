@@ -208,6 +208,10 @@ class InsightFaceIdentityReward(IdentityReward):
 
     @classmethod
     def missing_weights(cls, config: InsightFaceIdentityConfig) -> str | None:
+        absent = [name for name in ("insightface", "onnxruntime") if importlib.util.find_spec(name) is None]
+        if absent:  # an optional extra: found with the weights, before any work
+            return (f"reward `insightface-id` needs {' and '.join(absent)}, not installed: "
+                    "`pip install 'prefopt[insightface]'`.")
         folder = insightface_pack_dir(config)
         if folder.is_dir() and any(folder.glob("*.onnx")):
             return None

@@ -428,3 +428,12 @@ def test_default_lora_targets_are_the_families_reference_trainers(tmp_path, make
         assert any(name.endswith(target) for name in adapted), (target, sorted(adapted))
     if not text_stream:
         assert not any("add_" in name or ".ff" in name for name in adapted), sorted(adapted)
+
+
+def test_sync_ref_model_without_trl_is_refused_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
+    with pytest.raises(ValueError, match=r"trl is not installed: `pip install 'prefopt\[trl\]'`"):
+        TrainerConfig(sync_ref_model=True)

@@ -136,3 +136,16 @@ def test_reference_embeddings_are_cached_by_content_not_by_object():
     assert reward.reference_embedding([red.copy()]).tolist() == [1.0, 0.0, 0.0] and MeanColour.calls == 1
     red[...] = green  # the same object, new content
     assert reward.reference_embedding([red]).tolist() == [0.0, 1.0, 0.0] and MeanColour.calls == 2
+
+
+def test_without_the_insightface_extra_the_reward_says_what_to_install_before_any_work(monkeypatch, tmp_path):
+    """insightface is an optional extra (#24 item 9): its absence is found with the weights, in one sentence."""
+    import importlib.util
+
+    from prefopt_plugins.rewards.identity import InsightFaceIdentityConfig, InsightFaceIdentityReward
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "insightface" else real(name, *a))
+    message = InsightFaceIdentityReward.missing_weights(InsightFaceIdentityConfig(model_dir=str(tmp_path)))
+    assert message == ("reward `insightface-id` needs insightface, not installed: "
+                       "`pip install 'prefopt[insightface]'`.")
