@@ -43,6 +43,17 @@ class DiffusersBackboneConfig:
     )
     device: str = field(default="auto", metadata={"help": "`auto` (CUDA when present), `cpu` or `cuda:N`."})
 
+    @property
+    def pretrained_path(self) -> str:
+        """`pretrained` as loaders take it: ``package://…`` (a model shipped inside a package, as the miniature
+        world's) resolved to its folder; kept as written in the config, so the run's hashes do not depend on
+        where the package is installed."""
+        if self.pretrained.startswith("package://"):
+            from prefopt.hub import resolve_path
+
+            return str(resolve_path(self.pretrained))
+        return self.pretrained
+
 
 @dataclass
 class FlowMatchingConfig(DiffusersBackboneConfig):
@@ -136,7 +147,7 @@ class DiffusersBackbone(Backbone):
             raise MissingWeightsError(message)
         try:
             return self.pipeline_class().from_pretrained(
-                self.config.pretrained, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs(),
+                self.config.pretrained_path, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs(),
                 **_saved_without(self.config),
             )
         except OSError as e:
@@ -365,7 +376,7 @@ def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
 
     from prefopt.hub import local_directory
 
-    root = local_directory(config.pretrained, "model_index.json", config.revision)
+    root = local_directory(config.pretrained_path, "model_index.json", config.revision)
     if root is None:
         return {}
     index = json.loads((root / "model_index.json").read_text())
@@ -375,10 +386,15 @@ def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
 
 def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:
     """One sentence saying which weights (or which of their files) are missing and how to provide them, or None."""
+    from prefopt.hub import looks_like_hub_id
     from prefopt.hub import missing_weights_message as message
 
-    return message(config.pretrained, label, "model_index.json", "`backbone.options.pretrained`", config.revision,
-                   how=hint)
+    pretrained = config.pretrained_path
+    if pretrained and not looks_like_hub_id(pretrained):  # a folder here: the family's download hint may not fit it
+        hint = "Set `backbone.options.pretrained` to a directory holding them."
+    if pretrained and not Path(pretrained).is_absolute():
+        hint = f"{hint} (A relative path is read from `{Path.cwd()}`.)"
+    return message(pretrained, label, "model_index.json", "`backbone.options.pretrained`", config.revision, how=hint)
 
 
 _WARNED_CAPS: set = set()

@@ -75,3 +75,25 @@ def test_a_prompt_the_action_reward_cannot_score_stops_magicid_before_any_work(t
     err = capsys.readouterr().err
     assert code == 2 and "reward `semantic`: prompt `a person flies` names no action" in err
     assert not list(tmp_path.glob("*/identity_lora-*"))
+
+
+@pytest.mark.parametrize("recipe", ["miniature.yaml", "miniature-reward-dpo.yaml", "miniature-online-rl.yaml"])
+def test_the_shipped_miniature_recipes_find_everything_from_any_directory(recipe, tmp_path, monkeypatch):
+    """#24 item 10: models and photos are `package://` paths, found wherever the command runs."""
+    from prefopt.runner import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    loaded = load_recipe(ROOT / "recipes" / recipe, [f"run.output_dir={tmp_path}"])
+    assert loaded.missing_requirements() == []
+
+
+def test_a_missing_local_model_is_named_with_where_relative_paths_are_read_not_a_hub_download(tmp_path,
+                                                                                             monkeypatch):
+    from prefopt.runner import load_recipe
+
+    monkeypatch.chdir(tmp_path)
+    loaded = load_recipe(ROOT / "recipes" / "miniature-online-rl.yaml",
+                         ["backbone.options.pretrained=my/weights/model", f"run.output_dir={tmp_path}"])
+    [message] = loaded.missing_requirements()
+    assert "`my/weights/model`" in message and f"A relative path is read from `{tmp_path}`" in message
+    assert "hf download" not in message and "Set `backbone.options.pretrained` to a directory" in message
