@@ -1,4 +1,4 @@
-"""The ``prefopt`` command line: run, validate, select, clean, sample, plugins, options.
+"""The ``prefopt`` command line: run, validate, select, clean, sample, recipes, plugins, options.
 
 A user error (:class:`PrefoptError`, or the disk refusing a write: full, read-only, no permission) prints
 one message and exits 2; ``--debug`` (before or after the command) shows the traceback.
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--dry-run", action="store_true", help="List what would be removed; remove nothing.")
 
     _add_sample_parser(sub, debug)
+    recipes = sub.add_parser("recipes", help="List the recipes that ship with prefopt, or copy one to edit.",
+                             parents=[debug])
+    recipes.add_argument("--copy", nargs="+", metavar=("NAME", "DEST"),
+                         help="Copy shipped recipe NAME to DEST (default `./NAME.yaml`); an existing file is kept.")
     plugins = sub.add_parser("plugins", help="List every registered component and its package.", parents=[debug])
     plugins.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     options = sub.add_parser("options", help="Show a component's (or the trainer's) options with their help.",
@@ -136,6 +140,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _options(args.name, args.kind, args.markdown)
     if args.command == "sample":
         return _sample(args)
+    if args.command == "recipes":
+        return _recipes(args.copy)
     from prefopt.runner import check_requirements, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
@@ -199,6 +205,31 @@ def _sample(args: argparse.Namespace) -> int:
     with downloads(args.allow_downloads):
         paths = sample(request)
     print(f"prefopt: {len(paths)} samples in {paths[0].parent}")
+    return 0
+
+
+def _recipes(copy: list[str] | None) -> int:
+    import shutil
+
+    from prefopt.runner import shipped_recipes
+
+    shipped = shipped_recipes()
+    if copy:
+        if len(copy) > 2:
+            raise PrefoptError("`--copy` takes a recipe name and, optionally, where to copy it.")
+        name, dest = copy[0], Path(copy[1] if len(copy) > 1 else f"{copy[0]}.yaml")
+        if name not in shipped:
+            raise PrefoptError(f"no shipped recipe `{name}` (shipped: {', '.join(shipped)}).")
+        dest = dest / f"{name}.yaml" if dest.is_dir() else dest
+        if dest.exists():
+            raise PrefoptError(f"`{dest}` exists; it is kept: choose another destination.")
+        shutil.copyfile(shipped[name], dest)
+        print(f"prefopt: copied `{name}` to {dest}; run it with `prefopt run {dest}`")
+        return 0
+    for name, path in shipped.items():
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        print(f"{name:<22} {first}")
+    print("\nRun one by name (`prefopt run miniature`), or copy it to edit (`prefopt recipes --copy miniature`).")
     return 0
 
 

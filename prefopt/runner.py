@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from prefopt.config import ComponentSpec, apply_overrides, parse, read_yaml
@@ -14,8 +15,29 @@ from prefopt.plugins import get_registry
 RECIPE_KEY = "recipe"
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """The recipe YAMLs that ship with prefopt, by name (``miniature`` for ``miniature.yaml``)."""
+    from prefopt.hub import resolve_path
+
+    folder = resolve_path("package://prefopt_recipes/")
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def config_path(path: str | os.PathLike) -> Path:
+    """A config file, or the name of a shipped recipe (``prefopt run miniature`` after a plain ``pip install``)."""
+    given = Path(path)
+    if given.is_file() or given.suffix in (".yaml", ".yml", ".json") or len(given.parts) > 1:
+        return given
+    shipped = shipped_recipes()
+    if str(path) in shipped:
+        return shipped[str(path)]
+    raise ConfigError(f"`{path}` is neither a config file nor a shipped recipe ({', '.join(shipped)}; "
+                      "`prefopt recipes` lists them).")
+
+
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> tuple[Any, Any]:
     """Parse a recipe YAML into (registration, config); checks every key, type and plugin name."""
+    path = config_path(path)
     data = apply_overrides(read_yaml(path), list(overrides or []))
     registry = get_registry()
     recipe_name = data.pop(RECIPE_KEY, None)

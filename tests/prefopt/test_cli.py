@@ -12,6 +12,7 @@ import pytest
 
 from prefopt import hookimpl
 from prefopt.cli import main
+from tests import ROOT
 
 
 def _run_cli(*args, env=None):
@@ -164,3 +165,21 @@ def test_overrides_may_follow_options():
     assert args.overrides == ["a.b=1", "c.d=2"] and args.stage == "stage1"
     with pytest.raises(SystemExit):
         parse_arguments(["select", "x.yaml", "--stage", "stage1", "stray"])
+
+
+def test_shipped_recipes_are_listed_run_by_name_and_copied_without_overwriting(tmp_path, monkeypatch, capsys):
+    """#24 item 10: after a plain `pip install`, as `tune ls` / `tune cp`."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes"]) == 0
+    listing = capsys.readouterr().out
+    assert "miniature " in listing and "miniature-online-rl" in listing and "prefopt run miniature" in listing
+    assert main(["validate", "miniature"]) == 0 and "valid (recipe `magicid`)" in capsys.readouterr().out
+    assert main(["recipes", "--copy", "miniature-reward-dpo"]) == 0
+    copied = tmp_path / "miniature-reward-dpo.yaml"
+    assert copied.read_text() == (ROOT / "recipes" / "miniature-reward-dpo.yaml").read_text()
+    assert main(["validate", str(copied)]) == 0
+    capsys.readouterr()
+    assert main(["recipes", "--copy", "miniature-reward-dpo", str(copied)]) == 2
+    assert "exists; it is kept" in capsys.readouterr().err
+    assert main(["validate", "minature"]) == 2
+    assert "`minature` is neither a config file nor a shipped recipe" in capsys.readouterr().err
