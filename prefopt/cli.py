@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,16 +20,27 @@ from prefopt.interfaces import HasResultLoras
 EXIT_USER_ERROR = 2
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("prefopt")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefopt", description="Preference optimization for video and image diffusion models."
     )
     parser.add_argument("--debug", action="store_true", help="Show full tracebacks on errors.")
+    parser.add_argument("--version", action="version", version=f"prefopt {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     debug = argparse.ArgumentParser(add_help=False)  # `--debug` is also accepted after the command
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="Show full tracebacks on errors.")
 
-    run = sub.add_parser("run", help="Run a recipe from a YAML config.", parents=[debug])
+    run = sub.add_parser("run", help="Run a recipe from a YAML config.", parents=[debug], epilog=RUN_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_arguments(run)
     validate = sub.add_parser("validate", help="Check a config and its plugin names without loading models.",
                               parents=[debug])
@@ -57,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Markdown; without a name, the whole reference (docs/options.md).")
     return parser
 
+
+RUN_EXAMPLES = """examples (a shipped recipe by name, or a YAML file; `key.sub=value` overrides any option):
+  prefopt run miniature                                   # MagicID on the miniature world, CPU, minutes
+  prefopt run recipes/magicid.yaml references.photos=[me-0.png,me-1.png] backbone.options.pretrained=DIR
+  prefopt run dpo data.path=pairs.parquet backbone.name=sdxl backbone.options.pretrained=DIR trainer.max_steps=2000
+  prefopt run reward-dpo prompts_file=prompts.txt rounds=3 backbone.name=sd3 backbone.options.pretrained=DIR
+  prefopt run online-rl trainer.algorithm=nft trainer.epochs=200
+  prefopt run dpo ... run.build_tiny_models=true           # any backbone on tiny random weights, to try the mechanics
+
+`prefopt recipes` lists the shipped recipes; `prefopt options NAME` a component's options (`trainer` too).
+"""
 
 SAMPLE_EXAMPLES = """examples:
   prefopt sample runs/miniature --prompt "a person waves" --seeds 0 1 2
@@ -131,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prefopt: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `prefopt options trainer | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush writes nowhere
+        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -256,7 +282,7 @@ def _options(name: str | None, kind: str | None, markdown: bool) -> int:
         labels = ", ".join(label for label, _, _ in sources)
         raise PrefoptError(f"`{name}` names several components ({labels}); add --kind.")
     label, _, config_class = sources[0]
-    if markdown:
+    if markdown or not sys.stdout.isatty():  # piped: one unwrapped line per option, not a table cut to 80 columns
         print(markdown_table(config_class))
         return 0
     from rich.console import Console

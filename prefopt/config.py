@@ -177,8 +177,7 @@ def _convert(value: Any, hint: Any, path: str, registry: Any) -> Any:
             value = next((a for a in (("no", "off", "false") if not value else ("yes", "on", "true")) if a in args),
                          value)
         if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"`{path}` must be one of {choices}, got `{value!r}`.")
+            raise ConfigError(choice_message(path, args, value))
         return value
     if origin in (list, tuple) or hint in (list, tuple):
         return _convert_sequence(value, hint, origin or hint, args, path, registry)
@@ -259,6 +258,13 @@ def _float(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+def choice_message(name: str, choices: typing.Sequence, value: Any) -> str:
+    """`name` must be one of the choices (with the closest one when a typo is likely)."""
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    hint = f" Did you mean `{close[0]!r}`?" if close else ""
+    return f"`{name}` must be one of {', '.join(repr(c) for c in choices)}, got `{value!r}`.{hint}"
 
 
 def _unknown_key_message(path: str, key: str, valid: list[str]) -> str:

@@ -22,7 +22,7 @@ from prefopt.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from prefopt.config import check_bounds
+from prefopt.config import check_bounds, choice_message
 from prefopt.data import load_tensors, save_tensors, verify_safetensors
 from prefopt.errors import PrefoptError
 from prefopt.files import full_disk_named, read_jsonl, write_folder, write_text
@@ -141,7 +141,7 @@ class LoRATrainingConfig:
         check_bounds(self)  # the bounds each field declares (shown by `prefopt options trainer`)
         only_with(self, ("checkpoint_every_n_blocks",), self.gradient_checkpointing, "`gradient_checkpointing: true`")
         if self.report_to not in TRACKERS:
-            raise ValueError(f"`report_to` must be one of {', '.join(TRACKERS)}, got `{self.report_to}`")
+            raise ValueError(choice_message("report_to", TRACKERS, self.report_to))
         if self.checkpoint_save_attention and not self.gradient_checkpointing:
             raise ValueError("`checkpoint_save_attention` keeps attention outputs in checkpointed blocks: it needs "
                              "`gradient_checkpointing: true`.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from prefopt.config import help_text
 from prefopt.errors import PrefoptError
 from prefopt.plugins import get_registry
@@ -21,7 +23,9 @@ def option_sources(name: str, kind: str | None = None) -> list[tuple[str, str, t
     found = [(KIND_LABELS[k], name, registry.get(k, name).config_class) for k in kinds if name in registry.names(k)]
     if not found:
         every = sorted({n for k in KINDS for n in registry.names(k)} | {TRAINER})
-        raise PrefoptError(f"nothing named `{name}` has options; choose one of: {', '.join(every)} "
+        close = difflib.get_close_matches(name, every, n=1, cutoff=0.6)
+        hint = f"Did you mean `{close[0]}`? " if close else ""
+        raise PrefoptError(f"nothing named `{name}` has options. {hint}Choose one of: {', '.join(every)} "
                            "(`prefopt plugins` lists every component).")
     return found
 

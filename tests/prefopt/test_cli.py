@@ -183,3 +183,29 @@ def test_shipped_recipes_are_listed_run_by_name_and_copied_without_overwriting(t
     assert "exists; it is kept" in capsys.readouterr().err
     assert main(["validate", "minature"]) == 2
     assert "`minature` is neither a config file nor a shipped recipe" in capsys.readouterr().err
+
+
+def test_options_of_a_misspelt_name_suggests_the_closest(capsys):
+    assert main(["options", "sdx"]) == 2
+    assert "nothing named `sdx` has options. Did you mean `sdxl`?" in capsys.readouterr().err
+
+
+def test_version_and_run_help_with_an_example_for_every_shipped_recipe(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("prefopt ")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for example in ("prefopt run miniature", "recipes/magicid.yaml", "prefopt run dpo", "prefopt run reward-dpo",
+                    "prefopt run online-rl", "run.build_tiny_models=true"):
+        assert example in text, example
+
+
+@pytest.mark.slow
+def test_piped_options_are_whole_lines_and_a_closed_pipe_is_no_traceback():
+    result = subprocess.run(f"{sys.executable} -m prefopt options trainer | head -3", shell=True, check=False,
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "| option | type | default | help |" and lines[2].startswith("| `learning_rate` |")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

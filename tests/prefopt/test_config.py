@@ -61,6 +61,8 @@ def test_required_literal_and_post_init_errors():
         parse(TrainConfig, {})
     with pytest.raises(ConfigError, match=r"`loss_type` must be one of 'sigmoid', 'hinge', got `'ipo'`"):
         parse(TrainConfig, {"steps": 1, "loss_type": "ipo"})
+    with pytest.raises(ConfigError, match=r"got `'sigmod'`\. Did you mean `'sigmoid'`\?"):
+        parse(TrainConfig, {"steps": 1, "loss_type": "sigmod"})
     with pytest.raises(ConfigError, match="`steps` must be at least 1, got 0"):
         parse(TrainConfig, {"steps": 0})
 

@@ -354,7 +354,8 @@ def test_report_to_accepts_accelerate_trackers_and_names_a_missing_package(tmp_p
 
     from prefopt.errors import PrefoptError
 
-    with pytest.raises(ValueError, match="`report_to` must be one of none, tensorboard, wandb, mlflow"):
+    with pytest.raises(ValueError, match=r"`report_to` must be one of 'none', 'tensorboard', 'wandb', 'mlflow'.*, "
+                                         r"got `'wandbb'`\. Did you mean `'wandb'`\?"):  # as every other choice
         _config(report_to="wandbb")
     monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
     with pytest.raises(PrefoptError, match=r"`report_to: wandb` needs the `wandb` package: `pip install wandb`"):
