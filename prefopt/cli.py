@@ -1,4 +1,4 @@
-"""The ``prefopt`` command line: run, validate, select, clean, sample, recipes, plugins, options.
+"""The ``prefopt`` command line: run, validate, select, clean, sample, push, recipes, plugins, options.
 
 A user error (:class:`PrefoptError`, or the disk refusing a write: full, read-only, no permission) prints
 one message and exits 2; ``--debug`` (before or after the command) shows the traceback.
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--dry-run", action="store_true", help="List what would be removed; remove nothing.")
 
     _add_sample_parser(sub, debug)
+    push = sub.add_parser("push", parents=[debug],
+                          help="Upload a finished run's final LoRAs with their model card to the Hugging Face Hub.")
+    push.add_argument("run", type=Path, help="A finished run directory.")
+    push.add_argument("repo_id", help="The Hub repository, `USER/NAME` (created when missing).")
+    push.add_argument("--private", action="store_true", help="Create the repository private.")
+    push.add_argument("--to-folder", type=Path, help="Copy the files a push would upload to DIR/REPO_ID instead.")
     recipes = sub.add_parser("recipes", help="List the recipes that ship with prefopt, or copy one to edit.",
                              parents=[debug])
     recipes.add_argument("--copy", nargs="+", metavar=("NAME", "DEST"),
@@ -144,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"prefopt: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `prefopt options trainer | head`: the reader left (an OSError: caught before those)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush writes nowhere
+        return 0
     except OSError as e:
         if args.debug or e.errno not in _DISK_ERRORS:
             raise
@@ -154,9 +163,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("prefopt: interrupted; finished work is kept and a re-run resumes.", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `prefopt options trainer | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush writes nowhere
-        return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -168,6 +174,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sample(args)
     if args.command == "recipes":
         return _recipes(args.copy)
+    if args.command == "push":
+        from prefopt.publish import push
+
+        where = push(args.run, args.repo_id, private=args.private, to_folder=args.to_folder)
+        print(f"prefopt: published {args.run} to {where}")
+        return 0
     from prefopt.runner import check_requirements, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
@@ -200,9 +212,12 @@ def _work(args: argparse.Namespace, recipe, check_requirements) -> int:
     print(f"prefopt: run finished: {run_dir}")
     if isinstance(recipe, HasResultLoras):  # a staged recipe says which LoRAs make its final model
         from prefopt.layout import RunLayout
+        from prefopt.publish import publish_folder
 
         for lora in recipe.result_loras(RunLayout(run_dir)):
             print(f"prefopt: final model's LoRA: {lora}")
+        print(f"prefopt: model card and files to publish: {publish_folder(run_dir)}/ (`prefopt push {run_dir} "
+              "USER/NAME` uploads them)")
         print(f"prefopt: sample it with `prefopt sample {run_dir} --prompt \"...\"`")
     return 0
 

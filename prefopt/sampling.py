@@ -108,7 +108,7 @@ def resolve_source(request: SampleRequest) -> tuple[dict, list[Path], dict, Path
 
     source = Path(request.source)
     if (source / "stages.json").is_file():
-        recipe, config = _finished_recipe(source)
+        recipe, config = finished_recipe(source)
         if not isinstance(recipe, HasResultLoras):
             raise PrefoptError(f"recipe `{recipe.name}` does not say which LoRAs make its final model: sample a LoRA "
                                "file with `--backbone`.")
@@ -127,7 +127,8 @@ def resolve_source(request: SampleRequest) -> tuple[dict, list[Path], dict, Path
     return {"name": request.backbone, "options": {}}, loras, {}, Path("samples")
 
 
-def _finished_recipe(run_dir: Path):
+def finished_recipe(run_dir: Path):
+    """The recipe of a finished run directory, rebuilt from its `config.json`, and that config."""
     from prefopt.runner import RECIPE_KEY, load_recipe
 
     record = run_dir / "config.json"
