@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="Run a recipe from a YAML config.", parents=[debug], epilog=RUN_EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_config_arguments(run)
-    validate = sub.add_parser("validate", help="Check a config and its plugin names without loading models.",
+    validate = sub.add_parser("validate", help="Check a config, its plugin names and its inputs without loading models.",
                               parents=[debug])
     _add_config_arguments(validate)
     select = sub.add_parser("select", help="Select preference pairs from an existing run's repository.",
@@ -183,14 +183,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     from prefopt.runner import check_requirements, load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
+    from prefopt.hub import downloads
+
     if args.command == "validate":
+        _validate_inputs(recipe, downloads)
         print(f"{args.config}: valid (recipe `{recipe.name}`).")
         return 0
-    from prefopt.hub import downloads
 
     # What the config's `run.allow_downloads` allows holds for everything the command does (checks included).
     with downloads(getattr(getattr(recipe.config, "run", None), "allow_downloads", False)):
         return _work(args, recipe, check_requirements)
+
+
+def _validate_inputs(recipe, downloads) -> None:
+    """The inputs the config names (data, photos, prompts files) are there; weights are the run's to check."""
+    missing_inputs = getattr(recipe, "missing_inputs", None)
+    if missing_inputs is None:
+        return
+    with downloads(getattr(getattr(recipe.config, "run", None), "allow_downloads", False)):
+        missing = missing_inputs()
+    if missing:
+        listing = "".join(f"\n  ({i}) {m}" for i, m in enumerate(missing, 1)) if len(missing) > 1 else f" {missing[0]}"
+        raise PrefoptError(f"recipe `{recipe.name}` cannot start:{listing}")
 
 
 def _work(args: argparse.Namespace, recipe, check_requirements) -> int:

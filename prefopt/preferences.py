@@ -83,22 +83,40 @@ class PreferenceDataConfig:
             raise ValueError(f"`tie_weight` must be positive, got {self.tie_weight}")
 
 
-def read_rows(config: PreferenceDataConfig, what: str = "preference data",
-              key: str = "data.path") -> tuple[Iterable[dict[str, Any]], Path]:
-    """The source's rows, and the folder relative media paths start from. ``config`` needs only ``path`` and
-    ``split`` (a prompts dataset reads through here too); ``what`` names the data in messages."""
+def missing_data(config: PreferenceDataConfig, what: str = "preference data", key: str = "data.path") -> str | None:
+    """The sentence :func:`read_rows` would stop on for lack of the source (empty, a local path that is not there,
+    a hub id without downloads), found without reading it (`prefopt validate`); None when it may be read."""
+    try:
+        _source_kind(config, what, key)
+    except PrefoptError as e:
+        return str(e)
+    return None
+
+
+def _source_kind(config: PreferenceDataConfig, what: str, key: str) -> str:
     if not config.path:
         raise PrefoptError(f"`{key}` is empty: give a {what} file, a folder or a dataset id, e.g. {key}=data.parquet")
     path = Path(config.path).expanduser()
-    if path.is_file():
-        return _read_table(path, what), path.parent
-    if path.is_dir():
-        return _read_folder(path, config.split, what)
+    if path.is_file() or path.is_dir():
+        return "file" if path.is_file() else "folder"
     if not HUB_ID.fullmatch(config.path) or path.suffix.lower() in DATA_SUFFIXES:
         raise PrefoptError(f"{what} `{config.path}` does not exist.")
     if not downloads_allowed():  # a mistyped local `data/pairs` must not become a connection to the hub
         raise PrefoptError(f"{what} `{config.path}` is not a file or folder here; to read the Hugging Face "
                            "dataset of that id, set `run.allow_downloads: true`.")
+    return "hub"
+
+
+def read_rows(config: PreferenceDataConfig, what: str = "preference data",
+              key: str = "data.path") -> tuple[Iterable[dict[str, Any]], Path]:
+    """The source's rows, and the folder relative media paths start from. ``config`` needs only ``path`` and
+    ``split`` (a prompts dataset reads through here too); ``what`` names the data in messages."""
+    kind = _source_kind(config, what, key)
+    path = Path(config.path).expanduser()
+    if kind == "file":
+        return _read_table(path, what), path.parent
+    if kind == "folder":
+        return _read_folder(path, config.split, what)
     return _read_hub_dataset(config.path, config.split), Path.cwd()
 
 

@@ -84,10 +84,14 @@ class StagedRecipe(abc.ABC):
                                    "are noise; this run shows the mechanics of every stage, not results.[/bold yellow]")
                 save_tiny_models(self.components(), seed=getattr(self.config.run, "seed", 0))
 
+    def missing_weights(self) -> list[str]:
+        """Sentences naming weights besides the components' that are missing (MagicID's prompt writer, CLIP)."""
+        return []
+
     def missing_requirements(self) -> list[str]:
         """One sentence per missing weight or input; nothing is loaded."""
         with downloads(self.config.run.allow_downloads):
-            return [*self.missing_inputs(), *missing_component_weights(self.components())]
+            return [*self.missing_inputs(), *missing_component_weights(self.components()), *self.missing_weights()]
 
     def run(self) -> Path:
         self.layout.root.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,16 @@ class DPORecipe(StagedRecipe):
 
     # --- before any model loads -----------------------------------------------------------------------
 
+    def missing_inputs(self) -> list[str]:
+        """The preference data's source (found without reading it) and the evaluation prompts file."""
+        from prefopt.preferences import missing_data
+
+        c = self.config
+        missing = [message for message in (missing_data(c.data),) if message]
+        if c.evaluation.prompts_file and not Path(c.evaluation.prompts_file).is_file():
+            missing.append(f"evaluation prompts file `{c.evaluation.prompts_file}` does not exist.")
+        return missing
+
     def check_inputs(self) -> None:
         """Read the data and open every media file, so a bad row stops the run before a model loads."""
         examples, sources = self.examples()

@@ -121,10 +121,15 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
     # --- before any work ---------------------------------------------------------------------------
 
     def missing_inputs(self) -> list[str]:
-        from prefopt.hub import missing_weights_message, resolve_path
+        from prefopt.hub import resolve_path
 
-        missing = [f"reference photo `{p}` does not exist." for p in self.config.references.photos
-                   if not resolve_path(p).is_file()]
+        return [f"reference photo `{p}` does not exist." for p in self.config.references.photos
+                if not resolve_path(p).is_file()]
+
+    def missing_weights(self) -> list[str]:
+        from prefopt.hub import missing_weights_message
+
+        missing = []
         for model, label, option in ((self.config.prompts.writer_model, "prompt-writer", "`prompts.writer_model`"),
                                      (self.config.evaluation.clip_model, "CLIP (evaluation)", "`evaluation.clip_model`")):
             message = missing_weights_message(model, label, "config.json", option) if model else None

@@ -22,6 +22,7 @@ from prefopt.data import verify_safetensors
 from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json
+from prefopt.hub import resolve_path
 from prefopt.layout import StageFolder, sample_name
 from prefopt.media import load_reference_photos, read_media
 from prefopt.online_rl import OnlineRLTrainer, evaluation_seed
@@ -63,7 +64,7 @@ class OnlineRLRecipe(StagedRecipe):
 
     def missing_inputs(self) -> list[str]:
         c = self.config
-        missing = [f"reference photo `{p}` does not exist." for p in c.references if not Path(p).is_file()]
+        missing = [f"reference photo `{p}` does not exist." for p in c.references if not resolve_path(p).is_file()]
         if c.prompts_file and not Path(c.prompts_file).is_file():
             missing.append(f"prompts file `{c.prompts_file}` does not exist.")
         if not (c.prompts or c.prompts_file or c.prompts_dataset.path):

@@ -21,6 +21,7 @@ from prefopt.data import verify_safetensors
 from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_lines, write_json
+from prefopt.hub import resolve_path
 from prefopt.interfaces import ScoredItems
 from prefopt.layout import StageFolder
 from prefopt.media import load_reference_photos
@@ -77,7 +78,7 @@ class RewardDPORecipe(StagedRecipe):
     # --- before any model loads -------------------------------------------------------------------
 
     def missing_inputs(self) -> list[str]:
-        missing = [f"reference photo `{p}` does not exist." for p in self.config.references if not Path(p).is_file()]
+        missing = [f"reference photo `{p}` does not exist." for p in self.config.references if not resolve_path(p).is_file()]
         return missing + ([] if self.prompts() else ["no prompts: set `prompts` or `prompts_file`."])
 
     def check_inputs(self) -> None:

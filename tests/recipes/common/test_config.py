@@ -3,6 +3,7 @@
 import pytest
 
 from prefopt.cli import main
+from tests import ROOT
 
 QUICKSTART = "recipes/quickstart.yaml"
 
@@ -52,7 +53,24 @@ def test_validate_names_the_key_and_exits_2(override, message, capsys):
 
 def test_the_shipped_recipes_validate(capsys):
     assert main(["validate", QUICKSTART]) == 0
-    assert main(["validate", "recipes/magicid.yaml", "references.photos=[me.jpg]"]) == 0
+    photo = "package://prefopt_plugins/miniature/references/avatar-448-0.png"
+    assert main(["validate", "recipes/magicid.yaml", f"references.photos=[{photo}]"]) == 0  # weights: the run's
+
+
+@pytest.mark.parametrize(("recipe", "override", "message"), [
+    ("recipes/dpo.yaml", "data.path=", "`data.path` is empty: give a preference data file, a folder or a dataset id"),
+    ("recipes/dpo.yaml", "data.path=nothere.parquet", "preference data `nothere.parquet` does not exist."),
+    ("recipes/dpo.yaml", "data.path=org/pairs", "is not a file or folder here; to read the Hugging Face dataset"),
+    ("recipes/magicid.yaml", "references.photos=[me.jpg]", "reference photo `me.jpg` does not exist."),
+    ("recipes/miniature-online-rl.yaml", "prompts=[]", "no prompts: set `prompts`, `prompts_file`"),
+])
+def test_validate_refuses_inputs_the_config_names_that_are_not_there(recipe, override, message, capsys, tmp_path,
+                                                                     monkeypatch):
+    """#24 item 2: an empty or missing data path, photo or prompts source stops `validate`, not the run later."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(ROOT / recipe), override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("prefopt: error: recipe "), err
 
 
 def test_the_paper_recipe_tolerates_only_the_dynamic_reward_in_stage_1():
