@@ -8,6 +8,7 @@ def register_rewards(register):
     from prefopt_plugins.rewards.dynamics import OpenCVDynamicsReward, RaftDynamicsReward
     from prefopt_plugins.rewards.identity import DlibIdentityReward, InsightFaceIdentityReward
     from prefopt_plugins.rewards.preference import AestheticReward, PickScoreReward
+    from prefopt_plugins.rewards.remote import RemoteVLMReward
     from prefopt_plugins.rewards.semantic import ClipSemanticReward, VLMSemanticReward
 
     register(DlibIdentityReward)
@@ -16,5 +17,6 @@ def register_rewards(register):
     register(RaftDynamicsReward)
     register(ClipSemanticReward)
     register(VLMSemanticReward)
+    register(RemoteVLMReward)
     register(PickScoreReward)
     register(AestheticReward)

@@ -210,7 +210,7 @@ class VLMSemanticReward:
     def score(self, videos, prompts, references) -> list[RewardScore]:
         results = []
         for video, prompt in zip(videos, prompts):
-            frames = _downscale(np.asarray(video)[linspace_indices(len(video), self.config.frames)], self.config.max_side)
+            frames = downscale_frames(np.asarray(video)[linspace_indices(len(video), self.config.frames)], self.config.max_side)
             distribution = self.rating_distribution(frames, prompt)
             raw = float(np.dot(np.arange(1, 11), distribution))
             results.append(RewardScore(value=to_scale(raw, self.raw_range), raw=raw,
@@ -223,7 +223,7 @@ class VLMSemanticReward:
         return {"model": self.config.model, "transformers": transformers.__version__}
 
 
-def _downscale(frames: np.ndarray, max_side: int) -> np.ndarray:
+def downscale_frames(frames: np.ndarray, max_side: int) -> np.ndarray:
     from prefopt.media import resize_frames
 
     height, width = frames.shape[1:3]
