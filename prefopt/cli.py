@@ -224,7 +224,9 @@ def _work(args: argparse.Namespace, recipe, check_requirements) -> int:
     check_requirements(recipe)
     run_dir = recipe.run()
     print(f"prefopt: run finished: {run_dir}")
-    if isinstance(recipe, HasResultLoras):  # a staged recipe says which LoRAs make its final model
+    from prefopt.distributed import is_main
+
+    if isinstance(recipe, HasResultLoras) and is_main():  # a staged recipe says which LoRAs make its final model
         from prefopt.layout import RunLayout
         from prefopt.publish import publish_folder
 

@@ -239,6 +239,9 @@ class DiffusersBackbone(Backbone):
             self.pipe.set_adapters(names, [1.0] * len(names))
         elif loaded:
             self.pipe.disable_lora()
+        # peft creates each adapter's dropout modules in training mode, whatever the model's mode: a LoRA trained
+        # with dropout would otherwise drop units while sampling.
+        self.denoiser.eval()
 
     def unload_encoders(self) -> None:
         for name in self.encoder_attributes:
@@ -392,8 +395,8 @@ def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: s
     pretrained = config.pretrained_path
     if pretrained and not looks_like_hub_id(pretrained):  # a folder here: the family's download hint may not fit it
         hint = "Set `backbone.options.pretrained` to a directory holding them."
-    if pretrained and not Path(pretrained).is_absolute():
-        hint = f"{hint} (A relative path is read from `{Path.cwd()}`.)"
+        if not Path(pretrained).is_absolute():
+            hint = f"{hint} (A relative path is read from `{Path.cwd()}`.)"
     return message(pretrained, label, "model_index.json", "`backbone.options.pretrained`", config.revision, how=hint)
 
 

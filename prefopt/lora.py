@@ -71,9 +71,12 @@ def attach_frozen_lora(denoiser: torch.nn.Module, path: str | Path, prefix: str)
     # LoRA with α ≠ r is applied at its trained scale α/r, not at 1.
     from prefopt.data import load_tensors
 
+    metadata = _adapter_metadata(path)
+    if metadata is not None:  # frozen means deterministic: no dropout in the reference or the policy pass
+        metadata = {k: 0.0 if k.rsplit(".", 1)[-1] == "lora_dropout" else v for k, v in metadata.items()}
     with expected_peft_warnings():
         denoiser.load_lora_adapter(load_tensors(path, "initial LoRA"), adapter_name=INIT_ADAPTER, prefix=prefix,
-                                   metadata=_adapter_metadata(path))
+                                   metadata=metadata)
     for parameter in adapter_parameters(denoiser, INIT_ADAPTER):  # in the dtype the pipeline loads it in
         parameter.requires_grad_(False)
 

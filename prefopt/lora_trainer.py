@@ -53,6 +53,16 @@ def cpu_only() -> bool:
     return parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
 
 
+#: Learning-rate schedules that do not depend on the training length: a longer run may continue a shorter one and
+#: equal the longer run from scratch (`Stage.length`); under `linear` or `cosine` it starts over.
+LENGTH_FREE_SCHEDULES = ("constant", "constant_with_warmup")
+
+
+def continues_when_longer(config, length: str) -> str | None:
+    """``length`` (a training stage's `Stage.length`) when this trainer config may continue a shorter run."""
+    return length if config.lr_scheduler in LENGTH_FREE_SCHEDULES else None
+
+
 def only_with(config, names: tuple[str, ...], condition: bool, needed: str) -> None:
     """Refuse options changed from their defaults that take effect only under ``needed``, when it does not hold."""
     if condition:

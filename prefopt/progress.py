@@ -65,9 +65,9 @@ def _register_fork_window() -> None:
 @contextlib.contextmanager
 def catching_interrupts() -> Iterator[None]:
     """Make ctrl-C stop prefopt cleanly. Python drops, with a printed traceback, a KeyboardInterrupt raised inside
-    an at-fork hook (a ctrl-C while a subprocess such as ffmpeg starts): there the request is only kept, and the
-    next step of progress, the next stage, or the end of the block raises it. The previous handler is back
-    afterwards."""
+    an at-fork hook (a ctrl-C while ``os.fork`` runs the hooks libraries such as filelock register): there the
+    request is only kept, and the next step of progress, the next stage, or the end of the block raises it. Hooks
+    registered after the first block entered are not enclosed. The previous handler is back afterwards."""
     import signal
 
     global _interrupted, _kept_unraised

@@ -18,6 +18,7 @@ import yaml
 from prefopt.data import verify_safetensors
 from prefopt.errors import PrefoptError
 from prefopt.files import write_folder, write_text
+from prefopt.hub import looks_like_hub_id
 from prefopt.layout import LORA_WEIGHTS_NAME, RunLayout
 
 CARD_NAME, CONFIG_NAME = "README.md", "prefopt_config.yaml"
@@ -37,6 +38,7 @@ def publish_folder(run_dir: Path) -> Path:
         raise PrefoptError(f"recipe `{recipe.name}` does not say which LoRAs make its final model: nothing to publish.")
     layout = RunLayout(run_dir)
     loras = recipe.result_loras(layout)
+    # Several LoRAs: numbered in the order they apply, so adapter names stay unique (two `train` stages chained).
     names = [LORA_WEIGHTS_NAME] if len(loras) == 1 else [f"{i}-{p.parent.parent.name.rsplit('-', 1)[0]}.safetensors"
                                                           for i, p in enumerate(loras, 1)]
     figures = [layout.report_dir / name for name in FIGURES if (layout.report_dir / name).is_file()]
@@ -72,12 +74,16 @@ def model_card(config: dict, layout: RunLayout, lora_names: list[str], figures: 
     cls = get_registry().get("backbones", backbone["name"]).cls
     base = str(backbone.get("options", {}).get("pretrained", ""))
     task = "text-to-image" if getattr(cls, "media", "video") == "image" else "text-to-video"
-    meta = {"base_model": base, "library_name": "diffusers", "pipeline_tag": task,
+    meta = {"library_name": "diffusers", "pipeline_tag": task,
             "tags": ["lora", "diffusers", "prefopt", config["recipe"], task]}
+    if looks_like_hub_id(base):  # the Hub takes a model id only; a local folder is named in the text instead
+        meta = {"base_model": base, **meta}
     stages = json.loads(layout.index.read_text())
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
              f"# {layout.root.name}: LoRA for {getattr(cls, 'model_label', backbone['name'])}", "",
-             f"Trained with prefopt's `{config['recipe']}` recipe on `{base}`.", "", "## How it was trained", ""]
+             f"Trained with prefopt's `{config['recipe']}` recipe on `{base}`"
+             + ("." if looks_like_hub_id(base) else " (a local folder: put the base model's hub id in `base_model` "
+                                                    "above before sharing)."), "", "## How it was trained", ""]
     trainer = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
     settings = [f"{key} {trainer[key]}" for key in TRAINER_SETTINGS if trainer.get(key) is not None]
     if settings:
@@ -105,13 +111,14 @@ def _evaluation_table(layout: RunLayout, stages: dict) -> str | None:
 
 def _usage(cls, base: str, lora_names: list[str]) -> str:
     pipeline = getattr(cls, "pipeline_class_name", "DiffusionPipeline")
-    lines = [f"from diffusers import {pipeline}", "", f'pipe = {pipeline}.from_pretrained("{base}")']
+    source = base if looks_like_hub_id(base) else "<the base model's hub id or folder>"
+    lines = [f"from diffusers import {pipeline}", "", f'pipe = {pipeline}.from_pretrained("{source}")']
     if len(lora_names) == 1:
         lines.append('pipe.load_lora_weights("<this repository or folder>")')
         return "\n".join(lines)
     adapters = []
     for name in lora_names:  # applied together, in this order (e.g. MagicID: the identity LoRA, then the DPO one)
-        adapter = Path(name).stem.split("-", 1)[1]
+        adapter = Path(name).stem.replace("-", "_")  # numbered: unique
         adapters.append(adapter)
         lines.append(f'pipe.load_lora_weights("<this repository or folder>", weight_name="{name}", '
                      f'adapter_name="{adapter}")')
@@ -125,8 +132,8 @@ def check_publish_folder(folder: Path) -> None:
     if not card.startswith("---\n") or card.count("\n---\n") < 1:
         raise PrefoptError(f"`{folder / CARD_NAME}` has no metadata block.")
     meta = yaml.safe_load(card.split("---\n", 2)[1])
-    if not isinstance(meta, dict) or not meta.get("base_model") or meta.get("library_name") != "diffusers":
-        raise PrefoptError(f"`{folder / CARD_NAME}`'s metadata lacks `base_model` or `library_name: diffusers`.")
+    if not isinstance(meta, dict) or meta.get("library_name") != "diffusers":
+        raise PrefoptError(f"`{folder / CARD_NAME}`'s metadata lacks `library_name: diffusers`.")
     yaml.safe_load((folder / CONFIG_NAME).read_text())
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:

@@ -21,9 +21,28 @@ from prefopt.config import ComponentSpec, to_dict
 from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.hub import downloads
-from prefopt.layout import RunLayout
+from prefopt.layout import LORA_WEIGHTS_NAME, RunLayout
 from prefopt.runner import RECIPE_KEY, missing_component_weights
 from prefopt.stages import RunResult, Stage, StageRunner, clean_run, run_directory_lock
+
+
+def finished_lora(layout: RunLayout, stage: str) -> Path:
+    """The LoRA of ``stage`` in the run's last configuration, refused unless that stage finished and was trained on
+    the backbone of the run's ``config.json`` (the finished configuration, which `sample` and `push` load and
+    describe the model with; a later attempt may have changed it)."""
+    record = json.loads(layout.index.read_text()).get(stage, {})
+    folder = layout.current(stage)
+    if record.get("status") != "done":
+        raise PrefoptError(f"stage `{stage}` of run `{layout.root}` has not finished (its last attempt is "
+                           f"{record.get('status', 'missing')}); finish the run, or sample a LoRA file instead.")
+    try:
+        same = json.loads(folder.config.read_text())["backbone"] == json.loads(layout.config.read_text())["backbone"]
+    except (OSError, ValueError, KeyError, TypeError):
+        same = False
+    if not same:
+        raise PrefoptError(f"`{folder.path}` was trained on another backbone than the run's finished configuration "
+                           f"(`{layout.config}`) names; finish the run with its last configuration first.")
+    return folder.lora
 
 
 class StagedRecipe(abc.ABC):
@@ -62,12 +81,13 @@ class StagedRecipe(abc.ABC):
         """The LoRA files that, applied together, make the run's final model (``prefopt sample``): the trainer's
         `init_lora` when it has one, then the LoRA of the last stage that trained one."""
         index = json.loads(layout.index.read_text())
-        trained = [folder.lora for folder in (layout.stage(n, r["hash"]) for n, r in index.items())
-                   if folder.lora.is_file()]
+        trained = [name for name, record in index.items() if layout.stage(name, record["hash"]).lora.is_file()]
         if not trained:
             raise PrefoptError(f"run `{layout.root}` has no trained LoRA yet; run its recipe first.")
         initial = getattr(getattr(self.config, "trainer", None), "init_lora", None)
-        return [*([Path(initial)] if initial else []), trained[-1]]
+        if initial and Path(initial).is_dir():
+            initial = Path(initial) / LORA_WEIGHTS_NAME
+        return [*([Path(initial)] if initial else []), finished_lora(layout, trained[-1])]
 
     # --- the skeleton ---------------------------------------------------------------------------------
 

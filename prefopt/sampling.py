@@ -201,12 +201,22 @@ def sample(request: SampleRequest) -> list[Path]:
     return sample_files(backbone, jobs, sampling, out, description=f"sampling {len(jobs)} from {request.source}")
 
 
+def _what_makes_the_media(made_by: dict) -> dict:
+    """What decides the samples' content: not where the model runs, the batch size, or how a LoRA's path is
+    spelled (its tensors' digest)."""
+    backbone = made_by.get("backbone", {})
+    options = {k: v for k, v in (backbone.get("options") or {}).items() if k != "device"}
+    sampling = {k: v for k, v in (made_by.get("sampling") or {}).items() if k != "batch_size"}
+    return {"backbone": backbone.get("name"), "options": options, "sampling": sampling,
+            "loras": [entry.get("digest") for entry in made_by.get("loras", [])]}
+
+
 def _claim(out: Path, made_by: dict, jobs: list[SampleJob]) -> None:
     """Record what makes the folder's samples, refusing a folder another model or other settings made (its files
     would be taken as done); the prompt and seed of every sample name are kept beside."""
     record = out / RECORD_NAME
     earlier = json.loads(record.read_text()) if record.is_file() else {}
-    if earlier and {k: earlier.get(k) for k in made_by} != made_by:
+    if earlier and _what_makes_the_media(earlier) != _what_makes_the_media(made_by):
         raise PrefoptError(f"`{out}` holds samples of another model, LoRA or settings (see `{record}`); choose "
                            "another `--out`.")
     samples = dict(earlier.get("samples", {}))

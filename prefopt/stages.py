@@ -43,7 +43,8 @@ class Stage:
     deliveries both functions take as keyword arguments. ``covers`` is what the stage's hash covers besides the
     previous stage's hash: its configuration and the content of anything else it reads. ``length`` names the option
     of ``covers`` that only says how long the stage trains (``max_steps``, ``epochs``): when nothing else changed, a
-    longer stage continues from the newest checkpoint of the shorter one instead of starting over.
+    longer stage continues from the newest checkpoint of the shorter one instead of starting over (recipes set it
+    only where the result equals the longer run's from scratch: a learning-rate schedule free of the length).
     """
 
     name: str
@@ -228,6 +229,7 @@ class StageRunner:
         if not donors:
             return
         length, path, checkpoint = max(donors)
+        record["continued_from"] = f"{path.name}/{checkpoint.relative_to(path)}"  # the folder's result depends on it
         tmp = folder.checkpoints / (checkpoint.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint, tmp)

@@ -91,9 +91,6 @@ class TrainerConfig(LoRATrainingConfig):
         only_with(self, ("label_smoothing",), self.loss_type == "robust", "`loss_type: robust`")
         only_with(self, ("ref_model_sync_steps", "ref_model_mixup_alpha"), self.sync_ref_model,
                   "`sync_ref_model: true`")
-        if self.sync_ref_model and importlib.util.find_spec("trl") is None:
-            raise ValueError("`sync_ref_model` uses trl's reference-sync routine, and trl is not installed: "
-                             "`pip install 'prefopt[trl]'`")
         if self.dpo_schedule == "split" and self.lora_dropout > 0:
             # Its no-grad pass and its backward pass would draw different dropout masks: not the joint gradient.
             raise ValueError("`dpo_schedule: split` gives the joint step's gradient only without LoRA dropout; set "
@@ -104,6 +101,9 @@ class DiffusionDPOTrainer(LoRATrainer):
     """Trains a backbone's denoiser with LoRA on preference pairs (``mode="dpo"``) or media (``"sft"``)."""
 
     def __init__(self, backbone, config: TrainerConfig, output_dir: str | Path, accelerator=None):
+        if config.sync_ref_model and importlib.util.find_spec("trl") is None:  # here: a finished run's config still reads
+            raise PrefoptError("`sync_ref_model` uses trl's reference-sync routine, and trl is not installed: "
+                               "`pip install 'prefopt[trl]'`")
         super().__init__(backbone, config, output_dir, accelerator, config.gradient_accumulation_steps)
         num_frames, height, width = media_size(backbone, config)
         backbone.check_media_size(num_frames, height, width)

@@ -71,8 +71,8 @@ CLAIMS = [  # written before the study's numbers were seen
 def run(out: Path, arm: str, seed: int, length: int | None) -> Path:
     """One training run of an arm (resumable); ``length``: epochs (rounds for reward-DPO), None for the pilot's 2."""
     recipe, overrides = ARMS[arm]
-    name = f"{slug(arm)}-seed{seed}"
     length = length or (1 if recipe == REWARD_DPO else 2)
+    name = f"{slug(arm)}-seed{seed}-{length}"  # another budget is another run, never a continued or reused one
     size = [f"rounds={length}"] if recipe == REWARD_DPO else [f"trainer.epochs={length}", *ONLINE_QUIET]
     seeds = [f"run.seed={seed}"] + ([f"trainer.seed={seed}"] if recipe == REWARD_DPO else [])
     command = [sys.executable, "-m", "prefopt", "run", str(recipe), f"run.output_dir={out / 'runs'}",
@@ -128,6 +128,11 @@ def evaluate(out: Path, seed: int, model: str, lora: Path | None, seeds_per_prom
              steps: int = 20) -> dict[str, dict[str, list[float]]]:
     """prompt set → scorer → the score of each evaluation sample, cached in ``out/eval``; the base model's samples
     of a seed are shared by every arm (same seeds, same model)."""
+    if lora is not None:  # keyed by the weights and the settings: a retrained LoRA is never read from the cache
+        from prefopt.data import tensors_digest
+
+        model = f"{model}-{tensors_digest(lora)[:12]}"
+    model = f"{model}-{seeds_per_prompt}x{steps}"
     cache = out / "eval" / f"seed{seed}" / f"{model}.json"
     if cache.is_file():
         return json.loads(cache.read_text())

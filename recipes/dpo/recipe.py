@@ -24,6 +24,7 @@ from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json, write_text
 from prefopt.layout import StageFolder, sample_name
+from prefopt.lora_trainer import continues_when_longer
 from prefopt.media import read_media
 from prefopt.plugins import get_registry
 from prefopt.preferences import check_media, read_rows, to_examples
@@ -52,7 +53,7 @@ class DPORecipe(StagedRecipe):
         c = self.config
         stages = [Stage("pairs", [c.data, self.data_fingerprint()], self.write_pairs, read_trained_pairs),
                   Stage("train", [c.backbone, c.trainer], self.train, trained_lora, inputs=("pairs",),
-                        length="max_steps")]
+                        length=continues_when_longer(c.trainer, "max_steps"))]
         if self.evaluation_prompts():
             stages.append(Stage("evaluation", [c.evaluation], self.evaluate, evaluation_table, inputs=("train",)))
         return stages

@@ -31,6 +31,7 @@ from prefopt.errors import PrefoptError
 from prefopt.files import read_json, write_json
 from prefopt.interfaces import ChecksReferences, Pair, ReselectsPairs, ScoredItems
 from prefopt.layout import StageFolder
+from prefopt.lora_trainer import continues_when_longer
 from prefopt.media import load_reference_photos
 from prefopt.plugins import get_registry
 from prefopt.recipe import StagedRecipe
@@ -95,18 +96,20 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
         c = self.config
         return [
             Stage("identity_lora", [c.backbone, c.references, self.photo_digests(), c.video, c.identity_lora],
-                  self.train_identity_lora, self.identity_lora, length="max_steps"),
+                  self.train_identity_lora, self.identity_lora,
+                  length=continues_when_longer(c.identity_lora, "max_steps")),
             Stage("prompts", [c.prompts], self.write_prompts, read_prompts),
             Stage("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed],
                   self.generate_repository, self.generated, inputs=("identity_lora", "prompts")),
             Stage("scoring", [c.rewards], self.score_repository, self.scored_repository,
                   inputs=("identity_lora", "repository")),
             Stage("stage1", [c.stage1, c.dpo_stage1], self.train_stage1, trained_on_pairs,
-                  inputs=("identity_lora", "scoring"), length="max_steps"),
+                  inputs=("identity_lora", "scoring"), length=continues_when_longer(c.dpo_stage1, "max_steps")),
             Stage("regenerate", [c.repository.regenerate_videos], self.regenerate, self.regenerated,
                   inputs=("identity_lora", "prompts", "scoring", "stage1")),
             Stage("stage2", [c.stage2, c.dpo_stage2], self.train_stage2, trained_on_pairs,
-                  inputs=("identity_lora", "stage1", "regenerate"), length="max_steps"),
+                  inputs=("identity_lora", "stage1", "regenerate"),
+                  length=continues_when_longer(c.dpo_stage2, "max_steps")),
             Stage("evaluation", [c.evaluation], self.evaluate, self.evaluation_table,
                   inputs=("identity_lora", "stage1", "stage2", "prompts")),
         ]
@@ -116,7 +119,9 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
 
     def result_loras(self, layout) -> list[Path]:
         """The final model is the base with the identity LoRA and, over it, stage 2's DPO LoRA (docs/magicid.md)."""
-        return [layout.current("identity_lora").lora, layout.current("stage2").lora]
+        from prefopt.recipe import finished_lora
+
+        return [finished_lora(layout, "identity_lora"), finished_lora(layout, "stage2")]
 
     # --- before any work ---------------------------------------------------------------------------
 

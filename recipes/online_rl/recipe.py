@@ -24,6 +24,7 @@ from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json
 from prefopt.hub import resolve_path
 from prefopt.layout import StageFolder, sample_name
+from prefopt.lora_trainer import continues_when_longer
 from prefopt.media import load_reference_photos, read_media
 from prefopt.online_rl import OnlineRLTrainer, evaluation_seed
 from prefopt.plugins import get_registry
@@ -53,7 +54,7 @@ class OnlineRLRecipe(StagedRecipe):
         c = self.config
         trained = [c.backbone, c.rewards, c.reward_weights, c.reward_combination, self.prompts(),
                    [file_digest(p) for p in c.references], c.trainer, c.run.seed]
-        return [Stage("train", trained, self.train, trained_lora, length="epochs"),
+        return [Stage("train", trained, self.train, trained_lora, length=continues_when_longer(c.trainer, "epochs")),
                 Stage("evaluation", [c.evaluation, c.judges, c.heldout_prompts], self.evaluate, evaluation_table,
                       inputs=("train",))]
 

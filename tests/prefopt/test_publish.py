@@ -24,7 +24,8 @@ def test_a_finished_run_writes_a_model_card_that_a_push_to_a_folder_copies(pick_
     folder = run / "publish"
     card = (folder / "README.md").read_text()
     meta = yaml.safe_load(card.split("---\n")[1])
-    assert meta["base_model"] == str(tmp_path / "models" / "sdxl") and meta["library_name"] == "diffusers"
+    assert "base_model" not in meta and meta["library_name"] == "diffusers"  # a local folder is no hub id
+    assert "a local folder: put the base model's hub id in `base_model`" in card
     assert meta["pipeline_tag"] == "text-to-image" and {"lora", "prefopt", "dpo"} <= set(meta["tags"])
     assert "| train | DPO 2 steps on 3 pairs |" in card and "learning_rate" in card and "max_steps 2" in card
     assert "StableDiffusionXLPipeline.from_pretrained" in card and "load_lora_weights" in card
@@ -44,15 +45,16 @@ def test_several_loras_load_as_named_adapters_applied_together():
         pipeline_class_name = "HunyuanVideoPipeline"
 
     text = _usage(Family, "hunyuanvideo-community/HunyuanVideo", ["1-identity_lora.safetensors", "2-stage2.safetensors"])
-    assert 'weight_name="1-identity_lora.safetensors", adapter_name="identity_lora"' in text
-    assert "pipe.set_adapters(['identity_lora', 'stage2'])" in text
+    assert 'weight_name="1-identity_lora.safetensors", adapter_name="1_identity_lora"' in text
+    assert "pipe.set_adapters(['1_identity_lora', '2_stage2'])" in text
+    assert 'from_pretrained("hunyuanvideo-community/HunyuanVideo")' in text
 
 
 def test_a_folder_without_card_metadata_or_lora_is_not_published(tmp_path):
     (tmp_path / "README.md").write_text("# no metadata\n")
     with pytest.raises(PrefoptError, match="has no metadata block"):
         check_publish_folder(tmp_path)
-    (tmp_path / "README.md").write_text("---\nbase_model: x\nlibrary_name: diffusers\n---\n# card\n")
+    (tmp_path / "README.md").write_text("---\nlibrary_name: diffusers\n---\n# card\n")
     (tmp_path / "prefopt_config.yaml").write_text("recipe: dpo\n")
     with pytest.raises(PrefoptError, match="holds no LoRA file"):
         check_publish_folder(tmp_path)

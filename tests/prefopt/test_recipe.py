@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from prefopt.files import write_text
 from prefopt.layout import StageFolder
 from prefopt.recipe import StagedRecipe
@@ -72,3 +74,29 @@ def test_a_config_and_a_list_of_stages_run_resume_report_and_clean(tmp_path):
     assert (run / "report" / "index.html").read_text().startswith("total 10")
     removed = CountRecipe(changed).clean()
     assert sorted(p.name.split("-")[0] for p in removed) == ["numbers", "total"]  # the upto=3 folders
+
+
+def test_the_final_lora_is_refused_while_its_stage_is_unfinished_or_on_another_backbone(tmp_path):
+    """`prefopt sample` and `push` describe the model with the finished config: a later attempt's running stage,
+    or one trained on another backbone, is not passed off as that model."""
+    import json
+
+    from prefopt.errors import PrefoptError
+    from prefopt.layout import RunLayout
+    from prefopt.recipe import finished_lora
+
+    layout = RunLayout(tmp_path)
+    folder = layout.stage("train", "abc")
+    folder.lora.parent.mkdir(parents=True)
+    folder.lora.write_bytes(b"weights")
+    finished = {"recipe": "dpo", "backbone": {"name": "sdxl", "options": {"pretrained": "a"}}}
+    layout.config.write_text(json.dumps(finished))
+    folder.config.write_text(json.dumps(finished))
+    layout.index.write_text(json.dumps({"train": {"hash": "abc", "status": "running"}}))
+    with pytest.raises(PrefoptError, match="stage `train` of run .* has not finished"):
+        finished_lora(layout, "train")
+    layout.index.write_text(json.dumps({"train": {"hash": "abc", "status": "done"}}))
+    assert finished_lora(layout, "train") == folder.lora
+    folder.config.write_text(json.dumps({**finished, "backbone": {"name": "sd3", "options": {}}}))
+    with pytest.raises(PrefoptError, match="was trained on another backbone"):
+        finished_lora(layout, "train")

@@ -31,6 +31,7 @@ def test_the_base_model_samples_every_prompt_and_seed_and_a_rerun_makes_nothing_
     assert record["sampling"]["num_inference_steps"] == 2 and record["sampling"]["height"] == 32
     made = {p: p.stat().st_mtime_ns for p in out.glob("*.png")}
     assert main(args) == 0 and {p: p.stat().st_mtime_ns for p in out.glob("*.png")} == made
+    assert main([*args, "--batch-size", "2"]) == 0  # how the samples are batched does not change them
     assert "4 samples in" in capsys.readouterr().out
 
 

@@ -431,10 +431,43 @@ def test_default_lora_targets_are_the_families_reference_trainers(tmp_path, make
         assert not any("add_" in name or ".ff" in name for name in adapted), sorted(adapted)
 
 
-def test_sync_ref_model_without_trl_is_refused_naming_the_extra(monkeypatch):
+def test_sync_ref_model_without_trl_is_refused_naming_the_extra(monkeypatch, make_backbone, tmp_path):
     import importlib.util
+
+    from prefopt.errors import PrefoptError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trl" else real(name, *a))
-    with pytest.raises(ValueError, match=r"trl is not installed: `pip install 'prefopt\[trl\]'`"):
-        TrainerConfig(sync_ref_model=True)
+    config = TrainerConfig(sync_ref_model=True)  # a finished TR-DPO run's config still reads (sample, push)
+    with pytest.raises(PrefoptError, match=r"trl is not installed: `pip install 'prefopt\[trl\]'`"):
+        DiffusionDPOTrainer(make_backbone("hunyuan-video"), config, tmp_path)
+
+
+def test_an_initial_lora_trained_with_dropout_is_deterministic_under_the_trained_one(tmp_path, make_backbone):
+    """Its file's metadata carries its training dropout; frozen under the DPO adapter it must not drop anything,
+    or the reference would not be the model that sampled (a training-mode forward is what the trainer runs)."""
+    from prefopt.lora import reference_mode
+
+    videos = _videos(tmp_path, 4)
+    identity = DiffusionDPOTrainer(
+        make_backbone("hunyuan-video"), _config(mode="sft", max_steps=3, lora_dropout=0.5), tmp_path / "identity"
+    ).train([SFTExample("a person", v) for v in videos])
+    sampler = make_backbone("hunyuan-video")
+    sampler.use_loras([identity])
+    expected = _denoiser_output(sampler)
+    backbone = make_backbone("hunyuan-video")
+    denoiser = DiffusionDPOTrainer(backbone, _config(init_lora=str(identity)), tmp_path / "dpo")._prepare_model()
+    denoiser.train()
+    with reference_mode(denoiser):
+        assert torch.equal(_denoiser_output(backbone), expected)
+
+
+def test_sampling_with_a_lora_trained_with_dropout_drops_nothing(tmp_path, make_backbone):
+    """peft creates the adapter's dropout modules in training mode; the sampling model must run without them."""
+    videos = _videos(tmp_path, 4)
+    lora = DiffusionDPOTrainer(make_backbone("hunyuan-video"), _config(mode="sft", max_steps=2, lora_dropout=0.5),
+                               tmp_path / "lora").train([SFTExample("a person", v) for v in videos])
+    sampler = make_backbone("hunyuan-video")
+    sampler.use_loras([lora])
+    assert not any(module.training for module in sampler.denoiser.modules())
+    assert torch.equal(_denoiser_output(sampler), _denoiser_output(sampler))

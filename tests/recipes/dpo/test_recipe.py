@@ -208,3 +208,6 @@ def test_raising_only_max_steps_continues_the_finished_training_to_the_same_lora
         f"train-{json.loads((tmp_path / 'runs' / 'extended' / 'stages.json').read_text())['train']['hash']}"
         "/metrics.jsonl")).read_text().splitlines()]
     assert metrics == [1, 2, 3, 4]
+    cosine = [*common, "run.name=cosine", "trainer.lr_scheduler=cosine"]  # the schedule depends on the length
+    assert main(["run", *cosine]) == 0 and main(["run", *cosine, "trainer.max_steps=4"]) == 0
+    assert "continuing from" not in " ".join(capsys.readouterr().out.split())  # so a longer run starts over
