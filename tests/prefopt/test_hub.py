@@ -76,6 +76,8 @@ def test_every_from_pretrained_in_prefopt_passes_the_offline_switch():
     for path in [*root.glob("prefopt/*.py"), *root.glob("plugins/**/*.py"), *root.glob("recipes/**/*.py")]:
         if path.name == "tiny.py":  # builds random models and saves them; loads nothing from a hub
             continue
+        if path.name == "publish.py":  # writes loading code into a model card's text; loads nothing
+            continue
         text = path.read_text()
         for match in re.finditer(r"\.from_pretrained\(", text):
             calls.append((f"{path.name}:{text.count(chr(10), 0, match.start()) + 1}",

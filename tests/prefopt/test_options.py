@@ -30,4 +30,4 @@ def test_prefopt_options_shows_a_components_options_and_names_the_choices(capsys
     assert "| `pretrained` | a string | `\"stabilityai/stable-diffusion-xl-base-1.0\"` |" in out
     assert main(["options", "trainer"]) == 0 and "beta" in capsys.readouterr().out
     assert main(["options", "sdxxl"]) == 2
-    assert "nothing named `sdxxl` has options; choose one of:" in capsys.readouterr().err
+    assert "nothing named `sdxxl` has options. Did you mean `sdxl`? Choose one of:" in capsys.readouterr().err

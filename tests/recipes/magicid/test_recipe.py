@@ -256,8 +256,9 @@ def test_the_reference_photos_content_is_part_of_every_stage_hash(tmp_path):
 
 def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
     env = {**_env(), "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    photo = "package://prefopt_plugins/miniature/references/avatar-448-0.png"  # validate checks inputs, not weights
     validate = subprocess.run([sys.executable, "-m", "prefopt", "validate", str(ROOT / "recipes" / "magicid.yaml"),
-                               "references.photos=[me.jpg]"], check=False, capture_output=True, text=True, env=env,
+                               f"references.photos=[{photo}]"], check=False, capture_output=True, text=True, env=env,
                               timeout=120)
     assert validate.returncode == 0, validate.stderr
     start = time.time()
