@@ -116,15 +116,22 @@ def predict(per_token: dict[str, float], fixed: dict[str, float], tokens: int, e
     return total / GIB
 
 
-def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    weights_gib, lora_state_gib = state_gib()
+def activation_model() -> tuple:
+    """(the one-block model, its small size, bytes saved per token and fixed bytes per block and sample), from two
+    sizes' measured activations (128 and 512 video tokens: linear in the token count)."""
     model = build(num_layers=1, num_single_layers=1, num_refiner_layers=1)
     small, large = (1, 16, 32), (2, 32, 32)  # 128 and 512 video tokens (patch 2×2)
     a, b = saved_bytes_per_block(model, small), saved_bytes_per_block(model, large)
     n_small, n_large = 128, 512
     per_token = {k: (b[k] - a[k]) / (n_large - n_small) for k in ("double", "single")}
     fixed = {k: a[k] - per_token[k] * n_small for k in ("double", "single")}
+    return model, small, per_token, fixed
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    weights_gib, lora_state_gib = state_gib()
+    model, small, per_token, fixed = activation_model()
     print("Saved for backward per block and sample (bf16, LoRA r=64, flash attention): "
           + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token + {fixed[k] / 2**20:.1f} MiB" for k in per_token))
     measured = kept_attention_per_token(model, small)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from dpo_flops import SIZES
-from dpo_memory import GIB, build, predict, saved_bytes_per_block, state_gib
+from dpo_memory import GIB, activation_model, predict, state_gib
 
 LATENT_CHANNELS = 16  # HunyuanVideo's VAE
 SDE_STEPS = {"every step (Flow-GRPO, 10 steps)": 10, "SDE window of 2 (MixGRPO, Flow-GRPO-Fast)": 2}
@@ -28,11 +28,7 @@ SAMPLES_PER_PROCESS = 24  # one group of Flow-GRPO's size per process and epoch
 def main() -> None:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     weights_gib, lora_state_gib = state_gib()
-    model = build(num_layers=1, num_single_layers=1, num_refiner_layers=1)
-    small, large = (1, 16, 32), (2, 32, 32)  # 128 and 512 video tokens (patch 2×2)
-    a, b = saved_bytes_per_block(model, small), saved_bytes_per_block(model, large)
-    per_token = {k: (b[k] - a[k]) / (512 - 128) for k in ("double", "single")}
-    fixed = {k: a[k] - per_token[k] * 128 for k in ("double", "single")}
+    _, _, per_token, fixed = activation_model()
     print(f"Weights {weights_gib:.1f} GiB (bf16), LoRA r=64 state {lora_state_gib:.1f} GiB; activations per block "
           "and sample: " + ", ".join(f"{k} {per_token[k] / 1024:.1f} KiB/token" for k in per_token))
     print("\nPredicted GPU GiB of one GRPO update (micro-batch of 1 or 2 samples, HunyuanVideo is guidance-distilled: "

@@ -57,3 +57,11 @@ def examples_from_pairs(repository: MediaRepository, pairs) -> list[PreferenceEx
         return str(repository.path(record.latent_path or record.media_path))
 
     return [PreferenceExample(p.prompt, media(p.winner_id), media(p.loser_id), p.weight) for p in pairs]
+
+
+def trained_lora(folder, **inputs) -> Path:
+    """A training stage's delivery: its final LoRA, read back whole and finite."""
+    from prefopt.data import verify_safetensors
+
+    verify_safetensors(folder.lora, "the trained LoRA")
+    return folder.lora

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefopt.data import PreferenceExample, verify_safetensors
+from prefopt.data import PreferenceExample
 from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json, write_text
@@ -33,6 +33,7 @@ from prefopt.recipe import StagedRecipe
 from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import RunResult, Stage
 from prefopt.trainer import DiffusionDPOTrainer, media_size
+from prefopt_recipes.common.sampling import trained_lora
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
 from prefopt_recipes.dpo.config import DPORecipeConfig
 
@@ -167,11 +168,6 @@ def read_trained_pairs(folder: StageFolder) -> list[PreferenceExample]:
     if missing:
         raise PrefoptError(f"media file `{missing}` of the pairs in `{folder.pairs_jsonl}` is gone.")
     return examples
-
-
-def trained_lora(folder: StageFolder, **inputs) -> Path:
-    verify_safetensors(folder.lora, "the trained LoRA")
-    return folder.lora
 
 
 def evaluation_table(folder: StageFolder, **inputs) -> list[dict]:

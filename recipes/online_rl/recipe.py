@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from prefopt.data import verify_safetensors
 from prefopt.distributed import main_first
 from prefopt.errors import PrefoptError
 from prefopt.files import read_json, read_lines, write_json
@@ -33,6 +32,7 @@ from prefopt.recipe import StagedRecipe
 from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import RunResult, Stage, file_digest
 from prefopt.trainer import media_size
+from prefopt_recipes.common.sampling import trained_lora
 from prefopt_recipes.common.scoring import check_prompts, load_rewards, score_in_memory
 from prefopt_recipes.online_rl.config import OnlineRLRecipeConfig
 
@@ -183,11 +183,6 @@ def dataset_prompts(config) -> list[str]:
 
 
 # --- what each stage delivers (read back from its folder, which is how it is verified) --------------------
-
-
-def trained_lora(folder: StageFolder, **inputs) -> Path:
-    verify_safetensors(folder.lora, "the trained LoRA")
-    return folder.lora
 
 
 def evaluation_table(folder: StageFolder, **inputs) -> list[dict]:
