@@ -201,7 +201,8 @@ def _validate_inputs(recipe, downloads) -> None:
     if missing_inputs is None:
         return
     with downloads(getattr(getattr(recipe.config, "run", None), "allow_downloads", False)):
-        missing = missing_inputs()
+        config_problems = getattr(recipe, "config_problems", list)
+        missing = [*config_problems(), *missing_inputs()]
     if missing:
         listing = "".join(f"\n  ({i}) {m}" for i, m in enumerate(missing, 1)) if len(missing) > 1 else f" {missing[0]}"
         raise PrefoptError(f"recipe `{recipe.name}` cannot start:{listing}")

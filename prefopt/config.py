@@ -306,14 +306,17 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def to_dict(config: Any) -> Any:
-    """A dataclass config as plain YAML-able data (paths as strings, tuples as lists)."""
+def to_dict(config: Any, *, hashed: bool = False) -> Any:
+    """A dataclass config as plain YAML-able data (paths as strings, tuples as lists); ``hashed``: without the fields
+    whose metadata marks them ``outside_hash`` (names and places that change nothing a stage makes, such as a
+    tracker's run name), as stage hashes see it."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: to_dict(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+        return {f.name: to_dict(getattr(config, f.name), hashed=hashed) for f in dataclasses.fields(config)
+                if f.init and not (hashed and f.metadata.get("outside_hash"))}
     if isinstance(config, (list, tuple)):
-        return [to_dict(v) for v in config]
+        return [to_dict(v, hashed=hashed) for v in config]
     if isinstance(config, dict):
-        return {str(k): to_dict(v) for k, v in config.items()}
+        return {str(k): to_dict(v, hashed=hashed) for k, v in config.items()}
     if isinstance(config, Path):
         return str(config)
     return config

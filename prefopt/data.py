@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from prefopt import contract
 from prefopt.errors import PrefoptError
 from prefopt.media import fit_frames, read_media, resize_frames, to_pixels
 
@@ -165,7 +166,7 @@ class EncodedCache:
         """Encode whatever is not cached yet (prompts in one batch, media one file at a time)."""
         todo_prompts = sorted({p for p in prompts if not self.text_path(p).is_file()})
         if todo_prompts:
-            encoded = self.backbone.encode_prompts(todo_prompts)
+            encoded = contract.encode_prompts(self.backbone, todo_prompts)
             for i, prompt in enumerate(todo_prompts):
                 save_tensors(self.text_path(prompt), {k: v[i : i + 1] for k, v in encoded.items()}, durable=False)
         for item in dict.fromkeys(media):
@@ -173,7 +174,7 @@ class EncodedCache:
             if not target.is_file():
                 if item.endswith(LATENT_SUFFIX):
                     raise PrefoptError(f"latent file `{item}` does not exist.")
-                save_tensors(target, {"latents": self.backbone.encode_media(self._pixels(item))[0:1]}, durable=False)
+                save_tensors(target, {"latents": contract.encode_media(self.backbone, self._pixels(item))[0:1]}, durable=False)
             if on_progress:
                 on_progress()
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from prefopt.errors import MissingWeightsError
+from prefopt.errors import MediaSizeError, MissingWeightsError
 from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
 from prefopt.layout import LORA_WEIGHTS_NAME
@@ -141,6 +141,35 @@ class DiffusersBackbone(Backbone):
         """Checked before a run starts, without loading anything."""
         return missing_weights_message(config, cls.model_label, cls.download_hint)
 
+    @classmethod
+    def misconfigured(cls, config: DiffusersBackboneConfig) -> str | None:
+        """A local model folder saved from another family's pipeline (read from its model_index.json)."""
+        import json
+
+        from prefopt.hub import local_directory
+
+        root = local_directory(config.pretrained_path, "model_index.json", config.revision) if config.pretrained else None
+        if root is None or not (root / "model_index.json").is_file():
+            return None
+        try:
+            saved = json.loads((root / "model_index.json").read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError):
+            return None  # unreadable: the loader says so with the file's name
+        if not saved or saved == cls.pipeline_class_name:
+            return None
+        families = [entry.name for entry in _registered_backbones() if getattr(entry.cls, "pipeline_class_name", None) == saved]
+        if not families:  # a pipeline class no registered family loads: diffusers may still load it
+            return None
+        return (f"`{config.pretrained}` holds a {saved}, the model of backbone `{families[0]}`, but backbone "
+                f"`{cls.name}` loads a {cls.pipeline_class_name}: set `backbone.name={families[0]}`, or point "
+                f"`backbone.options.pretrained` at a {cls.model_label} model.")
+
+    @classmethod
+    def frame_count_problem(cls, num_frames: int, config: DiffusersBackboneConfig | None = None) -> str | None:
+        if config is not None and cls.media == "video" and "vae" in _saved_without(config):
+            return None  # a pixel-space model (saved without a VAE): no temporal compression for the count to fit
+        return super().frame_count_problem(num_frames, config)
+
     def _load_pipeline(self) -> Any:
         message = missing_weights_message(self.config, self.model_label, self.download_hint)
         if message:
@@ -173,8 +202,20 @@ class DiffusersBackbone(Backbone):
             return pixels.to(self.device).float()
         vae = self._require("vae")
         pixels = pixels.to(self.device, vae.dtype)
-        latents = vae.encode(self._to_vae_layout(pixels)).latent_dist.mode()
+        latents = self._vae_encode(self._to_vae_layout(pixels))
         return self._from_vae_layout(self._normalize_latents(latents)).float()
+
+    def _vae_encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Unnormalised latents of pixels in the VAE's layout: the mode of a KL VAE's posterior (``latent_dist``),
+        or the deterministic latents of an autoencoder without one (Sana's DC-AE returns ``latent``). Override it
+        for other encoders (a VQ model's pre-quantisation latents, an encoder that needs extra inputs)."""
+        output = self.pipe.vae.encode(pixels)
+        if hasattr(output, "latent_dist"):
+            return output.latent_dist.mode()
+        if isinstance(getattr(output, "latent", None), torch.Tensor):
+            return output.latent
+        raise TypeError(f"backbone `{self.name}`: the VAE's encode returned {type(output).__name__}, which has "
+                        "neither `latent_dist` nor `latent`; override `_vae_encode` to return its latents.")
 
     #: Extra spatial factor of the denoiser's input beyond its patch size (FLUX packs 2×2 latents into a token).
     latent_packing: ClassVar[int] = 1
@@ -214,31 +255,38 @@ class DiffusersBackbone(Backbone):
             super().check_media_size(num_frames, height, width)
         multiple = self.spatial_multiple
         if height % multiple or width % multiple:
-            raise ValueError(f"backbone `{self.name}` takes heights and widths that are multiples of {multiple} (its "
+            raise MediaSizeError(f"backbone `{self.name}` takes heights and widths that are multiples of {multiple} (its "
                              f"VAE's downsampling × the denoiser's patch size), got {height}×{width}.")
 
     def use_loras(self, paths: Sequence[Path]) -> None:
-        """Loads each LoRA file once as a named adapter of the pipeline, then activates exactly ``paths``."""
+        """Loads each LoRA file once as a named adapter, then activates exactly ``paths``. Through the pipeline's
+        ``load_lora_weights`` when diffusers has a LoRA loader for it, else onto the denoiser through peft (PixArt)."""
         import hashlib
 
-        from prefopt.lora import expected_peft_warnings
+        from prefopt.lora import denoiser_only_loras, expected_peft_warnings, load_lora_file
 
         loaded = self.__dict__.setdefault("_loaded_adapters", {})
+        by_pipeline = hasattr(self.pipe, "load_lora_weights")
         names = []
         for path in paths:
             key = str(Path(path).resolve())
             if key not in loaded:
                 name = f"lora_{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-                with expected_peft_warnings():  # several adapters on one pipeline, on purpose
-                    self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name,
-                                                adapter_name=name)
+                if by_pipeline:
+                    with expected_peft_warnings(), denoiser_only_loras():  # several adapters, on purpose
+                        self.pipe.load_lora_weights(str(Path(path).parent), weight_name=Path(path).name,
+                                                    adapter_name=name)
+                else:
+                    load_lora_file(self.denoiser, Path(path), self.denoiser_attribute, name)
                 loaded[key] = name
             names.append(loaded[key])
+        lora_owner = self.pipe if by_pipeline else self.denoiser
         if names:
-            self.pipe.enable_lora()
-            self.pipe.set_adapters(names, [1.0] * len(names))
+            lora_owner.enable_lora()
+            with expected_peft_warnings():
+                lora_owner.set_adapters(names, [1.0] * len(names))
         elif loaded:
-            self.pipe.disable_lora()
+            lora_owner.disable_lora()
         # peft creates each adapter's dropout modules in training mode, whatever the model's mode: a LoRA trained
         # with dropout would otherwise drop units while sampling.
         self.denoiser.eval()
@@ -256,9 +304,14 @@ class DiffusersBackbone(Backbone):
         directory.mkdir(parents=True, exist_ok=True)
         # The adapter's peft config (rank, α, targets) goes into the file's metadata, where diffusers'
         # load_lora_weights reads it: without it a LoRA with α ≠ r comes back at scale 1 instead of α/r.
+        pipeline_class = self.pipeline_class()
+        if not hasattr(pipeline_class, "save_lora_weights"):  # no diffusers LoRA loader: the same format, written here
+            from prefopt.lora import write_lora_file
+
+            return write_lora_file(directory / LORA_WEIGHTS_NAME, self.denoiser_attribute, state_dict, adapter_config)
         layers = {f"{self.denoiser_attribute}_lora_layers": state_dict,
                   f"{self.denoiser_attribute}_lora_adapter_metadata": adapter_config}
-        self.pipeline_class().save_lora_weights(directory, **layers, safe_serialization=True)
+        pipeline_class.save_lora_weights(directory, **layers, safe_serialization=True)
         return directory / LORA_WEIGHTS_NAME
 
     @torch.no_grad()
@@ -370,6 +423,12 @@ class DiffusersBackbone(Backbone):
                 "prompts before training starts, or build a new backbone."
             )
         return module
+
+
+def _registered_backbones() -> list:
+    from prefopt.plugins import get_registry
+
+    return get_registry().all("backbones")
 
 
 def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:

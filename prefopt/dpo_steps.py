@@ -19,6 +19,7 @@ from typing import Protocol
 
 import torch
 
+from prefopt import contract
 from prefopt.interfaces import Backbone
 from prefopt.lora import reference_mode
 from prefopt.losses import diffusion_dpo_loss, dpo_metrics, per_sample_mse
@@ -49,7 +50,7 @@ class StepOptions(Protocol):
 
 def _errors(backbone: Backbone, model: torch.nn.Module, batch: Batch, noise: torch.Tensor,
             timesteps: torch.Tensor) -> torch.Tensor:
-    out = backbone.forward_train(batch.latents, noise, timesteps, batch.conditioning, denoiser=model)
+    out = contract.forward_train(backbone, batch.latents, noise, timesteps, batch.conditioning, denoiser=model)
     return per_sample_mse(out.prediction, out.target) * out.weights
 
 

@@ -15,3 +15,7 @@ class PluginError(PrefoptError):
 
 class MissingWeightsError(PrefoptError):
     """Model weights the run needs are not available locally or from the hub."""
+
+
+class MediaSizeError(PrefoptError, ValueError):
+    """Media of a size the backbone cannot take (a ValueError too, for callers that catch those)."""

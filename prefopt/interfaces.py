@@ -328,12 +328,28 @@ class Backbone(abc.ABC):
 
     def check_media_size(self, num_frames: int, height: int, width: int) -> None:
         """Raise one sentence when media of this size cannot go through the model."""
-        if self.media == "image" and num_frames != 1:
-            raise ValueError(f"backbone `{self.name}` makes images: `num_frames` must be 1, got {num_frames}.")
-        multiple = self.frame_multiple
-        if self.media == "video" and multiple and (num_frames - 1) % multiple:
-            raise ValueError(f"backbone `{self.name}` takes {multiple}·k + 1 frames (e.g. {multiple * 4 + 1}), "
-                             f"got {num_frames}.")
+        from prefopt.errors import MediaSizeError
+
+        problem = self.frame_count_problem(num_frames)
+        if problem:
+            raise MediaSizeError(problem)
+
+    @classmethod
+    def frame_count_problem(cls, num_frames: int, config: Any = None) -> str | None:
+        """The sentence saying why ``num_frames`` cannot go through the model (with these options, when given), or
+        None; without loading the model, so ``prefopt validate`` checks it."""
+        if cls.media == "image" and num_frames != 1:
+            return f"backbone `{cls.name}` makes images: `num_frames` must be 1, got {num_frames}."
+        multiple = cls.frame_multiple
+        if cls.media == "video" and multiple and (num_frames - 1) % multiple:
+            return f"backbone `{cls.name}` takes {multiple}·k + 1 frames (e.g. {multiple * 4 + 1}), got {num_frames}."
+        return None
+
+    @classmethod
+    def misconfigured(cls, config: Any) -> str | None:
+        """A sentence naming options that cannot work with this family (checked by ``prefopt validate`` and before a
+        run starts, without loading anything), or None."""
+        return None
 
     @abc.abstractmethod
     def to(self, device: torch.device | str) -> Backbone:

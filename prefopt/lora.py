@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ def add_lora(
     """Attach a trainable LoRA adapter (B = 0, so the policy starts equal to the reference)."""
     from peft import LoraConfig
 
+    with_peft_adapters(denoiser)
     config = LoraConfig(
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
         init_lora_weights=True,  # task_type stays None: diffusers models are not LLMs
@@ -66,19 +68,81 @@ def attach_frozen_lora(denoiser: torch.nn.Module, path: str | Path, prefix: str)
         path = path / LORA_WEIGHTS_NAME
     if not path.is_file():
         raise PrefoptError(f"initial LoRA `{path}` does not exist; train it first or fix `init_lora`.")
-    # diffusers reads the adapter's config (rank, α) from the file's metadata only through a pipeline's
-    # load_lora_weights (a model's load_lora_adapter given a path drops it); passed here with the tensors, a
-    # LoRA with α ≠ r is applied at its trained scale α/r, not at 1.
+    # Frozen means deterministic: no dropout in the reference or the policy pass.
+    load_lora_file(denoiser, path, prefix, INIT_ADAPTER, frozen_dropout=True, what="initial LoRA")
+    for parameter in adapter_parameters(denoiser, INIT_ADAPTER):  # in the dtype the pipeline loads it in
+        parameter.requires_grad_(False)
+
+
+class _NoTextEncoderKeys(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("No LoRA keys associated to") and "prefix='text_encoder" in message)
+
+
+@contextlib.contextmanager
+def denoiser_only_loras() -> Iterator[None]:
+    """A pipeline's ``load_lora_weights`` warns, once per text encoder, that a LoRA file has no keys for it; prefopt's
+    LoRAs adapt the denoiser only, so that warning says nothing (one for the denoiser itself still shows)."""
+    logger = logging.getLogger("diffusers.loaders.lora_base")
+    quiet = _NoTextEncoderKeys()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+_ADAPTER_CLASSES: dict[type, type] = {}
+
+
+def with_peft_adapters(model: torch.nn.Module) -> torch.nn.Module:
+    """Give ``model`` diffusers' adapter methods (``add_adapter``, ``set_adapters``, ``load_lora_adapter``…) when
+    its class lacks them: diffusers ships them for the families it has LoRA loaders for (``PeftAdapterMixin``), but
+    they work through peft on any torch module, so a family without them (PixArt) trains and samples LoRAs the same
+    way. The instance's class becomes a subclass that adds the mixin; nothing else about the model changes."""
+    from diffusers.loaders.peft import PeftAdapterMixin
+
+    cls = type(model)
+    if isinstance(model, PeftAdapterMixin):
+        return model
+    if cls not in _ADAPTER_CLASSES:
+        _ADAPTER_CLASSES[cls] = type(cls.__name__, (cls, PeftAdapterMixin), {"__module__": cls.__module__})
+    model.__class__ = _ADAPTER_CLASSES[cls]
+    return model
+
+
+def write_lora_file(path: Path, prefix: str, state_dict: dict[str, torch.Tensor], adapter_config: dict | None) -> Path:
+    """A LoRA file in the format diffusers' ``save_lora_weights`` writes (keys ``<prefix>.<peft key>``, the
+    adapter's config under the same prefix in the safetensors metadata), for pipelines without a LoRA loader."""
+    import json
+
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from safetensors.torch import save_file
+
+    metadata = {"format": "pt"}
+    if adapter_config:
+        config = {f"{prefix}.{k}": sorted(v) if isinstance(v, set) else v for k, v in adapter_config.items()}
+        metadata[LORA_ADAPTER_METADATA_KEY] = json.dumps(config, indent=2, sort_keys=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"{prefix}.{k}": v.contiguous() for k, v in state_dict.items()}, str(path), metadata=metadata)
+    return path
+
+
+def load_lora_file(model: torch.nn.Module, path: Path, prefix: str, adapter_name: str,
+                   *, frozen_dropout: bool = False, what: str = "LoRA") -> None:
+    """Load a LoRA file in diffusers' format onto ``model`` as ``adapter_name``, at the scale α/r its metadata
+    states (diffusers reads that metadata only through a pipeline's ``load_lora_weights``; a model's
+    ``load_lora_adapter`` given a path drops it). ``frozen_dropout`` zeroes the file's dropout."""
     from prefopt.data import load_tensors
 
     metadata = _adapter_metadata(path)
-    if metadata is not None:  # frozen means deterministic: no dropout in the reference or the policy pass
+    if metadata is not None and frozen_dropout:
         metadata = {k: 0.0 if k.rsplit(".", 1)[-1] == "lora_dropout" else v for k, v in metadata.items()}
+    with_peft_adapters(model)
     with expected_peft_warnings():
-        denoiser.load_lora_adapter(load_tensors(path, "initial LoRA"), adapter_name=INIT_ADAPTER, prefix=prefix,
-                                   metadata=metadata)
-    for parameter in adapter_parameters(denoiser, INIT_ADAPTER):  # in the dtype the pipeline loads it in
-        parameter.requires_grad_(False)
+        model.load_lora_adapter(load_tensors(path, what), adapter_name=adapter_name, prefix=prefix,
+                                metadata=metadata)
 
 
 def has_adapter(denoiser: torch.nn.Module, name: str) -> bool:

@@ -146,6 +146,17 @@ class LoRATrainingConfig:
                           "`dvclive`, `swanlab`, `trackio`, or `none` (metrics.jsonl is written either way). The "
                           "tracker's package must be installed (`pip install prefopt[tensorboard]`, `wandb`, …)."},
     )
+    tracker_project: str = field(
+        default="prefopt",
+        metadata={"outside_hash": True, "help": "The tracker's project (wandb project, mlflow experiment, comet/"
+                                                "clearml project; tensorboard: a folder under the stage's)."},
+    )
+    tracker_run_name: str | None = field(
+        default=None,
+        metadata={"outside_hash": True, "help": "The tracker's run name (wandb `name`, mlflow `run_name`, clearml task; "
+                                                "tensorboard: a folder under the project's). Empty: `<run>/<stage "
+                                                "folder>`, e.g. `dpo/train-3f2a…`. Neither option retrains a stage."},
+    )
 
     def __post_init__(self) -> None:
         check_bounds(self)  # the bounds each field declares (shown by `prefopt options trainer`)
@@ -252,8 +263,13 @@ class LoRATrainer:
         return dict(checkpoint.state)
 
     def _start_trackers(self) -> None:
-        if self.config.report_to != "none":
-            self.accelerator.init_trackers("prefopt", config={k: str(v) for k, v in asdict(self.config).items()})
+        config = self.config
+        if config.report_to == "none":
+            return
+        name = config.tracker_run_name or f"{self.output_dir.parent.name}/{self.output_dir.name}"
+        project, init_kwargs = tracker_names(config.report_to, config.tracker_project, name)
+        self.accelerator.init_trackers(project, config={k: str(v) for k, v in asdict(config).items()},
+                                       init_kwargs=init_kwargs)
 
     def _finish_trackers(self) -> None:
         for tracker in self.accelerator.trackers:
@@ -322,6 +338,20 @@ def read_adapter(path: str) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise PrefoptError(f"`init_adapter` file `{file}` does not exist; point it at an earlier run's `lora/` folder.")
     return load_tensors(file, "`init_adapter` file")
+
+
+#: Where each tracker takes a run's name (accelerate passes these to the tracker's own init).
+RUN_NAME_KEYS = {"wandb": "name", "mlflow": "run_name", "clearml": "task_name", "swanlab": "experiment_name",
+                 "trackio": "name"}
+
+
+def tracker_names(tracker: str, project: str, run_name: str) -> tuple[str, dict]:
+    """(project, init_kwargs) for accelerate's ``init_trackers``: the run's name where the tracker takes one;
+    tensorboard and the rest name folders or runs by the project alone, which then carries the run's name."""
+    key = RUN_NAME_KEYS.get(tracker)
+    if key is None:
+        return f"{project}/{run_name}", {}
+    return project, {tracker: {key: run_name}}
 
 
 def check_tracker_installed(tracker: str) -> None:

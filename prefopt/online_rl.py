@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from prefopt import contract
 from prefopt.errors import PrefoptError
 from prefopt.files import write_json
 from prefopt.lora import POLICY_ADAPTER, adapter_parameters
@@ -224,10 +225,10 @@ class OnlineRLTrainer(LoRATrainer):
     def _encode(self, prompts: list[str]) -> None:
         """Every prompt's conditioning (and the empty prompt's, for guidance), kept on the host."""
         unique = list(dict.fromkeys(prompts))
-        encoded = self.backbone.encode_prompts(unique)
+        encoded = contract.encode_prompts(self.backbone, unique)
         self.texts = {p: {k: v[i : i + 1].cpu() for k, v in encoded.items()} for i, p in enumerate(unique)}
         guided = self.config.rollout_guidance_scale > 1 and hasattr(self.backbone, "sampling_sigmas")
-        self.negative = {k: v.cpu() for k, v in self.backbone.encode_prompts([""]).items()} if guided else None
+        self.negative = {k: v.cpu() for k, v in contract.encode_prompts(self.backbone, [""]).items()} if guided else None
 
     def _conditioning(self, prompts: Sequence[str]) -> tuple[dict, dict | None]:
         conditioning = {k: torch.cat([self.texts[p][k] for p in prompts]) for k in self.texts[prompts[0]]}
@@ -309,7 +310,7 @@ class OnlineRLTrainer(LoRATrainer):
         c, (frames_count, height, width) = self.config, self.size
         media = []
         for start in range(0, len(texts), c.micro_batch_size):
-            media += self.backbone.generate(texts[start : start + c.micro_batch_size],
+            media += contract.generate(self.backbone, texts[start : start + c.micro_batch_size],
                                             seeds[start : start + c.micro_batch_size], num_frames=frames_count,
                                             height=height, width=width, num_inference_steps=c.sampling_steps,
                                             guidance_scale=c.rollout_guidance_scale)

@@ -98,7 +98,7 @@ def model_card(config: dict, layout: RunLayout, lora_names: list[str], figures: 
         lines += ["", "## Evaluation", "", table.strip()]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]
-    lines += ["", "## Use it", "", "```python", _usage(cls, base, lora_names), "```", ""]
+    lines += ["", "## Use it", "", "```python", usage_code(cls, base, lora_names), "```", ""]
     return "\n".join(lines)
 
 
@@ -109,9 +109,13 @@ def _evaluation_table(layout: RunLayout, stages: dict) -> str | None:
     return table.read_text() if table.is_file() else None
 
 
-def _usage(cls, base: str, lora_names: list[str]) -> str:
+def usage_code(cls, base: str, lora_names: list[str]) -> str:
+    """The card's loading code: the pipeline's own ``load_lora_weights`` when diffusers has a LoRA loader for it,
+    else peft on the denoiser (the file's metadata holds the adapter's config)."""
     pipeline = getattr(cls, "pipeline_class_name", "DiffusionPipeline")
     source = base if looks_like_hub_id(base) else "<the base model's hub id or folder>"
+    if not _has_lora_loader(cls):
+        return _peft_usage(cls, pipeline, source, lora_names)
     lines = [f"from diffusers import {pipeline}", "", f'pipe = {pipeline}.from_pretrained("{source}")']
     if len(lora_names) == 1:
         lines.append('pipe.load_lora_weights("<this repository or folder>")')
@@ -124,6 +128,39 @@ def _usage(cls, base: str, lora_names: list[str]) -> str:
                      f'adapter_name="{adapter}")')
     lines.append(f"pipe.set_adapters({adapters!r})")
     return "\n".join(lines)
+
+
+def _has_lora_loader(cls) -> bool:
+    pipeline_class = getattr(cls, "pipeline_class", None)
+    return pipeline_class is None or hasattr(pipeline_class(), "load_lora_weights")
+
+
+def _peft_usage(cls, pipeline: str, source: str, lora_names: list[str]) -> str:
+    denoiser = getattr(cls, "denoiser_attribute", "transformer")
+    adapters = [Path(name).stem.replace("-", "_") for name in lora_names]
+    return "\n".join([
+        "import json",
+        "",
+        f"from diffusers import {pipeline}",
+        "from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict",
+        "from peft.tuners.tuners_utils import BaseTunerLayer",
+        "from safetensors import safe_open",
+        "",
+        f'pipe = {pipeline}.from_pretrained("{source}")',
+        f"# diffusers has no LoRA loader for {pipeline}: peft adds each file's adapter to the {denoiser}.",
+        f"model = pipe.{denoiser}",
+        f"adapters = {dict(zip(adapters, lora_names))!r}",
+        "for adapter, file in adapters.items():",
+        '    with safe_open(f"<this repository or folder>/{file}", framework="pt") as f:',
+        '        config = json.loads(f.metadata()["lora_adapter_metadata"])',
+        "        config = {key.split('.', 1)[1]: value for key, value in config.items()}",
+        "        weights = {key.split('.', 1)[1]: f.get_tensor(key) for key in f.keys()}",
+        "    inject_adapter_in_model(LoraConfig(**config), model, adapter_name=adapter)",
+        "    set_peft_model_state_dict(model, weights, adapter_name=adapter)",
+        "for module in model.modules():  # every adapter active, in this order",
+        "    if isinstance(module, BaseTunerLayer):",
+        "        module.set_adapter(list(adapters))",
+    ])
 
 
 def check_publish_folder(folder: Path) -> None:

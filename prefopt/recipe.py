@@ -74,6 +74,22 @@ class StagedRecipe(abc.ABC):
         """Sentences naming inputs besides weights that are missing (reference photos, prompts)."""
         return []
 
+    def config_problems(self) -> list[str]:
+        """Sentences naming settings that cannot work, found from the config alone (``prefopt validate`` and before a
+        run): a frame count the backbone cannot take, a model folder saved from another family."""
+        from prefopt.plugins import get_registry
+
+        spec = getattr(self.config, "backbone", None)
+        if spec is None:
+            return []
+        cls = get_registry().get("backbones", spec.name).cls
+        problems = [problem for problem in [cls.misconfigured(spec.options)] if problem]
+        for section, frames in media_frame_counts(self.config):
+            problem = cls.frame_count_problem(frames, spec.options)
+            if problem:
+                problems.append(f"`{section}.num_frames`: {problem}")
+        return problems
+
     def check_inputs(self) -> None:
         """Open what the run will read (photos, data, prompts) before any work: one sentence when it cannot."""
 
@@ -111,7 +127,8 @@ class StagedRecipe(abc.ABC):
     def missing_requirements(self) -> list[str]:
         """One sentence per missing weight or input; nothing is loaded."""
         with downloads(self.config.run.allow_downloads):
-            return [*self.missing_inputs(), *missing_component_weights(self.components()), *self.missing_weights()]
+            return [*self.config_problems(), *self.missing_inputs(), *missing_component_weights(self.components()),
+                    *self.missing_weights()]
 
     def run(self) -> Path:
         self.layout.root.mkdir(parents=True, exist_ok=True)
@@ -128,3 +145,17 @@ class StagedRecipe(abc.ABC):
     def clean(self, dry_run: bool = False) -> list[Path]:
         """``prefopt clean``: remove stage folders of earlier configurations (only folders prefopt made)."""
         return clean_run(self.layout, self.stages(), dry_run)
+
+
+def media_frame_counts(config: Any) -> list[tuple[str, int]]:
+    """(section, frames) for every top-level section of a recipe config that sets ``num_frames`` (the trainer's,
+    the sampling's, the evaluation's): the sizes a run will give its backbone."""
+    import dataclasses
+
+    counts = []
+    for field in dataclasses.fields(config):
+        section = getattr(config, field.name)
+        frames = getattr(section, "num_frames", None) if dataclasses.is_dataclass(section) else None
+        if isinstance(frames, int):
+            counts.append((field.name, frames))
+    return counts

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prefopt import contract
 from prefopt.lora import reference_mode
 from prefopt.rl import clipped_surrogate, gaussian_kl, matching_log_prob, nft_loss, optimality
 from prefopt.rollout import SDE, Rollout, step_log_prob
@@ -89,8 +90,8 @@ def grpo_update(backbone, denoiser, micro: Micro, steps: list[int], sde: SDE, op
 
 def _forward_outputs(backbone, denoiser, forward: ForwardProcess, k: int, conditioning: dict):
     device = backbone.device
-    return backbone.forward_train(forward.latents.to(device), forward.noise[:, k].to(device),
-                                  forward.timesteps[:, k].to(device), conditioning, denoiser=denoiser)
+    return contract.forward_train(backbone, forward.latents.to(device), forward.noise[:, k].to(device),
+                                   forward.timesteps[:, k].to(device), conditioning, denoiser=denoiser)
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefopt import contract
 from prefopt.data import save_tensors, tensors_digest
 from prefopt.errors import PrefoptError
 from prefopt.files import write_json
@@ -63,10 +64,10 @@ def sample_files(backbone, jobs: Sequence[SampleJob], sampling: Sampling, media_
     with progress_bar(description, len(todo), enabled=show_progress) as bar:
         for start in range(0, len(todo), sampling.batch_size):
             batch = todo[start : start + sampling.batch_size]
-            made = backbone.generate(
-                [job.prompt for job, _ in batch], [job.seed for job, _ in batch], num_frames=sampling.num_frames,
-                height=sampling.height, width=sampling.width, num_inference_steps=sampling.num_inference_steps,
-                guidance_scale=sampling.guidance_scale)
+            made = contract.generate(
+                backbone, [job.prompt for job, _ in batch], [job.seed for job, _ in batch],
+                num_frames=sampling.num_frames, height=sampling.height, width=sampling.width,
+                num_inference_steps=sampling.num_inference_steps, guidance_scale=sampling.guidance_scale)
             latents: list[Path | None] = []
             for (job, path), media in zip(batch, made):
                 write_media(path, media.frames, fps=sampling.fps)

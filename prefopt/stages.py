@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from prefopt.config import to_dict
-from prefopt.distributed import barrier, is_main
+from prefopt.distributed import barrier, is_main, world
 from prefopt.errors import PrefoptError
 from prefopt.files import remove_temporaries, write_json
 from prefopt.layout import RunLayout, StageFolder
@@ -85,7 +85,7 @@ class RunResult:
 
 
 def config_hash(*parts: Any) -> str:
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    blob = json.dumps([to_dict(p, hashed=True) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -193,7 +193,7 @@ class StageRunner:
         barrier()
         # CPU seconds of this process (every thread): what a study compares at equal compute, whatever else runs.
         record = {**record, "status": "done", "seconds": time.perf_counter() - started,
-                  "cpu_seconds": time.process_time() - cpu_started, "summary": summary}
+                  "cpu_seconds": time.process_time() - cpu_started, "processes": world()[1], "summary": summary}
         if is_main():
             write_json(folder.marker, record)
         self.state[stage.name] = record

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from prefopt import contract
 from prefopt.data import EncodedCache, PreferenceExample, SFTExample
 from prefopt.dpo_steps import SCHEDULES, Batch
 from prefopt.errors import PrefoptError
@@ -201,7 +202,7 @@ class DiffusionDPOTrainer(LoRATrainer):
         timesteps = self.backbone.sample_timesteps(pairs, generator, latent_shape=tuple(latents.shape))
         timesteps = timesteps.to(latents.device)
         if self.config.mode == "sft":
-            out = self.backbone.forward_train(latents, noise, timesteps, batch.conditioning, denoiser=model)
+            out = contract.forward_train(self.backbone, latents, noise, timesteps, batch.conditioning, denoiser=model)
             loss = denoising_loss(out.prediction, out.target, out.weights)
             self._backward(loss)
             return {"loss": loss.item()}

@@ -59,20 +59,23 @@ def test_readme_plugin_snippet_matches_the_example_package():
     assert "class ContrastReward" in readme and "register(ContrastReward)" in readme
 
 
-BACKBONE_EXAMPLE = ROOT / "docs" / "examples" / "prefopt-auraflow"
+EXAMPLES = ROOT / "docs" / "examples"
+BACKBONE_EXAMPLE = EXAMPLES / "prefopt-auraflow"
 
 
 @pytest.mark.slow
-def test_the_backbone_guide_example_package_passes_its_own_tests():
-    """docs/writing-a-backbone.md's worked example: its tests run as a plugin author would run them."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BACKBONE_EXAMPLE), os.environ.get("PYTHONPATH", "")])}
+@pytest.mark.parametrize(("package", "tests"), [("prefopt-auraflow", 3), ("prefopt-pixart", 3), ("prefopt-sana", 4)])
+def test_the_backbone_guide_example_packages_pass_their_own_tests(package, tests):
+    """docs/writing-a-backbone.md's worked examples (a family like the first-party ones, one without a diffusers
+    LoRA loader, one with a non-KL autoencoder): their tests run as a plugin author would run them."""
+    folder = EXAMPLES / package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(BACKBONE_EXAMPLE),
-         str(BACKBONE_EXAMPLE)], check=False, capture_output=True, text=True, env=env, timeout=600,
-        cwd=BACKBONE_EXAMPLE,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(folder), str(folder)],
+        check=False, capture_output=True, text=True, env=env, timeout=600, cwd=folder,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    assert "3 passed" in result.stdout
+    assert f"{tests} passed" in result.stdout
 
 
 def test_the_backbone_guide_shows_the_example_code_as_it_is():

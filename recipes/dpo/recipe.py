@@ -105,8 +105,9 @@ class DPORecipe(StagedRecipe):
 
     def write_pairs(self, folder: StageFolder) -> str:
         examples, sources = self.examples()
-        rows = [{"row": row, "prompt": e.prompt, "winner": e.winner, "loser": e.loser, "weight": e.weight}
-                for e, row in zip(examples, sources)]
+        here = folder.pairs_jsonl.parent  # media paths relative to the file, as `data.path` files are read
+        rows = [{"row": row, "prompt": e.prompt, "winner": os.path.relpath(e.winner, here),
+                 "loser": os.path.relpath(e.loser, here), "weight": e.weight} for e, row in zip(examples, sources)]
         with main_first() as main:
             if main:
                 write_text(folder.pairs_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
@@ -161,7 +162,9 @@ class DPORecipe(StagedRecipe):
 def read_trained_pairs(folder: StageFolder) -> list[PreferenceExample]:
     try:
         rows = [json.loads(line) for line in folder.pairs_jsonl.read_text().splitlines() if line.strip()]
-        examples = [PreferenceExample(r["prompt"], r["winner"], r["loser"], float(r["weight"])) for r in rows]
+        here = folder.pairs_jsonl.parent
+        examples = [PreferenceExample(r["prompt"], os.path.normpath(here / r["winner"]),
+                                      os.path.normpath(here / r["loser"]), float(r["weight"])) for r in rows]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PrefoptError(f"the pairs file `{folder.pairs_jsonl}` cannot be read ({e!r}).") from e
     missing = next((m for e in examples for m in (e.winner, e.loser) if not Path(m).is_file()), None)

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from prefopt.cli import main
 from prefopt.errors import PrefoptError
-from prefopt.publish import _usage, check_publish_folder
+from prefopt.publish import check_publish_folder, usage_code
 from tests import ROOT
 
 
@@ -44,7 +44,7 @@ def test_several_loras_load_as_named_adapters_applied_together():
     class Family:
         pipeline_class_name = "HunyuanVideoPipeline"
 
-    text = _usage(Family, "hunyuanvideo-community/HunyuanVideo", ["1-identity_lora.safetensors", "2-stage2.safetensors"])
+    text = usage_code(Family, "hunyuanvideo-community/HunyuanVideo", ["1-identity_lora.safetensors", "2-stage2.safetensors"])
     assert 'weight_name="1-identity_lora.safetensors", adapter_name="1_identity_lora"' in text
     assert "pipe.set_adapters(['1_identity_lora', '2_stage2'])" in text
     assert 'from_pretrained("hunyuanvideo-community/HunyuanVideo")' in text

@@ -283,11 +283,30 @@ def test_block_checkpointing_selects_every_nth_block(make_backbone):
 
 @pytest.mark.slow
 def test_gradient_accumulation_and_tensorboard(tmp_path, make_backbone):
-    config = _config(max_steps=2, gradient_accumulation_steps=2, report_to="tensorboard")
+    config = _config(max_steps=2, gradient_accumulation_steps=2, report_to="tensorboard", tracker_project="faces")
     DiffusionDPOTrainer(make_backbone("hunyuan-video"), config, tmp_path / "run").train(_pairs(_videos(tmp_path, 4)))
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
-    assert list((tmp_path / "run").rglob("events.out.tfevents.*")), "no tensorboard event file"
+    # tensorboard names runs by folder: <project>/<run>/<stage folder> (here the run folder is the tmp dir)
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events and events[0].parent == tmp_path / "run" / "faces" / tmp_path.name / "run"
+
+
+def test_trackers_get_the_project_and_the_run_name_where_each_takes_them():
+    from prefopt.lora_trainer import tracker_names
+
+    assert tracker_names("wandb", "faces", "magicid/stage2-ab12") == ("faces", {"wandb": {"name": "magicid/stage2-ab12"}})
+    assert tracker_names("mlflow", "faces", "r/s") == ("faces", {"mlflow": {"run_name": "r/s"}})
+    assert tracker_names("clearml", "faces", "r/s") == ("faces", {"clearml": {"task_name": "r/s"}})
+    assert tracker_names("tensorboard", "faces", "r/s") == ("faces/r/s", {})
+
+
+def test_naming_a_tracker_run_changes_no_stage_hash():
+    """Names and places are outside the stage hashes: a run continues whatever its tracker run is called."""
+    from prefopt.stages import config_hash
+
+    assert config_hash(_config()) == config_hash(_config(tracker_project="faces", tracker_run_name="try 2"))
+    assert config_hash(_config()) != config_hash(_config(max_steps=4))
 
 
 @pytest.mark.slow

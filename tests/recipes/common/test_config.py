@@ -117,3 +117,26 @@ def test_the_online_rl_recipes_validate_with_every_algorithm_their_header_names(
 def test_the_online_rl_recipe_refuses_what_would_do_nothing(override, message, capsys):
     assert main(["validate", "recipes/miniature-online-rl.yaml", override]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("recipe", "override", "message"), [
+    ("recipes/online-rl.yaml", "trainer.num_frames=9",
+     "`trainer.num_frames`: backbone `sd3` makes images: `num_frames` must be 1, got 9."),
+    ("recipes/magicid.yaml", "video.num_frames=60",
+     "`video.num_frames`: backbone `hunyuan-video` takes 4·k + 1 frames (e.g. 17), got 60."),
+])
+def test_validate_refuses_a_frame_count_the_backbone_cannot_take(recipe, override, message, capsys):
+    """#24 item 2: from the backbone class's frame rules, without loading the model (the miniature world's
+    pixel-space model, saved without a VAE, takes any count: the miniature recipes validate)."""
+    photo = "references.photos=[package://prefopt_plugins/miniature/references/avatar-448-0.png]"
+    assert main(["validate", recipe, override, photo] if "magicid" in recipe else ["validate", recipe, override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_validate_refuses_a_model_folder_of_another_family(capsys, tmp_path):
+    """#24 item 2: read from the folder's model_index.json, before anything loads."""
+    (tmp_path / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    assert main(["validate", "recipes/online-rl.yaml", f"backbone.options.pretrained={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert (f"`{tmp_path}` holds a FluxPipeline, the model of backbone `flux`, but backbone `sd3` loads a "
+            "StableDiffusion3Pipeline: set `backbone.name=flux`") in err

@@ -39,10 +39,13 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(image_
     assert code == 0
     run = tmp_path / "runs" / "dpo"
     train = next(run.glob("train-*"))  # the config it was trained with is kept with it, the pairs in their stage
-    pairs = [json.loads(line) for line in next(run.glob("pairs-*/pairs.jsonl")).read_text().splitlines()]
+    pairs_file = next(run.glob("pairs-*/pairs.jsonl"))
+    pairs = [json.loads(line) for line in pairs_file.read_text().splitlines()]
     assert json.loads((train / "config.json").read_text()) == json.loads((run / "config.json").read_text())
     assert [p["row"] for p in pairs] == [0, 1, 3]  # the tie (row 2) dropped
-    assert Path(pairs[1]["winner"]).read_bytes() == image_bytes(3)  # label_0 = 0: jpg_1 wins
+    # media paths relative to the pairs file (the parquet's images live in the run's media/ folder): the run moves
+    assert not Path(pairs[1]["winner"]).is_absolute()
+    assert (pairs_file.parent / pairs[1]["winner"]).read_bytes() == image_bytes(3)  # label_0 = 0: jpg_1 wins
     first_train = next(run.glob("train-*"))
     pick_a_pic(data, labels=(0.0, 0.0, 0.5, 1.0))  # the data edited in place: trains anew, keeps the old run
     assert main(["run", str(config), f"data.path={data}", *_overrides(tmp_path, "sdxl", (1, 32, 32))]) == 0
@@ -60,6 +63,13 @@ def test_a_pick_a_pic_parquet_trains_a_tiny_sdxl_lora_with_a_named_reward(image_
     assert [entry["path"] for entry in record["loras"]] == [str(run / f"train-{current}" / "lora" /
                                                              "pytorch_lora_weights.safetensors")]
     assert record["sampling"]["num_inference_steps"] == 30 and record["sampling"]["height"] == 32
+    # the run folder moved whole: its pairs still name their media (#24 item 8)
+    from prefopt.layout import RunLayout
+    from prefopt_recipes.dpo.recipe import read_trained_pairs
+
+    run.rename(tmp_path / "moved")
+    moved = read_trained_pairs(RunLayout(tmp_path / "moved").current("pairs"))
+    assert Path(moved[1].winner).read_bytes() == image_bytes(3) and str(tmp_path / "moved") in moved[1].winner
 
 
 def _assert_lora_changes_the_pipeline(kind, pretrained, lora):

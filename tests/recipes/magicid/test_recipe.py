@@ -276,10 +276,11 @@ def test_paper_recipe_validates_and_without_weights_exits_2_quickly(tmp_path):
 
 
 def test_two_processes_shard_generation_and_scoring_without_loss_or_duplicates(tmp_path):
-    env = {**_env(), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", *_command(tmp_path)[2:]]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    """Launched as docs/magicid.md says, with `accelerate launch -m prefopt run` (tests/recipes/test_launch.py
+    launches the other recipes the same way)."""
+    from tests.recipes.test_launch import accelerate_launch
+
+    result = accelerate_launch(*_command(tmp_path)[4:], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     from prefopt.repository import MediaRepository
 
@@ -289,7 +290,7 @@ def test_two_processes_shard_generation_and_scoring_without_loss_or_duplicates(t
     generated = [r for r in items if r.source != "static"]
     assert {json.loads(r.extra)["process"] for r in generated} == {0, 1}
     state = json.loads((tmp_path / "quickstart" / "stages.json").read_text())
-    assert all(record["status"] == "done" for record in state.values())
+    assert all(record["status"] == "done" and record["processes"] == 2 for record in state.values())
     scores = repo.score_rows()
     per_item = {(row["item_id"], row["reward"]) for row in scores}
     assert len(per_item) == len(scores) == 13 * 3  # every item scored once per reward, none twice
