@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from miniature_study import interval  # mean and 95 % t-interval half-width over independent runs
+from study_stats import holm, interval  # over independent runs
 
 from prefopt.files import write_json, write_text
 from prefopt.report import pyplot, save_figure
@@ -195,17 +195,6 @@ def one_sided_p(values, direction: int) -> float:
         return 0.0 if values.mean() > (0 if direction > 0 else -NO_HARM_MARGIN) else 1.0
     shifted = values if direction > 0 else values + NO_HARM_MARGIN
     return float(stats.ttest_1samp(shifted, 0.0, alternative="greater").pvalue)
-
-
-def holm(pvalues: list[float]) -> list[bool]:
-    """Which hypotheses Holm's step-down procedure rejects at ``ALPHA`` (family-wise error over every claim)."""
-    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
-    rejected = [False] * len(pvalues)
-    for rank, index in enumerate(order):
-        if pvalues[index] > ALPHA / (len(pvalues) - rank):
-            break
-        rejected[index] = True
-    return rejected
 
 
 def verdict(mean: float, half: float, direction: int, survives: bool | None = None) -> str:

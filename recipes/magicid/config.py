@@ -20,6 +20,18 @@ ROLES = ("identity", "dynamic", "semantic")
 SOURCES = ("static", "base", "lora")
 
 
+# Each `run.seed` s draws its videos from its own range, s·10⁶ + offset + i (the evaluation's too), so runs with
+# different seeds share no video. Before 2026-12-05 video i had seed s + offset + i: seeds 0, 1, 2 shared most
+# videos, shifted by one. Seed 0 gives the same seeds either way; other seeds' stage hashes carry the scheme, so no
+# run mixes both.
+SEED_STRIDE, SEED_SCHEME = 1_000_000, "seeds: run.seed·10⁶ + offset + i"
+
+
+def run_seed_base(run_seed: int) -> int:
+    """The first seed of ``run_seed``'s range."""
+    return run_seed * SEED_STRIDE
+
+
 @dataclass
 class MagicIDRunConfig(SeededRunConfig):
     name: str = field(default="magicid", metadata={"help": "Run name; outputs go to `<output_dir>/<name>/`."})
@@ -117,7 +129,9 @@ class EvaluationConfig:
         default="",
         metadata={"help": "CLIP for CLIP-T, CLIP-I and temporal consistency; empty reuses a `clip-semantic` reward."},
     )
-    seed: int = field(default=10_000, metadata={"help": "Seed of evaluation videos (the same for every model)."})
+    seed: int = field(default=10_000, metadata={"help": "First seed of evaluation videos within the run's seed range "
+                                                         "(`run.seed`·10⁶ + this): the same for every model, never a "
+                                                         "training video's."})
     face_sim: Literal["consisid", "all_frames_mean_reference"] = field(
         default="consisid",
         metadata={"help": "Face Sim protocol: `consisid` (ConsisID's eval: 16 frames, grey-padded retry, face-less "

@@ -22,7 +22,7 @@ from prefopt.plugins import get_registry
 from prefopt.sampling import SampleJob, Sampling, sample_files
 from prefopt.stages import config_hash
 from prefopt_recipes.common.scoring import load_rewards, score_in_memory
-from prefopt_recipes.magicid.config import MagicIDConfig
+from prefopt_recipes.magicid.config import MagicIDConfig, run_seed_base
 
 # (label, folder name, the paper's Table 2 row: ID pairs, dynamic pairs)
 MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),
@@ -32,12 +32,17 @@ MODELS = [("base", "base", None), ("identity LoRA", "identity", (False, False)),
 def _generate(backbone, folder: Path, loras: list[Path], prompts: list[str], config: MagicIDConfig,
               sampling: Sampling) -> list[tuple[str, np.ndarray]]:
     """Every (prompt, seed) of the evaluation, the same for every model; a video on disk is not made again."""
-    c = config.evaluation
-    pairs = [(p, c.seed + i * 1000 + k) for i, p in enumerate(prompts) for k in range(c.videos_per_prompt)]
-    jobs = [SampleJob(sample_name(index), prompt, seed) for index, (prompt, seed) in enumerate(pairs)]
+    jobs = evaluation_jobs(config, prompts)
     backbone.use_loras(loras)
     paths = sample_files(backbone, jobs, sampling, folder, description=f"evaluating: generating for {folder.name}")
     return [(job.prompt, read_media(path)) for job, path in zip(jobs, paths)]
+
+
+def evaluation_jobs(config: MagicIDConfig, prompts: list[str]) -> list[SampleJob]:
+    """The evaluation's (prompt, seed) jobs: in the run's own seed range, apart from its training videos' seeds."""
+    c, base = config.evaluation, run_seed_base(config.run.seed)
+    pairs = [(p, base + c.seed + i * 1000 + k) for i, p in enumerate(prompts) for k in range(c.videos_per_prompt)]
+    return [SampleJob(sample_name(index), prompt, seed) for index, (prompt, seed) in enumerate(pairs)]
 
 
 def _face_sim_model(config: MagicIDConfig, identity):

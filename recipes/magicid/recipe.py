@@ -42,7 +42,7 @@ from prefopt.stages import RunResult, Stage, file_digest, run_directory_lock
 from prefopt.trainer import DiffusionDPOTrainer, TrainerConfig
 from prefopt_recipes.common.sampling import examples_from_pairs, generate_into, verify_items
 from prefopt_recipes.common.scoring import check_prompts, reward_keys, score_items, verify_scored
-from prefopt_recipes.magicid.config import SOURCES, MagicIDConfig, SelectionConfig
+from prefopt_recipes.magicid.config import SEED_SCHEME, SOURCES, MagicIDConfig, SelectionConfig, run_seed_base
 from prefopt_recipes.magicid.prompts import read_prompt_file, resolve_prompts
 
 RESELECT = "reselect"  # `prefopt select` writes into `<stage>-reselect/`
@@ -99,7 +99,8 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
                   self.train_identity_lora, self.identity_lora,
                   length=continues_when_longer(c.identity_lora, "max_steps")),
             Stage("prompts", [c.prompts], self.write_prompts, read_prompts),
-            Stage("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed],
+            Stage("repository", [c.repository.lora_videos, c.repository.base_videos, c.video, c.run.seed,
+                                 *([SEED_SCHEME] if c.run.seed else [])],
                   self.generate_repository, self.generated, inputs=("identity_lora", "prompts")),
             Stage("scoring", [c.rewards], self.score_repository, self.scored_repository,
                   inputs=("identity_lora", "repository")),
@@ -236,7 +237,7 @@ class MagicIDRecipe(StagedRecipe, ReselectsPairs):
 
     def jobs(self, prefix: str, count: int, prompts: Prompts, seed_offset: int) -> list[SampleJob]:
         return [SampleJob(f"{prefix}-{i:04d}", prompts.train[i % len(prompts.train)],
-                          self.config.run.seed + seed_offset + i) for i in range(count)]
+                          run_seed_base(self.config.run.seed) + seed_offset + i) for i in range(count)]
 
     def score(self, ids) -> dict[str, int]:
         references = load_reference_photos(self.photos())

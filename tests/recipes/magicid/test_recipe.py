@@ -358,3 +358,26 @@ def test_a_selector_naming_an_unknown_reward_is_a_config_error(tmp_path):
                             capture_output=True, text=True, env=_env(), timeout=120)
     assert result.returncode == 2
     assert "names `sharpness`, which is not one of identity, dynamic, semantic" in result.stderr
+
+
+def test_runs_with_different_seeds_share_no_video_and_seed_0_keeps_its_seeds():
+    """#25 item 2: each `run.seed` draws repository, regenerated and evaluation videos from its own range, apart from
+    each other; seed 0's seeds (and so its stage hashes) are what they were, other seeds' hashes carry the scheme."""
+    from prefopt.runner import load_recipe
+    from prefopt_recipes.magicid.config import SEED_SCHEME
+    from prefopt_recipes.magicid.evaluation import evaluation_jobs
+    from prefopt_recipes.magicid.recipe import BASE_SEEDS, LORA_SEEDS, REGENERATED_SEEDS, Prompts
+
+    prompts = Prompts(train=["a", "b"], eval=["c", "d"])
+    seeds, covers = {}, {}
+    for run_seed in (0, 1, 2):
+        recipe = load_recipe(QUICKSTART, [f"run.seed={run_seed}", "evaluation.videos_per_prompt=4"])
+        made = [job.seed for offset in (BASE_SEEDS, LORA_SEEDS, REGENERATED_SEEDS)
+                for job in recipe.jobs("x", 40, prompts, offset)]
+        evaluated = [job.seed for job in evaluation_jobs(recipe.config, prompts.eval)]
+        assert len(set(made)) == len(made) and not set(made) & set(evaluated)  # evaluation never a training seed
+        seeds[run_seed] = set(made) | set(evaluated)
+        covers[run_seed] = next(s for s in recipe.stages() if s.name == "repository").covers
+    assert not seeds[0] & seeds[1] and not seeds[1] & seeds[2] and not seeds[0] & seeds[2]
+    assert min(seeds[0]) == 0 and 10_000 in seeds[0]  # seed 0: video i of offset o has seed o + i, as before
+    assert SEED_SCHEME not in covers[0] and SEED_SCHEME in covers[1]
