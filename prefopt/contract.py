@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from prefopt.errors import PrefoptError
@@ -61,7 +62,7 @@ def forward_train(backbone: Backbone, latents: torch.Tensor, noise: torch.Tensor
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise _broken(backbone, f"forward_train returned a {name} of shape {shape} for latents "
                                     f"{tuple(latents.shape)}; it must have the latents' shape")
-    if not isinstance(out.weights, torch.Tensor) or out.weights.numel() != latents.shape[0]:
+    if not isinstance(out.weights, torch.Tensor) or tuple(out.weights.shape) != (latents.shape[0],):
         shape = tuple(out.weights.shape) if isinstance(out.weights, torch.Tensor) else type(out.weights).__name__
         raise _broken(backbone, f"forward_train returned weights of shape {shape} for a batch of "
                                 f"{latents.shape[0]}; it must return one weight per sample")
@@ -69,9 +70,8 @@ def forward_train(backbone: Backbone, latents: torch.Tensor, noise: torch.Tensor
 
 
 def generate(backbone: Backbone, prompts: Sequence[str], seeds: Sequence[int], **size) -> list:
-    """``backbone.generate``, checked: one GeneratedMedia per prompt, its frames uint8 ``[F, H, W, 3]``."""
-    import numpy as np
-
+    """``backbone.generate``, checked: one GeneratedMedia per prompt, its frames uint8 ``[F, H, W, 3]`` of the size
+    asked for."""
     made = backbone.generate(prompts, seeds, **size)
     if not isinstance(made, list) or len(made) != len(prompts):
         count = len(made) if isinstance(made, list) else type(made).__name__
@@ -81,4 +81,8 @@ def generate(backbone: Backbone, prompts: Sequence[str], seeds: Sequence[int], *
         if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             shape = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
             raise _broken(backbone, f"generate returned frames {shape}; they must be uint8 [F, H, W, 3]")
+        asked = tuple(size.get(k) for k in ("num_frames", "height", "width"))
+        if None not in asked and frames.shape[:3] != asked:
+            raise _broken(backbone, f"generate returned frames of {frames.shape[0]}×{frames.shape[1]}×"
+                                    f"{frames.shape[2]} for {asked[0]}×{asked[1]}×{asked[2]} asked")
     return made

@@ -137,6 +137,12 @@ class DiffusersBackbone(Backbone):
         return getattr(diffusers, cls.pipeline_class_name)
 
     @classmethod
+    def has_lora_loader(cls) -> bool:
+        """Whether diffusers has a LoRA loader for the pipeline (``load_lora_weights``/``save_lora_weights``);
+        without one, prefopt writes the same file format itself and loads it onto the denoiser through peft."""
+        return hasattr(cls.pipeline_class(), "load_lora_weights")
+
+    @classmethod
     def missing_weights(cls, config: DiffusersBackboneConfig) -> str | None:
         """Checked before a run starts, without loading anything."""
         return missing_weights_message(config, cls.model_label, cls.download_hint)
@@ -255,8 +261,8 @@ class DiffusersBackbone(Backbone):
             super().check_media_size(num_frames, height, width)
         multiple = self.spatial_multiple
         if height % multiple or width % multiple:
-            raise MediaSizeError(f"backbone `{self.name}` takes heights and widths that are multiples of {multiple} (its "
-                             f"VAE's downsampling × the denoiser's patch size), got {height}×{width}.")
+            raise MediaSizeError(f"backbone `{self.name}` takes heights and widths that are multiples of {multiple} "
+                                 f"(its VAE's downsampling × the denoiser's patch size), got {height}×{width}.")
 
     def use_loras(self, paths: Sequence[Path]) -> None:
         """Loads each LoRA file once as a named adapter, then activates exactly ``paths``. Through the pipeline's
@@ -266,7 +272,7 @@ class DiffusersBackbone(Backbone):
         from prefopt.lora import denoiser_only_loras, expected_peft_warnings, load_lora_file
 
         loaded = self.__dict__.setdefault("_loaded_adapters", {})
-        by_pipeline = hasattr(self.pipe, "load_lora_weights")
+        by_pipeline = self.has_lora_loader()
         names = []
         for path in paths:
             key = str(Path(path).resolve())
@@ -304,14 +310,13 @@ class DiffusersBackbone(Backbone):
         directory.mkdir(parents=True, exist_ok=True)
         # The adapter's peft config (rank, α, targets) goes into the file's metadata, where diffusers'
         # load_lora_weights reads it: without it a LoRA with α ≠ r comes back at scale 1 instead of α/r.
-        pipeline_class = self.pipeline_class()
-        if not hasattr(pipeline_class, "save_lora_weights"):  # no diffusers LoRA loader: the same format, written here
+        if not self.has_lora_loader():  # the same format, written here
             from prefopt.lora import write_lora_file
 
             return write_lora_file(directory / LORA_WEIGHTS_NAME, self.denoiser_attribute, state_dict, adapter_config)
         layers = {f"{self.denoiser_attribute}_lora_layers": state_dict,
                   f"{self.denoiser_attribute}_lora_adapter_metadata": adapter_config}
-        pipeline_class.save_lora_weights(directory, **layers, safe_serialization=True)
+        self.pipeline_class().save_lora_weights(directory, **layers, safe_serialization=True)
         return directory / LORA_WEIGHTS_NAME
 
     @torch.no_grad()
@@ -439,9 +444,12 @@ def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
     from prefopt.hub import local_directory
 
     root = local_directory(config.pretrained_path, "model_index.json", config.revision)
-    if root is None:
+    try:
+        index = json.loads((root / "model_index.json").read_text()) if root is not None else {}
+    except (OSError, ValueError):  # missing or unreadable: the missing-weights check names it
         return {}
-    index = json.loads((root / "model_index.json").read_text())
+    if not isinstance(index, dict):
+        return {}
     return {name: None for name, spec in index.items()
             if not name.startswith("_") and isinstance(spec, list) and spec[0] is None}
 

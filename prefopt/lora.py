@@ -100,7 +100,9 @@ def with_peft_adapters(model: torch.nn.Module) -> torch.nn.Module:
     """Give ``model`` diffusers' adapter methods (``add_adapter``, ``set_adapters``, ``load_lora_adapter``…) when
     its class lacks them: diffusers ships them for the families it has LoRA loaders for (``PeftAdapterMixin``), but
     they work through peft on any torch module, so a family without them (PixArt) trains and samples LoRAs the same
-    way. The instance's class becomes a subclass that adds the mixin; nothing else about the model changes."""
+    way. The instance's class becomes a subclass that adds the mixin (same name and module), nothing else about the
+    model changes; pickling the whole module (``torch.save(model)``) then fails on the class, so save state dicts
+    (``save_pretrained`` and LoRA files do)."""
     from diffusers.loaders.peft import PeftAdapterMixin
 
     cls = type(model)

@@ -148,14 +148,17 @@ class LoRATrainingConfig:
     )
     tracker_project: str = field(
         default="prefopt",
-        metadata={"outside_hash": True, "help": "The tracker's project (wandb project, mlflow experiment, comet/"
-                                                "clearml project; tensorboard: a folder under the stage's)."},
+        metadata={"outside_hash": True, "help": "The tracker's project (wandb, comet_ml, clearml, swanlab, trackio "
+                                                "project; mlflow experiment; aim experiment; tensorboard: a folder "
+                                                "under the stage's)."},
     )
     tracker_run_name: str | None = field(
         default=None,
-        metadata={"outside_hash": True, "help": "The tracker's run name (wandb `name`, mlflow `run_name`, clearml task; "
-                                                "tensorboard: a folder under the project's). Empty: `<run>/<stage "
-                                                "folder>`, e.g. `dpo/train-3f2a…`. Neither option retrains a stage."},
+        metadata={"outside_hash": True, "help": "The tracker's run name (wandb `name`, mlflow `run_name`, clearml task, "
+                                                "swanlab experiment, trackio `name`; tensorboard: a folder under the "
+                                                "project's; comet_ml, aim and dvclive name runs themselves). Empty: "
+                                                "`<run>/<stage folder>`, e.g. `dpo/train-3f2a…`. Neither option "
+                                                "retrains a stage."},
     )
 
     def __post_init__(self) -> None:
@@ -347,11 +350,11 @@ RUN_NAME_KEYS = {"wandb": "name", "mlflow": "run_name", "clearml": "task_name", 
 
 def tracker_names(tracker: str, project: str, run_name: str) -> tuple[str, dict]:
     """(project, init_kwargs) for accelerate's ``init_trackers``: the run's name where the tracker takes one;
-    tensorboard and the rest name folders or runs by the project alone, which then carries the run's name."""
-    key = RUN_NAME_KEYS.get(tracker)
-    if key is None:
+    tensorboard names runs by folder (``<project>/<run name>``); comet_ml, aim and dvclive get the project only."""
+    if tracker == "tensorboard":
         return f"{project}/{run_name}", {}
-    return project, {tracker: {key: run_name}}
+    key = RUN_NAME_KEYS.get(tracker)
+    return project, ({tracker: {key: run_name}} if key else {})
 
 
 def check_tracker_installed(tracker: str) -> None:

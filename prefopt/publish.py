@@ -114,7 +114,7 @@ def usage_code(cls, base: str, lora_names: list[str]) -> str:
     else peft on the denoiser (the file's metadata holds the adapter's config)."""
     pipeline = getattr(cls, "pipeline_class_name", "DiffusionPipeline")
     source = base if looks_like_hub_id(base) else "<the base model's hub id or folder>"
-    if not _has_lora_loader(cls):
+    if hasattr(cls, "has_lora_loader") and not cls.has_lora_loader():
         return _peft_usage(cls, pipeline, source, lora_names)
     lines = [f"from diffusers import {pipeline}", "", f'pipe = {pipeline}.from_pretrained("{source}")']
     if len(lora_names) == 1:
@@ -130,18 +130,15 @@ def usage_code(cls, base: str, lora_names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _has_lora_loader(cls) -> bool:
-    pipeline_class = getattr(cls, "pipeline_class", None)
-    return pipeline_class is None or hasattr(pipeline_class(), "load_lora_weights")
-
-
 def _peft_usage(cls, pipeline: str, source: str, lora_names: list[str]) -> str:
     denoiser = getattr(cls, "denoiser_attribute", "transformer")
     adapters = [Path(name).stem.replace("-", "_") for name in lora_names]
     return "\n".join([
         "import json",
+        "import os",
         "",
         f"from diffusers import {pipeline}",
+        "from huggingface_hub import hf_hub_download",
         "from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict",
         "from peft.tuners.tuners_utils import BaseTunerLayer",
         "from safetensors import safe_open",
@@ -149,9 +146,11 @@ def _peft_usage(cls, pipeline: str, source: str, lora_names: list[str]) -> str:
         f'pipe = {pipeline}.from_pretrained("{source}")',
         f"# diffusers has no LoRA loader for {pipeline}: peft adds each file's adapter to the {denoiser}.",
         f"model = pipe.{denoiser}",
+        'source = "<this repository or folder>"',
         f"adapters = {dict(zip(adapters, lora_names))!r}",
         "for adapter, file in adapters.items():",
-        '    with safe_open(f"<this repository or folder>/{file}", framework="pt") as f:',
+        "    path = os.path.join(source, file) if os.path.isdir(source) else hf_hub_download(source, file)",
+        '    with safe_open(path, framework="pt") as f:',
         '        config = json.loads(f.metadata()["lora_adapter_metadata"])',
         "        config = {key.split('.', 1)[1]: value for key, value in config.items()}",
         "        weights = {key.split('.', 1)[1]: f.get_tensor(key) for key in f.keys()}",
@@ -160,6 +159,7 @@ def _peft_usage(cls, pipeline: str, source: str, lora_names: list[str]) -> str:
         "for module in model.modules():  # every adapter active, in this order",
         "    if isinstance(module, BaseTunerLayer):",
         "        module.set_adapter(list(adapters))",
+        "model.eval()  # peft makes its dropout modules in training mode",
     ])
 
 

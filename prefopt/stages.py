@@ -206,7 +206,7 @@ class StageRunner:
         (the previous stage's hash included), and the length."""
         if stage.length is None:
             return {}
-        parts = [to_dict(part) for part in stage.covers]
+        parts = [to_dict(part, hashed=True) for part in stage.covers]
         length = next((p[stage.length] for p in parts if isinstance(p, dict) and stage.length in p), None)
         rest = [{k: v for k, v in p.items() if k != stage.length} if isinstance(p, dict) else p for p in parts]
         return {"family": config_hash(self.previous_hash_before, rest), "length": length}

@@ -295,7 +295,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs, started = [], time.monotonic()
     for index, identity in enumerate(args.identities):
-        runs.append(one_run(out, identity, seed=index + 1))
+        # the design's seed of each identity, whatever order (or subset, for a second process) this invocation runs
+        seed = IDENTITIES.index(identity) + 1 if identity in IDENTITIES else len(IDENTITIES) + index + 1
+        runs.append(one_run(out, identity, seed=seed))
         write_json(out / "study.json", {"runs": runs})
     sensitivity = {} if args.no_sensitivity else {
         label: run_recipe(out, f"id{SENSITIVITY_IDENTITY}-sensitivity", SENSITIVITY_IDENTITY, 0, extra)

@@ -105,13 +105,20 @@ class DPORecipe(StagedRecipe):
 
     def write_pairs(self, folder: StageFolder) -> str:
         examples, sources = self.examples()
-        here = folder.pairs_jsonl.parent  # media paths relative to the file, as `data.path` files are read
-        rows = [{"row": row, "prompt": e.prompt, "winner": os.path.relpath(e.winner, here),
-                 "loser": os.path.relpath(e.loser, here), "weight": e.weight} for e, row in zip(examples, sources)]
+        here = folder.pairs_jsonl.parent
+        rows = [{"row": row, "prompt": e.prompt, "winner": self._as_stored(e.winner, here),
+                 "loser": self._as_stored(e.loser, here), "weight": e.weight} for e, row in zip(examples, sources)]
         with main_first() as main:
             if main:
                 write_text(folder.pairs_jsonl, "".join(json.dumps(r) + "\n" for r in rows))
         return f"{len(rows)} pairs from `{self.config.data.path}`"
+
+    def _as_stored(self, media: str, here: Path) -> str:
+        """A media path in pairs.jsonl: relative to the file when the media lie inside the run (images a data file
+        held as bytes, written to `media/`), as `data.path` files are read, so the run folder reads whole wherever
+        it is copied; absolute otherwise, so the data may stay where it is."""
+        inside = Path(os.path.abspath(media)).is_relative_to(os.path.abspath(self.layout.root))
+        return os.path.relpath(media, here) if inside else os.path.abspath(media)
 
     def train(self, folder: StageFolder, pairs: list[PreferenceExample]) -> str:
         DiffusionDPOTrainer(self.backbone(), self.config.trainer, folder.path).train(pairs)

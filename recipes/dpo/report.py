@@ -33,7 +33,7 @@ def write_report(result: RunResult, config: DPORecipeConfig, data: tuple[list[Pr
     summary = (f"<p>{len(examples)} pairs from <code>{html.escape(config.data.path)}</code>; "
                f"{last.get('step', 0)} steps on <code>{html.escape(config.backbone.name)}</code>; final loss "
                f"{last.get('loss', float('nan')):.4f}, implicit accuracy {last.get('implicit_accuracy', float('nan')):.2f}. "
-               f"LoRA (diffusers format, loads with <code>pipe.load_lora_weights</code>): "
+               f"LoRA (diffusers format; <code>publish/README.md</code> shows the loading code): "
                f"<code>{html.escape(str(train.lora))}</code>. "
                f"Run time {sum(result.timings().values()) / 60:.1f} min.</p>")
     sections = [summary, '<h2>Training</h2><img src="training.png">', _pairs(out, examples, sources)]

@@ -54,9 +54,10 @@ def test_media_latents_and_training_outputs_have_the_shapes_the_loss_reads():
     flat = BackboneOutput(prediction=latents[:, :, 0], target=latents, weights=torch.ones(2))
     with pytest.raises(ContractError, match=r"a prediction of shape \(2, 4, 4, 4\) for latents \(2, 4, 1, 4, 4\)"):
         contract.forward_train(Plugin(train=flat), latents, latents, torch.ones(2), {})
-    scalar = BackboneOutput(prediction=latents, target=latents, weights=torch.tensor(1.0))
-    with pytest.raises(ContractError, match="one weight per sample"):
-        contract.forward_train(Plugin(train=scalar), latents, latents, torch.ones(2), {})
+    for weights in (torch.tensor(1.0), torch.ones(2, 1)):  # [B, 1] would broadcast the loss to [B, B]
+        odd = BackboneOutput(prediction=latents, target=latents, weights=weights)
+        with pytest.raises(ContractError, match="one weight per sample"):
+            contract.forward_train(Plugin(train=odd), latents, latents, torch.ones(2), {})
 
 
 def test_generated_media_are_one_uint8_video_per_prompt():
@@ -64,6 +65,10 @@ def test_generated_media_are_one_uint8_video_per_prompt():
     assert contract.generate(Plugin(generated=[video]), ["a"], [0]) == [video]
     with pytest.raises(ContractError, match="generate returned 1 items for 2 prompts"):
         contract.generate(Plugin(generated=[video]), ["a", "b"], [0, 1])
+    size = {"num_frames": 1, "height": 8, "width": 8}
+    assert contract.generate(Plugin(generated=[video]), ["a"], [0], **size) == [video]
+    with pytest.raises(ContractError, match="generate returned frames of 1×8×8 for 1×16×16 asked"):
+        contract.generate(Plugin(generated=[video]), ["a"], [0], **{**size, "height": 16, "width": 16})
     floats = GeneratedMedia(frames=np.zeros((1, 8, 8, 3), np.float32), latents=None, prompt="a", seed=0)
     with pytest.raises(ContractError, match=r"frames float32 \(1, 8, 8, 3\); they must be uint8 \[F, H, W, 3\]"):
         contract.generate(Plugin(generated=[floats]), ["a"], [0])

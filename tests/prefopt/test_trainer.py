@@ -299,6 +299,7 @@ def test_trackers_get_the_project_and_the_run_name_where_each_takes_them():
     assert tracker_names("mlflow", "faces", "r/s") == ("faces", {"mlflow": {"run_name": "r/s"}})
     assert tracker_names("clearml", "faces", "r/s") == ("faces", {"clearml": {"task_name": "r/s"}})
     assert tracker_names("tensorboard", "faces", "r/s") == ("faces/r/s", {})
+    assert tracker_names("comet_ml", "faces", "r/s") == ("faces", {})
 
 
 def test_naming_a_tracker_run_changes_no_stage_hash():

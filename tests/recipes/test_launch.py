@@ -13,7 +13,7 @@ import pytest
 from prefopt.media import write_media
 from tests import ROOT
 
-pytestmark = pytest.mark.slow  # end to end, two processes each
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # end to end, two processes each
 
 
 def accelerate_launch(*arguments: str, cwd) -> subprocess.CompletedProcess:
@@ -42,7 +42,8 @@ def test_the_dpo_recipe(tmp_path):
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     result = accelerate_launch(
         str(ROOT / "recipes" / "dpo.yaml"), f"data.path={tmp_path / 'pairs.jsonl'}", "backbone.name=stable-diffusion",
-        f"backbone.options.pretrained={tmp_path / 'sd'}", "backbone.options.dtype=float32", "run.build_tiny_models=true",
+        f"backbone.options.pretrained={tmp_path / 'sd'}", "backbone.options.dtype=float32",
+        "run.build_tiny_models=true",
         f"run.output_dir={tmp_path / 'runs'}", "trainer.max_steps=2", "trainer.height=32", "trainer.width=32",
         "trainer.mixed_precision=no", "trainer.gradient_accumulation_steps=1", "trainer.beta=100",
         "evaluation.prompts=[a red fox]", "evaluation.seeds_per_prompt=1", "evaluation.num_inference_steps=2",
@@ -66,7 +67,8 @@ def test_the_reward_dpo_recipe(tmp_path):
 def test_the_online_rl_recipe(tmp_path):
     result = accelerate_launch(
         str(ROOT / "recipes" / "miniature-online-rl.yaml"), f"run.output_dir={tmp_path}", "trainer.epochs=1",
-        "trainer.group_size=2", "trainer.prompts_per_epoch=2", "trainer.sampling_steps=2", "trainer.micro_batch_size=2", "trainer.updates_per_epoch=1",
+        "trainer.group_size=2", "trainer.prompts_per_epoch=2", "trainer.sampling_steps=2",
+        "trainer.micro_batch_size=2", "trainer.updates_per_epoch=1",
         "prompts=[a person jumps up and down, a person nods their head]", "heldout_prompts=[a person stands still]",
         "evaluation.seeds_per_prompt=1", "evaluation.num_inference_steps=2", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -70,7 +70,7 @@ def test_the_lora_loads_with_peft_alone_as_its_model_card_says(registry, saved, 
     inputs = (latents, torch.ones_like(latents), torch.tensor([500]), conditioning)
     with torch.no_grad():
         before = backbone.forward_train(*inputs).prediction
-        with_card = backbone.forward_train(*inputs, denoiser=namespace["pipe"].transformer.eval()).prediction
+        with_card = backbone.forward_train(*inputs, denoiser=namespace["pipe"].transformer).prediction
         backbone.use_loras([lora])
         sampled_with = backbone.forward_train(*inputs).prediction
         backbone.use_loras([])

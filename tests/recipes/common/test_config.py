@@ -140,3 +140,13 @@ def test_validate_refuses_a_model_folder_of_another_family(capsys, tmp_path):
     err = capsys.readouterr().err
     assert (f"`{tmp_path}` holds a FluxPipeline, the model of backbone `flux`, but backbone `sd3` loads a "
             "StableDiffusion3Pipeline: set `backbone.name=flux`") in err
+
+
+@pytest.mark.parametrize("index", [None, "{not json", '["a list"]'])
+def test_validate_passes_a_model_folder_without_a_readable_index_to_the_weights_check(index, tmp_path, capsys):
+    """The frame and family checks read model_index.json only when it is there and readable; what is missing is the
+    run's weights check to say (one sentence), never a traceback from validate."""
+    if index is not None:
+        (tmp_path / "model_index.json").write_text(index)
+    photo = "references.photos=[package://prefopt_plugins/miniature/references/avatar-448-0.png]"
+    assert main(["validate", "recipes/magicid.yaml", photo, f"backbone.options.pretrained={tmp_path}"]) == 0

@@ -199,7 +199,8 @@ def test_raising_only_max_steps_continues_the_finished_training_to_the_same_lora
     assert main(["run", *common, "run.name=extended"]) == 0
     shorter = next((tmp_path / "runs" / "extended").glob("train-*"))
     capsys.readouterr()
-    assert main(["run", *common, "run.name=extended", "trainer.max_steps=4"]) == 0
+    # a tracker run renamed on the way (names are outside the hashes) does not stop the continuation
+    assert main(["run", *common, "run.name=extended", "trainer.max_steps=4", "trainer.tracker_run_name=longer"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert f"only `max_steps` changed (2 → 4): continuing from {shorter.name}/checkpoints/step-000002" in out, out
     assert "resuming training from" in out and "(step 2/4)" in out and shorter.is_dir()  # the shorter one is kept
