@@ -222,3 +222,15 @@ def test_raising_only_max_steps_continues_the_finished_training_to_the_same_lora
     cosine = [*common, "run.name=cosine", "trainer.lr_scheduler=cosine"]  # the schedule depends on the length
     assert main(["run", *cosine]) == 0 and main(["run", *cosine, "trainer.max_steps=4"]) == 0
     assert "continuing from" not in " ".join(capsys.readouterr().out.split())  # so a longer run starts over
+
+
+def test_a_size_the_model_cannot_take_stops_the_run_with_one_sentence(pick_a_pic, tmp_path, capsys):
+    """#24 item 2: the spatial multiple needs the loaded model (its VAE and patch size), so it is checked when the
+    model loads, before any training: one sentence, exit 2."""
+    data = pick_a_pic(tmp_path / "pairs.parquet")
+    assert _run_dpo(tmp_path, str(data), "trainer.height=34") == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("prefopt: error: ")]
+    assert "Traceback" not in err and len(errors) == 1, err
+    assert "takes heights and widths that are multiples of 4" in errors[0] and errors[0].endswith("got 34×32.")
+    assert not list((tmp_path / "runs" / "dpo").glob("train-*/checkpoints/*"))  # nothing trained
