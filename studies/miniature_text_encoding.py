@@ -1,0 +1,48 @@
+"""How far apart the miniature video model's text encoders put the world's seven prompts (issue #25 item 4: does
+the model fail to tell walking left from right because its text encoding cannot?).
+
+    python studies/miniature_text_encoding.py
+
+Prints, for each conditioning tensor the HunyuanVideo backbone passes the transformer, the cosine between the two
+walking prompts and the spread of the cosines between every other pair of prompts. The encoders are frozen random
+networks (docs/miniature.md), so this is a property of the shipped model, measured once, in seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MODEL = "package://prefopt_plugins/miniature/weights/model"
+
+
+def prompt_cosines() -> dict[str, np.ndarray]:
+    """Conditioning tensor name → the 7 × 7 cosine matrix of the world's prompts (in ``ACTIONS`` order)."""
+    from prefopt.config import parse
+    from prefopt.plugins import get_registry
+    from prefopt_plugins.miniature.world import ACTIONS
+
+    entry = get_registry().get("backbones", "hunyuan-video")
+    options = {"pretrained": MODEL, "dtype": "float32", "device": "cpu", "use_prompt_template": False,
+               "max_sequence_length": 40}
+    encoded = entry.cls(parse(entry.config_class, options)).encode_prompts(list(ACTIONS.values()))
+    found = {}
+    for name, tensor in encoded.items():
+        if tensor.is_floating_point():
+            flat = tensor.reshape(len(ACTIONS), -1).double().numpy()
+            flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+            found[name] = flat @ flat.T
+    return found
+
+
+def main() -> None:
+    from prefopt_plugins.miniature.world import ACTIONS
+
+    left, right = list(ACTIONS).index("walk_left"), list(ACTIONS).index("walk_right")
+    for name, cosines in prompt_cosines().items():
+        others = cosines[~np.eye(len(cosines), dtype=bool)]
+        print(f"{name}: walks left/right {cosines[left, right]:.4f}; every pair: min {others.min():.4f}, "
+              f"median {np.median(others):.4f}, max {others.max():.4f}")
+
+
+if __name__ == "__main__":
+    main()
