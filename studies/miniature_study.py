@@ -4,8 +4,8 @@
 
 The design, fixed on 2026-12-05 before any of its runs (issue #25 items 2–5):
 
-* **Runs.** Six held-out identities (460, 466, 472, 478, 484, 490: never drawn in pretraining, never seen by the
-  reward nets), one run each with its own ``run.seed`` (1–6) and trainer seeds: every video of a run (repository,
+* **Runs.** Six held-out identities (460, 466, 472, 478, 484, 490: never drawn in pretraining or in the reward
+  nets' training; the action net's temperature was fitted on held-out clips), one run each with its own ``run.seed`` (1–6) and trainer seeds: every video of a run (repository,
   regenerated, evaluation) comes from its own seed range (``recipes/magicid/config.py``, ``SEED_STRIDE``), so no two
   runs share a video. n = 6 runs; each interval covers identities and seeds together (one run per identity).
   Reference stills are drawn by the world (``save_stills``, seeds 0–2).
@@ -17,10 +17,13 @@ The design, fixed on 2026-12-05 before any of its runs (issue #25 items 2–5):
   by the judge (an action classifier from another seed, never optimised against), temporal consistency (evaluator).
 * **Claims** (``CLAIMS``): paired differences per run, one-sided t-tests in the paper's direction; "without losing
   identity" as non-inferiority against a margin of ``MARGIN`` (cosine); Holm over all claims at α = 0.05. Beside
-  each, the smallest effect the study detects with 80 % power, from the observed spread.
-* **Pairs.** What the selected pairs differ in (winner − loser: identity, dynamic, semantic), per stage.
+  each, the smallest effect the study detects with 80 % power at Holm's strictest level (α / claims), from the
+  observed spread.
+* **Pairs.** What each stage's own selected pairs differ in (winner − loser: identity, dynamic, semantic; stage 2
+  also trains on stage 1's, counted apart), and how many pairs each Table-3 arm trained on.
 * **Sensitivity** (``SENSITIVITY``, on identity 448, kept apart from the six; reported whichever way it comes out):
-  what the paper leaves open for stage 2: β, its number of steps, and ranking its pairs by dynamic instead of identity.
+  what the paper leaves open: β (both DPO stages), stage 2's number of steps, and ranking its pairs by dynamic
+  instead of identity.
 
 Table 3's rows are two more runs in each run's directory that change only stage 2's rewards, which reuses every
 earlier stage through the stage hashes. Resumable: a re-run skips finished runs and stages.
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from study_stats import detectable_effect, holm, interval, one_sided_p
+from study_stats import ALPHA, detectable_effect, holm, interval, one_sided_p
 
 from prefopt.files import write_json, write_text
 from prefopt.report import save_figure
@@ -61,7 +64,7 @@ METRICS = {"face_sim": "Face Sim ↑", "face_sim_eval": "Face Sim (evaluator net
            "judge_raw": "prompt following (judge) ↑", "temporal": "temporal consistency ↑"}
 MARGIN = 0.03  # "no loss of identity": a drop smaller than this cosine (about stage 1's own gain) counts as none
 SENSITIVITY = {"recipe (β 5000, 150 steps, top-k by identity)": [],
-               "β 500": ["dpo_stage1.beta=500", "dpo_stage2.beta=500"],
+               "β 500 (both stages)": ["dpo_stage1.beta=500", "dpo_stage2.beta=500"],
                "stage 2: 50 steps": ["dpo_stage2.max_steps=50"],
                "stage 2: top-k by dynamic": ["stage2.selectors.1.options.reward=dynamic"]}
 
@@ -120,9 +123,12 @@ def independent_metrics(folder: Path, photos: list[Path]) -> dict[str, float]:
         face.append(float((embeddings @ reference).mean()))
         temporal.append(float((embeddings[:-1] * embeddings[1:]).sum(axis=1).mean()))
     measures = {"face_sim_eval": float(np.mean(face)), "temporal": float(np.mean(temporal))}
-    if len(videos) == len(EVAL_PROMPTS) * VIDEOS_PER_PROMPT:
+    if folder.parent.name.startswith("evaluation-"):  # the study's evaluation: prompt-major, every prompt's videos
+        if len(videos) != len(EVAL_PROMPTS) * VIDEOS_PER_PROMPT:
+            raise SystemExit(f"`{folder}` holds {len(videos)} videos, not {len(EVAL_PROMPTS)} × {VIDEOS_PER_PROMPT}.")
         prompts = [p for p in EVAL_PROMPTS for _ in range(VIDEOS_PER_PROMPT)]
-        measures["judge_raw"] = float(np.mean([s.raw for s in _net("miniature-action", JUDGE).score(videos, prompts, [])]))
+        judge = _net("miniature-action", JUDGE)
+        measures["judge_raw"] = float(np.mean([s.raw for s in judge.score(videos, prompts, [])]))
     return measures
 
 
@@ -136,15 +142,17 @@ def _net(reward: str, weights: Path):
 
 
 def pair_differences(layout) -> dict[str, dict[str, float]]:
-    """Stage → mean winner − loser of each reward over the stage's selected pairs, and their count."""
+    """Stage → mean winner − loser of each reward over the pairs the stage selected itself (stage 2 trains on
+    stage 1's too: its ``selector`` column tells them apart), their count, and how many it trained on in all."""
     import pyarrow.parquet as pq
 
     found = {}
     for stage in ("stage1", "stage2"):
-        rows = pq.read_table(layout.current(stage).pairs).to_pylist()
+        trained = pq.read_table(layout.current(stage).pairs).to_pylist()
+        rows = [r for r in trained if r["selector"].split(":", 1)[0] == stage]
         deltas = {key.removeprefix("delta_"): float(np.nanmean([r[key] for r in rows]))
                   for key in (rows[0] if rows else {}) if key.startswith("delta_")}
-        found[stage] = {"pairs": len(rows), **deltas}
+        found[stage] = {"pairs": len(rows), "trained_on": len(trained), **deltas}
     return found
 
 
@@ -182,20 +190,26 @@ def _row_values(run: dict, label: str, metric: str) -> float:
     return run["table2"][label][metric]
 
 
-def verdict(mean: float, half: float, direction: int, survives: bool) -> str:
-    """What the test says, in words that do not overstate it."""
+def verdict(mean: float, half: float, direction: int, p: float, survives: bool) -> str:
+    """What the one-sided test says (``p``, Holm's decision), in words that do not overstate it; the interval shown
+    is the two-sided 95 % one."""
     low, high = mean - half, mean + half
+    span = f"interval [{low:+.3f}, {high:+.3f}]"
     if direction == 0:
         if survives:
             return f"no loss beyond −{MARGIN} (non-inferior, survives Holm)"
-        return f"not shown to be within −{MARGIN}: interval [{low:+.3f}, {high:+.3f}]"
+        if p < ALPHA:
+            return f"no loss beyond −{MARGIN} nominally (p < {ALPHA}), not after Holm"
+        if high < -MARGIN:
+            return f"a loss beyond −{MARGIN}: {span}"
+        return f"not shown to be within −{MARGIN}: {span}"
     if survives:
         return "reproduced (survives Holm)"
-    if (high < 0 if direction > 0 else low > 0):
-        return "the opposite, significantly"
-    if (low > 0 if direction > 0 else high < 0):
-        return "nominal only: the 95 % interval excludes 0, but not after Holm"
-    return f"not detected: interval [{low:+.3f}, {high:+.3f}]"
+    if p < ALPHA:
+        return f"nominal only (p < {ALPHA}), not after Holm"
+    if p > 1 - ALPHA:
+        return f"the opposite, nominally: {span}"
+    return f"not detected: {span}"
 
 
 def claims(runs: list[dict]) -> list[dict]:
@@ -208,13 +222,14 @@ def claims(runs: list[dict]) -> list[dict]:
         mean, half = interval(values)
         agree = sum((d > -MARGIN) if direction == 0 else (np.sign(d) == direction) for d in values)
         results.append({"claim": text, "rows": f"{row} − {baseline}", "metric": metric, "mean": mean, "half": half,
-                        "p": p, "holm": bool(kept), "detectable": detectable_effect(values),
-                        "runs_agreeing": int(agree), "runs": len(runs), "verdict": verdict(mean, half, direction, kept)})
+                        "p": p, "holm": bool(kept), "detectable": detectable_effect(values, alpha=ALPHA / len(CLAIMS)),
+                        "runs_agreeing": int(agree), "runs": len(runs),
+                        "verdict": verdict(mean, half, direction, p, kept)})
     return results
 
 
 def claims_markdown(results: list[dict]) -> str:
-    head = ("| the paper's claim | difference | metric | mean ± 95 % | one-sided p | detectable (80 % power) | "
+    head = ("| the paper's claim | difference | metric | mean ± 95 % | one-sided p | detectable (80 % power, α/claims) | "
             "runs agreeing | verdict |\n|---|---|---|---|---|---|---|---|\n")
     return head + "".join(f"| {c['claim']} | {c['rows']} | {c['metric']} | {c['mean']:+.3f} ± {c['half']:.3f} | "
                           f"{c['p']:.3f} | {c['detectable']:.3f} | {c['runs_agreeing']}/{c['runs']} | "
@@ -230,12 +245,19 @@ def markdown(rows: dict, runs: int) -> str:
 
 
 def pairs_markdown(runs: list[dict]) -> str:
-    """Mean over runs of each stage's mean winner − loser difference, and its pair count."""
-    lines = ["| stage | pairs | Δ identity | Δ dynamic | Δ semantic |", "|---|---|---|---|---|"]
+    """Mean over runs of each stage's own pairs' mean winner − loser difference and count (the full recipe), then
+    how many stage-2 pairs each Table-3 arm selected. Δ semantic compares prompt-following scores that may belong to
+    different prompts (stage 1's winners are stills scored on the subject prompt), so it is not a like-for-like gap."""
+    keys = ("pairs", "trained_on", "identity", "dynamic", "semantic")
+    lines = ["| stage | own pairs | trained on | Δ identity | Δ dynamic | Δ semantic |", "|---|---|---|---|---|---|"]
     for stage in ("stage1", "stage2"):
-        cells = [interval([r["pairs"][stage].get(k, float("nan")) for r in runs])
-                 for k in ("pairs", "identity", "dynamic", "semantic")]
+        cells = [interval([r["pairs"][stage].get(k, float("nan")) for r in runs]) for k in keys]
         lines.append(f"| {stage} | " + " | ".join(f"{m:.2f} ± {h:.2f}" for m, h in cells) + " |")
+    lines += ["", "| Table-3 arm | stage-2 pairs selected | Δ identity | Δ dynamic |", "|---|---|---|---|"]
+    for label in REWARD_ABLATION:
+        cells = [interval([r["table3_pairs"][label].get(k, float("nan")) for r in runs])
+                 for k in ("pairs", "identity", "dynamic")]
+        lines.append(f"| {label} | " + " | ".join(f"{m:.2f} ± {h:.2f}" for m, h in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -276,13 +298,13 @@ def one_run(out: Path, identity: int, seed: int) -> dict:
     """Table 2's rows from the full run, Table 3's from two more runs in its directory."""
     name = f"id{identity}-seed{seed}"
     full = run_recipe(out, name, identity, seed, [])
-    table3 = {}
+    table3, table3_pairs = {}, {}
     for label, rewards in REWARD_ABLATION.items():
         found = full if rewards is None else run_recipe(
             out, name, identity, seed, [f"stage2.selectors.0.options.rewards={rewards}"])
-        table3[label] = found["models"]["MagicID (final)"]
+        table3[label], table3_pairs[label] = found["models"]["MagicID (final)"], found["pairs"]["stage2"]
     return {"identity": identity, "seed": seed, "table2": {m: full["models"][m] for m in TABLE2}, "table3": table3,
-            "pairs": full["pairs"]}
+            "pairs": full["pairs"], "table3_pairs": table3_pairs}
 
 
 def main(argv=None) -> None:

@@ -25,8 +25,8 @@ def one_sided_p(values, direction: int, margin: float = 0.0) -> float:
 
     values = np.asarray(values, dtype=np.float64)
     shifted = values + margin if direction == 0 else values * (1 if direction > 0 else -1)
-    if len(values) < 2 or shifted.std(ddof=1) == 0:
-        return 0.0 if shifted.mean() > 0 else 1.0
+    if len(values) < 2 or shifted.std(ddof=1) == 0:  # no spread: the sign decides, an exact 0 decides nothing
+        return 0.0 if shifted.mean() > 0 else 1.0 if shifted.mean() < 0 else 0.5
     return float(stats.ttest_1samp(shifted, 0.0, alternative="greater").pvalue)
 
 

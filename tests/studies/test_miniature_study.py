@@ -50,8 +50,9 @@ def _run(lora_flow=0.5, base_flow=0.7, stage1_face=0.5, final_face=0.5):
     table2 = {label: {m: 0.5 for m in METRICS} for label in TABLE2}
     table2["identity LoRA"]["flow_score"], table2["base"]["flow_score"] = lora_flow, base_flow
     table2["stage 1 (ID pairs)"]["face_sim"], table2["MagicID (final)"]["face_sim"] = stage1_face, final_face
+    pairs = {"pairs": 10, "trained_on": 10, "identity": 2.0, "dynamic": -0.5, "semantic": 0.1}
     return {"table2": table2, "table3": {label: {m: 0.5 for m in METRICS} for label in REWARD_ABLATION},
-            "pairs": {s: {"pairs": 10, "identity": 2.0, "dynamic": -0.5, "semantic": 0.1} for s in ("stage1", "stage2")}}
+            "pairs": {s: pairs for s in ("stage1", "stage2")}, "table3_pairs": {a: pairs for a in REWARD_ABLATION}}
 
 
 def test_claims_are_paired_differences_tested_with_holm_and_the_margin():
@@ -69,9 +70,11 @@ def test_claims_are_paired_differences_tested_with_holm_and_the_margin():
 
 
 def test_verdicts_do_not_overstate():
-    assert verdict(0.1, 0.05, -1, False) == "the opposite, significantly"
-    assert verdict(0.1, 0.08, +1, False).startswith("nominal only")
-    assert verdict(-0.05, 0.04, 0, False) == f"not shown to be within −{MARGIN}: interval [-0.090, -0.010]"
+    assert verdict(0.1, 0.05, -1, 0.99, False) == "the opposite, nominally: interval [+0.050, +0.150]"
+    assert verdict(0.1, 0.11, +1, 0.04, False) == "nominal only (p < 0.05), not after Holm"
+    assert verdict(0.01, 0.05, +1, 0.3, False) == "not detected: interval [-0.040, +0.060]"
+    assert verdict(-0.05, 0.04, 0, 0.4, False) == f"not shown to be within −{MARGIN}: interval [-0.090, -0.010]"
+    assert verdict(-0.09, 0.04, 0, 0.99, False) == f"a loss beyond −{MARGIN}: interval [-0.130, -0.050]"
 
 
 def test_tables_have_every_row_metric_and_stage():
@@ -81,7 +84,32 @@ def test_tables_have_every_row_metric_and_stage():
     text = markdown(rows, 2)
     assert "over 2 runs" in text and text.count("\n| ") == len(rows) + 1
     pairs = pairs_markdown(runs)
-    assert "| stage1 | 10.00 ± 0.00 | 2.00 ± 0.00 | -0.50 ± 0.00 | 0.10 ± 0.00 |" in pairs
+    assert "| stage1 | 10.00 ± 0.00 | 10.00 ± 0.00 | 2.00 ± 0.00 | -0.50 ± 0.00 | 0.10 ± 0.00 |" in pairs
+    assert "| ID only | 10.00 ± 0.00 | 2.00 ± 0.00 | -0.50 ± 0.00 |" in pairs
+
+
+def test_stage_2_pair_differences_count_its_own_pairs_apart_from_stage_1_s(tmp_path):
+    """Stage 2 trains on stage 1's pairs too; its own are those its selectors chose (the `selector` column)."""
+    from miniature_study import pair_differences
+
+    from prefopt.interfaces import Pair
+    from prefopt.selection import write_pairs
+
+    def pair(selector, identity, dynamic):
+        return Pair("w", "l", "p", selector=selector, deltas={"identity": identity, "dynamic": dynamic})
+
+    class Layout:
+        def current(self, stage):
+            class Folder:
+                pairs = tmp_path / f"{stage}.parquet"
+            return Folder
+
+    write_pairs(tmp_path / "stage1.parquet", [pair("stage1:threshold", 8.0, -0.5)] * 3)
+    write_pairs(tmp_path / "stage2.parquet", [pair("stage1:threshold", 8.0, -0.5)] * 3
+                + [pair("stage2:pareto→topk", 1.0, 2.0), pair("stage2:pareto→topk", 3.0, 0.0)])
+    found = pair_differences(Layout())
+    assert found["stage1"] == {"pairs": 3, "trained_on": 3, "identity": 8.0, "dynamic": -0.5}
+    assert found["stage2"] == {"pairs": 2, "trained_on": 5, "identity": 2.0, "dynamic": 1.0}
 
 
 def test_the_independent_measures_see_identity_stillness_and_the_prompt(tmp_path):
@@ -98,10 +126,10 @@ def test_the_independent_measures_see_identity_stillness_and_the_prompt(tmp_path
     index = 0
     for prompt in EVAL_PROMPTS:
         for k in range(VIDEOS_PER_PROMPT):
-            write_media(tmp_path / "right" / f"{index:03d}.mp4", world.clip(460, actions[prompt], k), fps=8)
-            write_media(tmp_path / "wrong" / f"{index:03d}.mp4", world.clip(466, "still", k), fps=8)
+            write_media(tmp_path / "evaluation-x" / "right" / f"{index:03d}.mp4", world.clip(460, actions[prompt], k), fps=8)
+            write_media(tmp_path / "evaluation-x" / "wrong" / f"{index:03d}.mp4", world.clip(466, "still", k), fps=8)
             index += 1
-    right, wrong = independent_metrics(tmp_path / "right", photos), independent_metrics(tmp_path / "wrong", photos)
+    right, wrong = (independent_metrics(tmp_path / "evaluation-x" / name, photos) for name in ("right", "wrong"))
     assert right["judge_raw"] > 0.9 and wrong["judge_raw"] < 0.1, (right, wrong)
     assert right["face_sim_eval"] > wrong["face_sim_eval"] + 0.3 and wrong["temporal"] > 0.95
 
