@@ -65,7 +65,7 @@ BACKBONE_EXAMPLE = EXAMPLES / "prefopt-auraflow"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("package", "tests"), [("prefopt-auraflow", 3), ("prefopt-pixart", 3), ("prefopt-sana", 4)])
+@pytest.mark.parametrize(("package", "tests"), [("prefopt-auraflow", 3), ("prefopt-pixart", 4), ("prefopt-sana", 5)])
 def test_the_backbone_guide_example_packages_pass_their_own_tests(package, tests):
     """docs/writing-a-backbone.md's worked examples (a family like the first-party ones, one without a diffusers
     LoRA loader, one with a non-KL autoencoder): their tests run as a plugin author would run them."""

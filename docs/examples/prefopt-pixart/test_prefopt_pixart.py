@@ -88,3 +88,23 @@ def test_samples_decode_as_the_pipeline_decodes_them(registry, saved):
                           num_inference_steps=2, guidance_scale=1.0, max_sequence_length=16,
                           use_resolution_binning=False, output_type="np").images
     assert np.abs(made.frames[0].astype(float) - np.round(image[0] * 255)).max() <= 1.0
+
+
+def test_the_training_forward_is_the_pipelines_own_denoiser_call(registry, saved):
+    """The pipeline's first transformer call, caught with a hook, and the backbone's ε prediction for the same noisy
+    latents and timestep: the same prompt encoding and mask, no size conditioning, the learned variance dropped."""
+    backbone = _backbone(registry, saved)
+    seen = []
+    hook = backbone.denoiser.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append((args, kwargs, output[0])), with_kwargs=True)
+    backbone.pipe(prompt="a red cube", generator=torch.Generator().manual_seed(0), height=32, width=32,
+                  num_inference_steps=2, guidance_scale=1.0, max_sequence_length=16, use_resolution_binning=False,
+                  output_type="latent")
+    hook.remove()
+    args, kwargs, expected = seen[0]
+    noisy = (args[0] if args else kwargs["hidden_states"]).unsqueeze(2)
+    with torch.no_grad():
+        prediction = backbone._predict(backbone.denoiser, noisy, kwargs["timestep"],
+                                       backbone.encode_prompts(["a red cube"]))
+    assert expected.shape[1] == 2 * noisy.shape[1]  # the tiny model, like PixArt-Σ, also predicts a variance
+    torch.testing.assert_close(prediction[:, :, 0], expected[:, : noisy.shape[1]])

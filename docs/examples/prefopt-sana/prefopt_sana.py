@@ -93,7 +93,7 @@ class SanaBackbone(FlowMatchingBackbone):
         transformer = SanaTransformer2DModel(
             patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=8,
             num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=16,
-            sample_size=16)
+            sample_size=16, timestep_scale=2.0)  # ≠ 1, so a test sees a forgotten scale
         vae = AutoencoderDC(
             in_channels=3, latent_channels=4, attention_head_dim=2,
             encoder_block_types=("ResBlock", "EfficientViTBlock"), decoder_block_types=("ResBlock", "EfficientViTBlock"),
