@@ -205,6 +205,8 @@ def verdict(mean: float, half: float, direction: int, survives: bool | None = No
     if direction > 0:
         if low > 0:
             return "holds" + holm_note
+        if survives:  # the claims' test is one-sided: it can hold while the two-sided interval touches 0
+            return "holds, survives Holm (one-sided test; the two-sided 95 % interval reaches 0)"
         return "reversed" if high < 0 else "did not appear (interval includes 0)"
     if low > -NO_HARM_MARGIN:
         return f"holds (no loss beyond −{NO_HARM_MARGIN}{holm_note})"

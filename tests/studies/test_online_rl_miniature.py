@@ -32,6 +32,7 @@ def test_verdicts_follow_the_interval():
     assert verdict(0.0, 0.1, 0).startswith("holds (no loss beyond")
     assert verdict(-0.5, 0.1, 0).startswith("not shown")
     assert verdict(1.0, 0.5, +1, survives=False) == "holds, does not survive Holm"
+    assert verdict(0.43, 0.45, +1, survives=True).startswith("holds, survives Holm (one-sided test;")
 
 
 def test_holm_rejects_step_down():
