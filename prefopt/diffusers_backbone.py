@@ -24,6 +24,7 @@ from prefopt.errors import MediaSizeError, MissingWeightsError
 from prefopt.hub import pretrained_kwargs
 from prefopt.interfaces import Backbone, BackboneOutput, GeneratedMedia
 from prefopt.layout import LORA_WEIGHTS_NAME
+from prefopt.model_folders import missing_weights_message, saved_without
 
 logger = logging.getLogger("prefopt")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -150,30 +151,16 @@ class DiffusersBackbone(Backbone):
     @classmethod
     def misconfigured(cls, config: DiffusersBackboneConfig) -> str | None:
         """A local model folder saved from another family's pipeline (read from its model_index.json)."""
-        import json
+        from prefopt.model_folders import other_family_message
 
-        from prefopt.hub import local_directory
-
-        root = local_directory(config.pretrained_path, "model_index.json", config.revision) if config.pretrained else None
-        if root is None or not (root / "model_index.json").is_file():
-            return None
-        try:
-            saved = json.loads((root / "model_index.json").read_text()).get("_class_name")
-        except (OSError, ValueError, AttributeError):
-            return None  # unreadable: the loader says so with the file's name
-        if not saved or saved == cls.pipeline_class_name:
-            return None
-        families = [entry.name for entry in _registered_backbones() if getattr(entry.cls, "pipeline_class_name", None) == saved]
-        if not families:  # a pipeline class no registered family loads: diffusers may still load it
-            return None
-        return (f"`{config.pretrained}` holds a {saved}, the model of backbone `{families[0]}`, but backbone "
-                f"`{cls.name}` loads a {cls.pipeline_class_name}: set `backbone.name={families[0]}`, or point "
-                f"`backbone.options.pretrained` at a {cls.model_label} model.")
+        return other_family_message(config, cls.name, cls.pipeline_class_name, cls.model_label)
 
     @classmethod
     def frame_count_problem(cls, num_frames: int, config: DiffusersBackboneConfig | None = None) -> str | None:
-        if config is not None and cls.media == "video" and "vae" in _saved_without(config):
-            return None  # a pixel-space model (saved without a VAE): no temporal compression for the count to fit
+        from prefopt.model_folders import has_vae
+
+        if config is not None and cls.media == "video" and has_vae(config) is not True:
+            return None  # saved without a VAE (pixel space: any count), or unknown: the weights check speaks
         return super().frame_count_problem(num_frames, config)
 
     def _load_pipeline(self) -> Any:
@@ -183,7 +170,7 @@ class DiffusersBackbone(Backbone):
         try:
             return self.pipeline_class().from_pretrained(
                 self.config.pretrained_path, revision=self.config.revision, dtype=self.dtype, **pretrained_kwargs(),
-                **_saved_without(self.config),
+                **saved_without(self.config),
             )
         except OSError as e:
             raise MissingWeightsError(
@@ -428,43 +415,6 @@ class DiffusersBackbone(Backbone):
                 "prompts before training starts, or build a new backbone."
             )
         return module
-
-
-def _registered_backbones() -> list:
-    from prefopt.plugins import get_registry
-
-    return get_registry().all("backbones")
-
-
-def _saved_without(config: DiffusersBackboneConfig) -> dict[str, None]:
-    """Components the saved pipeline has as `[null, null]` (e.g. no VAE: a pixel-space model). diffusers'
-    from_pretrained refuses to leave out a component its pipeline class declares unless it is passed as None."""
-    import json
-
-    from prefopt.hub import local_directory
-
-    root = local_directory(config.pretrained_path, "model_index.json", config.revision)
-    try:
-        index = json.loads((root / "model_index.json").read_text()) if root is not None else {}
-    except (OSError, ValueError):  # missing or unreadable: the missing-weights check names it
-        return {}
-    if not isinstance(index, dict):
-        return {}
-    return {name: None for name, spec in index.items()
-            if not name.startswith("_") and isinstance(spec, list) and spec[0] is None}
-
-
-def missing_weights_message(config: DiffusersBackboneConfig, label: str, hint: str) -> str | None:
-    """One sentence saying which weights (or which of their files) are missing and how to provide them, or None."""
-    from prefopt.hub import looks_like_hub_id
-    from prefopt.hub import missing_weights_message as message
-
-    pretrained = config.pretrained_path
-    if pretrained and not looks_like_hub_id(pretrained):  # a folder here: the family's download hint may not fit it
-        hint = "Set `backbone.options.pretrained` to a directory holding them."
-        if not Path(pretrained).is_absolute():
-            hint = f"{hint} (A relative path is read from `{Path.cwd()}`.)"
-    return message(pretrained, label, "model_index.json", "`backbone.options.pretrained`", config.revision, how=hint)
 
 
 _WARNED_CAPS: set = set()
