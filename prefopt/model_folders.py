@@ -28,7 +28,10 @@ def _index(config: Any) -> dict | None:
 def saved_without(config: Any) -> dict[str, None]:
     """Components the saved pipeline has as `[null, null]` (e.g. no VAE: a pixel-space model). diffusers'
     from_pretrained refuses to leave out a component its pipeline class declares unless it is passed as None."""
-    index = _index(config) or {}
+    return _nulls(_index(config) or {})
+
+
+def _nulls(index: dict) -> dict[str, None]:
     return {name: None for name, spec in index.items()
             if not name.startswith("_") and isinstance(spec, list) and spec[0] is None}
 
@@ -38,7 +41,7 @@ def has_vae(config: Any) -> bool | None:
     family's usual one (with a VAE); a local folder that is not there: unknown (None)."""
     index = _index(config)
     if index is not None:
-        return "vae" not in saved_without(config)
+        return "vae" not in _nulls(index)
     return True if looks_like_hub_id(config.pretrained_path) else None
 
 

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from study_stats import interval  # mean and 95 % t-interval half-width over runs
 
 from prefopt.files import write_json, write_text
 from prefopt.report import save_figure
@@ -76,16 +77,6 @@ def ordered(stages) -> list[str]:
     """round0, round1, …, final, then the held-out pair."""
     rank = {"final": 10_000, "heldout-base": 10_001, "heldout-final": 10_002}
     return sorted(stages, key=lambda s: rank.get(s, int(s.removeprefix("round")) if s.startswith("round") else 0))
-
-
-def interval(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95 % t-interval."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    return float(values.mean()), float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def in_sample(per_seed: dict[int, dict]) -> dict[str, dict[str, tuple[float, float]]]:
