@@ -34,6 +34,30 @@ _forking = 0  # > 0 while os.fork runs its at-fork hooks, where Python would dro
 _fork_hooks_registered = False
 
 
+def _enter_fork() -> None:
+    global _forking
+    _forking += 1
+
+
+def _leave_fork() -> None:
+    global _forking
+    _forking = max(0, _forking - 1)
+
+
+def _child_after_fork() -> None:
+    global _forking
+    _forking = 0
+
+
+# A ctrl-C can land inside these hooks before the count goes up or after it went down (seen in CI: at the first
+# instruction of the `before` hook); the handler recognises their frames too.
+_FORK_HOOK_CODES = frozenset(hook.__code__ for hook in (_enter_fork, _leave_fork, _child_after_fork))
+
+
+def _inside_fork_window(frame) -> bool:
+    return _forking > 0 or (frame is not None and frame.f_code in _FORK_HOOK_CODES)
+
+
 def _register_fork_window() -> None:
     """Count the at-fork window so that a ctrl-C landing there is kept rather than raised. Registered once, after
     filelock (whose hooks are the ones seen to run, via huggingface_hub): at-fork ``before`` hooks run in reverse
@@ -45,20 +69,7 @@ def _register_fork_window() -> None:
         return
     with contextlib.suppress(ImportError):  # not installed: it has no hooks to enclose
         import filelock  # noqa: F401  (registers its hooks at import; ours must come later)
-
-    def enter() -> None:
-        global _forking
-        _forking += 1
-
-    def leave() -> None:
-        global _forking
-        _forking = max(0, _forking - 1)
-
-    def child() -> None:
-        global _forking
-        _forking = 0
-
-    os.register_at_fork(before=enter, after_in_parent=leave, after_in_child=child)
+    os.register_at_fork(before=_enter_fork, after_in_parent=_leave_fork, after_in_child=_child_after_fork)
     _fork_hooks_registered = True
 
 
@@ -75,7 +86,7 @@ def catching_interrupts() -> Iterator[None]:
     def interrupt(signum, frame) -> None:
         global _interrupted, _kept_unraised
         _interrupted = True
-        if _forking:
+        if _inside_fork_window(frame):
             _kept_unraised = True
         else:
             raise KeyboardInterrupt

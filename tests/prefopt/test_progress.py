@@ -72,6 +72,35 @@ def test_a_ctrl_c_during_an_at_fork_hook_stops_cleanly_without_a_printed_traceba
         "        print('forked', flush=True)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n")
+    _assert_kept_and_raised_after_the_fork(script)
+
+
+def test_a_ctrl_c_at_the_first_instruction_of_prefopts_own_fork_hook_is_kept(tmp_path):
+    """The race seen in CI: the ctrl-C is handled inside prefopt's own `before` hook, before it has counted the fork.
+    A profile function runs the installed handler with that hook's frame at its call, as the interpreter would."""
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from prefopt import progress\n"
+        "def at_call(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code is progress._enter_fork.__code__:\n"
+        "        sys.setprofile(None)\n"
+        "        signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)\n"
+        "try:\n"
+        "    with progress.catching_interrupts():\n"
+        "        sys.setprofile(at_call)\n"
+        "        pid = os.fork()\n"
+        "        if pid == 0:\n"
+        "            os._exit(0)\n"
+        "        sys.setprofile(None)\n"
+        "        os.waitpid(pid, 0)\n"
+        "        print('forked', flush=True)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n")
+    _assert_kept_and_raised_after_the_fork(script)
+
+
+def _assert_kept_and_raised_after_the_fork(script) -> None:
     result = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["forked", "interrupted"], result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
