@@ -35,6 +35,7 @@ class MiniatureModelConfig:
     patch: int = 4
     text_dim: int = 32
     seed: int = 0
+    text_tokens: str = "character"  # or "word": one Llama token per word of the world's prompts (docs/miniature.md)
 
     @property
     def rope_axes(self) -> tuple[int, int, int]:
@@ -57,7 +58,8 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
     from prefopt.tiny_models import clip_text_model, clip_tokenizer, llama_tokenizer
 
     torch.manual_seed(config.seed)
-    tokenizer, tokenizer_2 = llama_tokenizer(), clip_tokenizer()
+    tokenizer = word_tokenizer() if config.text_tokens == "word" else llama_tokenizer()
+    tokenizer_2 = clip_tokenizer()
     # Two layers: the pipeline reads the third-to-last hidden state of the Llama encoder.
     text_encoder = LlamaModel(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=config.text_dim, intermediate_size=2 * config.text_dim,
@@ -75,6 +77,25 @@ def miniature_pipeline(config: MiniatureModelConfig = MiniatureModelConfig()):
         scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
         text_encoder_2=clip_text_model(len(tokenizer_2)), tokenizer_2=tokenizer_2,
     )
+
+
+def word_tokenizer():
+    """The Llama encoder's tokenizer with one token per word of the world's seven prompts (``<unk>`` for any other
+    word), right-padded as HunyuanVideo's own: "left" and "right" become one token each, where the character
+    tokenizer spells them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from prefopt_plugins.miniature.world import ACTIONS
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3}
+    for word in sorted({word for sentence in ACTIONS.values() for word in sentence.split()}):
+        vocab[word] = len(vocab)
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=words, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", padding_side="right")
 
 
 def miniature_backbone(pretrained: str = "in-memory", pipeline=None, max_sequence_length: int = PROMPT_TOKENS):

@@ -59,14 +59,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     parser.add_argument("--max-sequence-length", type=int, default=PROMPT_TOKENS,
                         help="Prompt tokens the model sees (characters: the tokenizer spells its input).")
+    parser.add_argument("--text-tokens", choices=("character", "word"), default="character",
+                        help="The Llama encoder's tokens: characters (the shipped model) or the prompts' words.")
+    parser.add_argument("--init-from", default=None,
+                        help="Start from this saved pipeline (a folder or package:// path): its transformer and text encoders.")
     parser.add_argument("--small", action="store_true", help="A tiny model (tests).")
     return parser.parse_args(argv)
 
 
 def model_config(args) -> MiniatureModelConfig:
     if args.small:
-        return MiniatureModelConfig(heads=2, head_dim=16, double_blocks=1, single_blocks=1, text_dim=16, seed=args.seed)
-    return MiniatureModelConfig(seed=args.seed)
+        return MiniatureModelConfig(heads=2, head_dim=16, double_blocks=1, single_blocks=1, text_dim=16, seed=args.seed,
+                                    text_tokens=args.text_tokens)
+    return MiniatureModelConfig(seed=args.seed, text_tokens=args.text_tokens)
+
+
+def _start_from(pipe, folder: str) -> None:
+    """Start from a saved pipeline: its transformer and CLIP encoder, and its Llama encoder where the tokens are the
+    same (with other tokens the Llama encoder is the new, seeded one: the transformer learns to read it)."""
+    from diffusers import HunyuanVideoPipeline
+
+    from prefopt.hub import resolve_path
+
+    saved = HunyuanVideoPipeline.from_pretrained(resolve_path(folder), vae=None)  # pixel space: saved without
+    pipe.transformer.load_state_dict(saved.transformer.state_dict())
+    pipe.text_encoder_2.load_state_dict(saved.text_encoder_2.state_dict())
+    same_tokens = saved.tokenizer.get_vocab() == pipe.tokenizer.get_vocab()
+    if same_tokens:
+        pipe.text_encoder.load_state_dict(saved.text_encoder.state_dict())
+    logger.info("starting from %s (%s)", folder, "every part" if same_tokens else "a new Llama encoder for new tokens")
 
 
 def batch(world: World, step: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -84,6 +105,8 @@ def train(args) -> dict:
     out, work = Path(args.out), Path(f"{args.out}.work")
     world = World(seed=args.world_seed)
     pipe = miniature_pipeline(model_config(args))
+    if args.init_from:  # a checkpoint to resume from, below, takes precedence for the transformer
+        _start_from(pipe, args.init_from)
     backbone = miniature_backbone(pipeline=pipe, max_sequence_length=args.max_sequence_length)
     prompts = {a: backbone.encode_prompts([world.prompt(a)]) for a in ACTIONS}  # 7 fixed sentences
     transformer = backbone.denoiser.train().requires_grad_(True)  # the backbone loads it frozen, for LoRA
@@ -111,7 +134,8 @@ def train(args) -> dict:
     transformer.eval()
     write_folder(out, pipe.save_pretrained, replaces="model_index.json")
     record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "world_seed": args.world_seed, "prompt_phases": phases, "model": dataclasses.asdict(model_config(args)),
+              "world_seed": args.world_seed, "prompt_phases": phases, "text_tokens": args.text_tokens,
+              "init_from": args.init_from, "model": dataclasses.asdict(model_config(args)),
               "parameters": sum(p.numel() for p in transformer.parameters()),
               "loss_every_50_steps": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "command": _command(args), "reproduce": _reproduce(args, phases, step)}
@@ -123,7 +147,12 @@ def train(args) -> dict:
 def _command(args) -> str:
     return (f"python -m prefopt_plugins.miniature.pretrain --out {args.out} --minutes {args.minutes:g} "
             f"--seed {args.seed} --world-seed {args.world_seed} --max-sequence-length {args.max_sequence_length}"
-            + (" --small" if args.small else ""))
+            + _model_flags(args))
+
+
+def _model_flags(args) -> str:
+    return ((f" --text-tokens {args.text_tokens}" if args.text_tokens != "character" else "")
+            + (f" --init-from {args.init_from}" if args.init_from else "") + (" --small" if args.small else ""))
 
 
 def _reproduce(args, phases: list[dict], step: int) -> list[str]:
@@ -132,7 +161,7 @@ def _reproduce(args, phases: list[dict], step: int) -> list[str]:
     ends = [phase["from_step"] for phase in phases[1:]] + [step]
     return [f"python -m prefopt_plugins.miniature.pretrain --out {args.out} --minutes 100000 --max-steps {end} "
             f"--batch {args.batch} --lr {args.lr:g} --seed {args.seed} --world-seed {args.world_seed} "
-            f"--max-sequence-length {phase['max_sequence_length']}" + (" --small" if args.small else "")
+            f"--max-sequence-length {phase['max_sequence_length']}" + _model_flags(args)
             for phase, end in zip(phases, ends)]
 
 

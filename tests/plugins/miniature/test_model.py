@@ -78,3 +78,39 @@ def test_the_recipe_reads_every_action_prompt_whole():
     longest = max(len(llama_tokenizer()(prompt).input_ids) for prompt in ACTIONS.values())
     assert recipe["backbone"]["options"]["max_sequence_length"] >= longest == 36
     assert PROMPT_TOKENS >= longest
+
+
+def test_word_tokens_give_left_and_right_one_token_each_and_load_back(tmp_path):
+    from prefopt_plugins.miniature.model import word_tokenizer
+
+    tokenizer = word_tokenizer()
+    left, right = (tokenizer(ACTIONS[a]).input_ids for a in ("walk_left", "walk_right"))
+    assert len(left) == len(right) == 7 and left[:-1] == right[:-1] and left[-1] != right[-1]  # <s> and six words
+    assert tokenizer.unk_token_id in tokenizer("a person dances").input_ids
+    import dataclasses
+
+    folder = tmp_path / "words"
+    miniature_pipeline(dataclasses.replace(SMALL, text_tokens="word")).save_pretrained(folder)
+    backbone = _backbone(folder)
+    encoded = [backbone.encode_prompts([prompt]) for prompt in ACTIONS.values()]
+    assert [int(e["prompt_attention_mask"].sum()) for e in encoded] == [
+        len(tokenizer(prompt).input_ids) for prompt in ACTIONS.values()]
+    assert len({e["prompt_embeds"].flatten().numpy().tobytes() for e in encoded}) == len(ACTIONS)
+
+
+def test_the_transformer_reads_the_prompt_as_a_bag_of_tokens(saved):
+    """Why the character tokenizer hides "left" from "right" (docs/miniature.md): with a two-layer Llama the pipeline's
+    third-to-last hidden state is the embedding layer (no positions), and HunyuanVideo rotates only video tokens, so
+    reordering the prompt's tokens leaves the prediction unchanged."""
+    backbone = _backbone(saved)
+    encoded = backbone.encode_prompts(["a person walks to the left"])
+    tokens = int(encoded["prompt_attention_mask"].sum())
+    shuffled = {k: v.clone() for k, v in encoded.items()}
+    order = torch.randperm(tokens, generator=torch.Generator().manual_seed(0))
+    shuffled["prompt_embeds"][0, :tokens] = encoded["prompt_embeds"][0, order]
+    assert not torch.equal(shuffled["prompt_embeds"], encoded["prompt_embeds"])
+    pixels = torch.rand(1, 3, 8, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    noise, sigma = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(2)), torch.tensor([0.6])
+    with torch.no_grad():
+        as_written, reordered = (backbone.forward_train(pixels, noise, sigma, c).prediction for c in (encoded, shuffled))
+    torch.testing.assert_close(reordered, as_written, rtol=0, atol=1e-5)

@@ -48,3 +48,36 @@ def test_a_checkpoint_from_before_prompt_phases_counts_as_16_tokens(tmp_path):
     main(["--out", str(out), "--small", "--max-steps", "3", "--batch", "2", "--threads", "1"])
     phases = json.loads((out / "pretraining.json").read_text())["prompt_phases"]
     assert phases == [{"from_step": 0, "max_sequence_length": 16}, {"from_step": 2, "max_sequence_length": PROMPT_TOKENS}]
+
+
+def test_pretraining_can_start_from_a_saved_model_with_its_own_or_word_tokens(tmp_path):
+    """`--init-from`: the saved model's transformer and encoders (all of them with the same tokens; a new Llama encoder
+    for word tokens, whose CLIP encoder and transformer still come from the saved model)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from prefopt_plugins.miniature.pretrain import main
+
+    small = ["--small", "--batch", "2", "--threads", "1"]
+    base, same, words = tmp_path / "base", tmp_path / "same", tmp_path / "words"
+    main(["--out", str(base), "--max-steps", "2", *small])
+    main(["--out", str(same), "--max-steps", "0", "--seed", "1", "--init-from", str(base), *small])
+    main(["--out", str(words), "--max-steps", "0", "--seed", "1", "--init-from", str(base), "--text-tokens", "word",
+          *small])
+
+    def weights(folder, part):
+        return load_file(str(next((folder / part).glob("*.safetensors"))))
+
+    def equal(a, b, part):
+        first, second = weights(a, part), weights(b, part)
+        return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+    assert all(equal(base, same, part) for part in ("transformer", "text_encoder", "text_encoder_2"))
+    assert equal(base, words, "transformer") and equal(base, words, "text_encoder_2")
+    assert not equal(base, words, "text_encoder")  # another vocabulary: another embedding
+    record = json.loads((words / "pretraining.json").read_text())
+    assert (record["text_tokens"], record["init_from"]) == ("word", str(base))
+    assert all(f"--text-tokens word --init-from {base}" in command for command in record["reproduce"])
+    backbone = miniature_backbone(words)
+    assert backbone.pipe.tokenizer.tokenize("a person walks to the left")[-1] == "left"
