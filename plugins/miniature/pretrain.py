@@ -44,13 +44,14 @@ from prefopt_plugins.miniature.world import ACTIONS, World
 logger = logging.getLogger("prefopt_plugins.miniature.pretrain")  # also when run as __main__
 # Checkpoints from before phases were recorded: the shipped model's first 60 minutes, at 16 prompt tokens.
 LEGACY_PHASE = {"from_step": 0, "max_sequence_length": 16}
+MAX_STEPS = 100_000  # the default: the time budget stops the run
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="Folder the trained pipeline is saved to.")
     parser.add_argument("--minutes", type=float, default=60.0, help="Training time budget (wall clock).")
-    parser.add_argument("--max-steps", type=int, default=100_000, help="Stop after this many steps at the latest.")
+    parser.add_argument("--max-steps", type=int, default=MAX_STEPS, help="Stop after this many steps at the latest.")
     parser.add_argument("--batch", type=int, default=16, help="Clips per step.")
     parser.add_argument("--lr", type=float, default=5e-4, help="AdamW learning rate (after a 200-step warmup).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the model's initialisation and the data order.")
@@ -117,14 +118,15 @@ def train(args) -> dict:
     started, last_checkpoint = time.monotonic() - seconds, time.monotonic()
     generator = torch.Generator().manual_seed(args.seed)
     budget = args.minutes * 60
-    shown = int(seconds)  # the bar counts seconds of the budget: its ETA is when the run stops
-    with progress_bar("pretraining the miniature model (seconds)", int(budget), completed=shown) as bar:
+    unit, total, counted = _bar_unit(args)
+    shown = counted(step, seconds)
+    with progress_bar(f"pretraining the miniature model ({unit})", total, completed=shown) as bar:
         while step < args.max_steps and time.monotonic() - started < budget:
             losses.append(_train_step(backbone, world, step, args, prompts, generator, optimizer, scheduler))
             step += 1
-            elapsed = int(time.monotonic() - started)
-            bar.advance(elapsed - shown, step=step, loss=float(np.mean(losses[-50:])))
-            shown = elapsed
+            done = counted(step, time.monotonic() - started)
+            bar.advance(done - shown, step=step, loss=float(np.mean(losses[-50:])))
+            shown = done
             if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
                 _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started, phases)
                 last_checkpoint = time.monotonic()
@@ -142,6 +144,14 @@ def train(args) -> dict:
     write_json(out / "pretraining.json", record)
     logger.info("saved the miniature model to %s after %d steps (%.0f s)", out, step, seconds)
     return record
+
+
+def _bar_unit(args):
+    """What the bar counts, so that its ETA is when the run stops: steps when ``--max-steps`` is given (the
+    reproduce commands), else seconds of the time budget."""
+    if args.max_steps != MAX_STEPS:
+        return "steps", args.max_steps, lambda step, seconds: step
+    return "seconds", int(args.minutes * 60), lambda step, seconds: int(seconds)
 
 
 def _command(args) -> str:

@@ -81,3 +81,15 @@ def test_pretraining_can_start_from_a_saved_model_with_its_own_or_word_tokens(tm
     assert all(f"--text-tokens word --init-from {base}" in command for command in record["reproduce"])
     backbone = miniature_backbone(words)
     assert backbone.pipe.tokenizer.tokenize("a person walks to the left")[-1] == "left"
+
+
+def test_the_progress_counts_steps_when_a_step_limit_is_given(tmp_path, caplog):
+    """The reproduce commands pass `--minutes 100000 --max-steps N`: a bar over the time budget would say ~69 days."""
+    import logging
+
+    from prefopt_plugins.miniature.pretrain import main
+
+    with caplog.at_level(logging.INFO, logger="prefopt"):
+        main(["--out", str(tmp_path / "model"), "--small", "--max-steps", "2", "--batch", "2", "--threads", "1",
+              "--minutes", "100000"])
+    assert "pretraining the miniature model (steps): 2/2 (100%)" in caplog.text
