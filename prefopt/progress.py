@@ -55,7 +55,13 @@ _FORK_HOOK_CODES = frozenset(hook.__code__ for hook in (_enter_fork, _leave_fork
 
 
 def _inside_fork_window(frame) -> bool:
-    return _forking > 0 or (frame is not None and frame.f_code in _FORK_HOOK_CODES)
+    """Whether a ctrl-C handled in ``frame`` is inside an at-fork hook: counted, or in one of ours, or in a tracer or
+    profiler (coverage, a debugger) called from one of ours."""
+    for _ in range(3):
+        if _forking > 0 or (frame is not None and frame.f_code in _FORK_HOOK_CODES):
+            return True
+        frame = frame.f_back if frame is not None else None
+    return False
 
 
 def _register_fork_window() -> None:

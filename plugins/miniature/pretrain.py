@@ -45,6 +45,7 @@ logger = logging.getLogger("prefopt_plugins.miniature.pretrain")  # also when ru
 # Checkpoints from before phases were recorded: the shipped model's first 60 minutes, at 16 prompt tokens.
 LEGACY_PHASE = {"from_step": 0, "max_sequence_length": 16}
 MAX_STEPS = 100_000  # the default: the time budget stops the run
+LEGACY_START = {"init_from": None, "text_tokens": "character", "new_text_encoder": False}  # before these flags
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="The Llama encoder's tokens: characters (the shipped model) or the prompts' words.")
     parser.add_argument("--init-from", default=None,
                         help="Start from this saved pipeline (a folder or package:// path): its transformer and text encoders.")
+    parser.add_argument("--new-text-encoder", action="store_true",
+                        help="With --init-from: a new seeded Llama encoder even where the tokens are the saved model's.")
     parser.add_argument("--small", action="store_true", help="A tiny model (tests).")
     return parser.parse_args(argv)
 
@@ -75,9 +78,10 @@ def model_config(args) -> MiniatureModelConfig:
     return MiniatureModelConfig(seed=args.seed, text_tokens=args.text_tokens)
 
 
-def _start_from(pipe, folder: str) -> None:
+def _start_from(pipe, folder: str, new_text_encoder: bool) -> None:
     """Start from a saved pipeline: its transformer and CLIP encoder, and its Llama encoder where the tokens are the
-    same (with other tokens the Llama encoder is the new, seeded one: the transformer learns to read it)."""
+    same and ``new_text_encoder`` is not set (otherwise the Llama encoder is the new, seeded one: the transformer
+    learns to read it)."""
     from diffusers import HunyuanVideoPipeline
 
     from prefopt.hub import resolve_path
@@ -85,10 +89,10 @@ def _start_from(pipe, folder: str) -> None:
     saved = HunyuanVideoPipeline.from_pretrained(resolve_path(folder), vae=None)  # pixel space: saved without
     pipe.transformer.load_state_dict(saved.transformer.state_dict())
     pipe.text_encoder_2.load_state_dict(saved.text_encoder_2.state_dict())
-    same_tokens = saved.tokenizer.get_vocab() == pipe.tokenizer.get_vocab()
-    if same_tokens:
+    keep = saved.tokenizer.get_vocab() == pipe.tokenizer.get_vocab() and not new_text_encoder
+    if keep:
         pipe.text_encoder.load_state_dict(saved.text_encoder.state_dict())
-    logger.info("starting from %s (%s)", folder, "every part" if same_tokens else "a new Llama encoder for new tokens")
+    logger.info("starting from %s (%s)", folder, "every part" if keep else "with a new Llama encoder")
 
 
 def batch(world: World, step: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
@@ -107,13 +111,14 @@ def train(args) -> dict:
     world = World(seed=args.world_seed)
     pipe = miniature_pipeline(model_config(args))
     if args.init_from:  # a checkpoint to resume from, below, takes precedence for the transformer
-        _start_from(pipe, args.init_from)
+        _start_from(pipe, args.init_from, args.new_text_encoder)
     backbone = miniature_backbone(pipeline=pipe, max_sequence_length=args.max_sequence_length)
     prompts = {a: backbone.encode_prompts([world.prompt(a)]) for a in ACTIONS}  # 7 fixed sentences
     transformer = backbone.denoiser.train().requires_grad_(True)  # the backbone loads it frozen, for LoRA
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 200))
-    step, losses, seconds, phases = _resume(work, transformer, optimizer, scheduler)
+    start = _start(args)
+    step, losses, seconds, phases = _resume(work, transformer, optimizer, scheduler, start)
     phases, first_step = _with_phase(phases, step, args.max_sequence_length), step
     started, last_checkpoint = time.monotonic() - seconds, time.monotonic()
     generator = torch.Generator().manual_seed(args.seed)
@@ -128,16 +133,16 @@ def train(args) -> dict:
             bar.advance(done - shown, step=step, loss=float(np.mean(losses[-50:])))
             shown = done
             if time.monotonic() - last_checkpoint > args.checkpoint_minutes * 60:
-                _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started, phases)
+                _checkpoint(work, step, transformer, optimizer, scheduler, losses, time.monotonic() - started, phases,
+                            start)
                 last_checkpoint = time.monotonic()
     seconds = time.monotonic() - started
     if step > first_step:  # a re-run of a finished budget only saves the pipeline and the record again
-        _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds, phases)
+        _checkpoint(work, step, transformer, optimizer, scheduler, losses, seconds, phases, start)
     transformer.eval()
     write_folder(out, pipe.save_pretrained, replaces="model_index.json")
     record = {"steps": step, "seconds": round(seconds, 1), "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "world_seed": args.world_seed, "prompt_phases": phases, "text_tokens": args.text_tokens,
-              "init_from": args.init_from, "model": dataclasses.asdict(model_config(args)),
+              "world_seed": args.world_seed, "prompt_phases": phases, **start, "model": dataclasses.asdict(model_config(args)),
               "parameters": sum(p.numel() for p in transformer.parameters()),
               "loss_every_50_steps": [round(float(np.mean(losses[i:i + 50])), 5) for i in range(0, len(losses), 50)],
               "command": _command(args), "reproduce": _reproduce(args, phases, step)}
@@ -161,8 +166,13 @@ def _command(args) -> str:
 
 
 def _model_flags(args) -> str:
-    return ((f" --text-tokens {args.text_tokens}" if args.text_tokens != "character" else "")
-            + (f" --init-from {args.init_from}" if args.init_from else "") + (" --small" if args.small else ""))
+    return _flags(_start(args)) + (" --small" if args.small else "")
+
+
+def _flags(start: dict) -> str:
+    return ((f" --text-tokens {start['text_tokens']}" if start["text_tokens"] != "character" else "")
+            + (f" --init-from {start['init_from']}" if start["init_from"] else "")
+            + (" --new-text-encoder" if start["new_text_encoder"] else ""))
 
 
 def _reproduce(args, phases: list[dict], step: int) -> list[str]:
@@ -204,18 +214,29 @@ def _train_step(backbone, world, step, args, prompts, generator, optimizer, sche
     return loss.item()
 
 
-def _checkpoint(work: Path, step, transformer, optimizer, scheduler, losses, seconds, phases) -> None:
+def _start(args) -> dict:
+    """What the transformer started from and reads: a checkpoint only continues the same."""
+    return {"init_from": args.init_from, "text_tokens": args.text_tokens, "new_text_encoder": args.new_text_encoder}
+
+
+def _checkpoint(work: Path, step, transformer, optimizer, scheduler, losses, seconds, phases, start) -> None:
     state = {k: v.detach().clone() for k, v in transformer.state_dict().items()}
     save_checkpoint(work, step, {"transformer": state}, optimizer, scheduler,
-                    {"losses": losses, "seconds": seconds, "prompt_phases": phases})
+                    {"losses": losses, "seconds": seconds, "prompt_phases": phases, "start": start})
     prune_checkpoints(work, 2)
 
 
-def _resume(work: Path, transformer, optimizer, scheduler) -> tuple[int, list[float], float, list[dict]]:
-    """Step, losses, seconds so far and the prompt-length phases."""
+def _resume(work: Path, transformer, optimizer, scheduler, start: dict) -> tuple[int, list[float], float, list[dict]]:
+    """Step, losses, seconds so far and the prompt-length phases; a checkpoint of another start is refused (its
+    transformer learned to read other text encoders)."""
     checkpoint = newest_readable_checkpoint(work)
     if checkpoint is None:
         return 0, [], 0.0, []
+    saved = checkpoint.state.get("start", LEGACY_START)
+    if saved != start:
+        raise SystemExit(f"{checkpoint.path} continues a run started with{_flags(saved) or ' the defaults'}, not "
+                         f"with{_flags(start) or ' the defaults'}: "
+                         f"run with the same flags, or remove `{work}` to start over.")
     transformer.load_state_dict(checkpoint.loras["transformer"])
     apply_checkpoint(checkpoint, optimizer, scheduler)
     logger.info("resuming pretraining from %s (step %d)", checkpoint.path, checkpoint.state["step"])

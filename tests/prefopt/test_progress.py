@@ -75,9 +75,11 @@ def test_a_ctrl_c_during_an_at_fork_hook_stops_cleanly_without_a_printed_traceba
     _assert_kept_and_raised_after_the_fork(script)
 
 
-def test_a_ctrl_c_at_the_first_instruction_of_prefopts_own_fork_hook_is_kept(tmp_path):
+@pytest.mark.parametrize("handled_in", ["frame", "sys._getframe()"], ids=["the hook", "a profiler inside the hook"])
+def test_a_ctrl_c_at_the_first_instruction_of_prefopts_own_fork_hook_is_kept(tmp_path, handled_in):
     """The race seen in CI: the ctrl-C is handled inside prefopt's own `before` hook, before it has counted the fork.
-    A profile function runs the installed handler with that hook's frame at its call, as the interpreter would."""
+    A profile function runs the installed handler at that hook's call, as the interpreter would: with the hook's
+    frame, or (coverage or a debugger running) with the profiler's own frame, called from the hook's."""
     script = tmp_path / "fork.py"
     script.write_text(
         "import os, signal, sys\n"
@@ -85,7 +87,7 @@ def test_a_ctrl_c_at_the_first_instruction_of_prefopts_own_fork_hook_is_kept(tmp
         "def at_call(frame, event, arg):\n"
         "    if event == 'call' and frame.f_code is progress._enter_fork.__code__:\n"
         "        sys.setprofile(None)\n"
-        "        signal.getsignal(signal.SIGINT)(signal.SIGINT, frame)\n"
+        f"        signal.getsignal(signal.SIGINT)(signal.SIGINT, {handled_in})\n"
         "try:\n"
         "    with progress.catching_interrupts():\n"
         "        sys.setprofile(at_call)\n"

@@ -99,9 +99,10 @@ def test_word_tokens_give_left_and_right_one_token_each_and_load_back(tmp_path):
 
 
 def test_the_transformer_reads_the_prompt_as_a_bag_of_tokens(saved):
-    """Why the character tokenizer hides "left" from "right" (docs/miniature.md): with a two-layer Llama the pipeline's
+    """Why character tokens blur "left" and "right" (docs/miniature.md): with a two-layer Llama the pipeline's
     third-to-last hidden state is the embedding layer (no positions), and HunyuanVideo rotates only video tokens, so
-    reordering the prompt's tokens leaves the prediction unchanged."""
+    reordering the Llama stream's tokens leaves the prediction unchanged (the pooled CLIP vector, unchanged here,
+    is the only part of the conditioning that keeps word order)."""
     backbone = _backbone(saved)
     encoded = backbone.encode_prompts(["a person walks to the left"])
     tokens = int(encoded["prompt_attention_mask"].sum())

@@ -1,5 +1,6 @@
 """Pretraining the miniature video model: resumable, step-exact, and saved as a pipeline prefopt loads."""
 
+import pytest
 import torch
 
 from prefopt_plugins.miniature.model import PROMPT_TOKENS, miniature_backbone
@@ -65,6 +66,9 @@ def test_pretraining_can_start_from_a_saved_model_with_its_own_or_word_tokens(tm
     main(["--out", str(same), "--max-steps", "0", "--seed", "1", "--init-from", str(base), *small])
     main(["--out", str(words), "--max-steps", "0", "--seed", "1", "--init-from", str(base), "--text-tokens", "word",
           *small])
+    redrawn = tmp_path / "redrawn"
+    main(["--out", str(redrawn), "--max-steps", "0", "--seed", "1", "--init-from", str(base), "--new-text-encoder",
+          *small])
 
     def weights(folder, part):
         return load_file(str(next((folder / part).glob("*.safetensors"))))
@@ -76,6 +80,7 @@ def test_pretraining_can_start_from_a_saved_model_with_its_own_or_word_tokens(tm
     assert all(equal(base, same, part) for part in ("transformer", "text_encoder", "text_encoder_2"))
     assert equal(base, words, "transformer") and equal(base, words, "text_encoder_2")
     assert not equal(base, words, "text_encoder")  # another vocabulary: another embedding
+    assert equal(base, redrawn, "transformer") and not equal(base, redrawn, "text_encoder")
     record = json.loads((words / "pretraining.json").read_text())
     assert (record["text_tokens"], record["init_from"]) == ("word", str(base))
     assert all(f"--text-tokens word --init-from {base}" in command for command in record["reproduce"])
@@ -93,3 +98,14 @@ def test_the_progress_counts_steps_when_a_step_limit_is_given(tmp_path, caplog):
         main(["--out", str(tmp_path / "model"), "--small", "--max-steps", "2", "--batch", "2", "--threads", "1",
               "--minutes", "100000"])
     assert "pretraining the miniature model (steps): 2/2 (100%)" in caplog.text
+
+
+def test_a_checkpoint_is_continued_only_with_the_flags_it_started_with(tmp_path):
+    """Its transformer learned to read the text encoders those flags chose."""
+    from prefopt_plugins.miniature.pretrain import main
+
+    small = ["--out", str(tmp_path / "model"), "--small", "--batch", "2", "--threads", "1"]
+    main([*small, "--max-steps", "2"])
+    with pytest.raises(SystemExit, match="started with the defaults, not with --text-tokens word"):
+        main([*small, "--max-steps", "3", "--text-tokens", "word"])
+    main([*small, "--max-steps", "3"])  # the same flags continue
