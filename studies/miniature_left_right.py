@@ -6,7 +6,7 @@
 Why it might: with a two-layer Llama, HunyuanVideo's pipeline reads the third-to-last hidden state, which is the
 embedding layer (no positions), and the transformer rotates only video tokens: the Llama stream reaches the model
 as a bag of characters (tests/plugins/miniature/test_model.py, `test_the_transformer_reads_the_prompt_as_a_bag_of_tokens`),
-where "…the left" and "…the right" differ in 4 of 27 tokens. Only the pooled CLIP vector (8 numbers per prompt,
+where "…the left" and "…the right" share 24 of their 27 and 28 tokens. Only the pooled CLIP vector (8 numbers per prompt,
 added to the timestep embedding) keeps word order; it is the saved model's in every arm.
 
 Design, fixed before any arm was trained (commit b89d79e):
