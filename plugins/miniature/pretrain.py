@@ -82,11 +82,7 @@ def _start_from(pipe, folder: str, new_text_encoder: bool) -> None:
     """Start from a saved pipeline: its transformer and CLIP encoder, and its Llama encoder where the tokens are the
     same and ``new_text_encoder`` is not set (otherwise the Llama encoder is the new, seeded one: the transformer
     learns to read it)."""
-    from diffusers import HunyuanVideoPipeline
-
-    from prefopt.hub import resolve_path
-
-    saved = HunyuanVideoPipeline.from_pretrained(resolve_path(folder), vae=None)  # pixel space: saved without
+    saved = miniature_backbone(folder).pipe  # prefopt's loading: offline unless allowed, package:// paths
     pipe.transformer.load_state_dict(saved.transformer.state_dict())
     pipe.text_encoder_2.load_state_dict(saved.text_encoder_2.state_dict())
     keep = saved.tokenizer.get_vocab() == pipe.tokenizer.get_vocab() and not new_text_encoder
