@@ -42,6 +42,7 @@ Amended after a review, while C and W trained and before any evaluation ran (the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -98,16 +99,19 @@ def generate(model: str) -> dict[str, np.ndarray]:
     return clips
 
 
+@functools.cache
+def action_net(weights: Path):
+    """The miniature action reward on these weights, loaded once per study."""
+    from prefopt.config import parse
+    from prefopt.plugins import get_registry
+
+    entry = get_registry().get("rewards", "miniature-action")
+    return entry.cls(parse(entry.config_class, {"weights": str(weights)}))
+
+
 def probabilities(weights: Path, clips: np.ndarray) -> np.ndarray:
     """``[N, 7]`` calibrated action probabilities, as the miniature action reward computes them."""
-    import torch
-
-    from prefopt_plugins.miniature.nets import ActionNet, load_net, to_tensor
-
-    net, info = load_net(ActionNet, weights, "action")
-    with torch.no_grad():
-        logits = torch.cat([net(to_tensor(clip).movedim(0, 1)[None]) for clip in clips])
-    return torch.softmax(logits / float(info["temperature"]), -1).numpy()
+    return np.stack([action_net(weights).probabilities(clip) for clip in clips])
 
 
 def seed_scores(probs: dict[str, np.ndarray]) -> np.ndarray:

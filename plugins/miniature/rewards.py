@@ -112,14 +112,18 @@ class MiniatureActionReward:
         self.temperature = float(self.info["temperature"])
 
     @torch.no_grad()
-    def score(self, videos, prompts, references) -> list[RewardScore]:
+    def probabilities(self, video) -> np.ndarray:
+        """The calibrated probability of each of the world's actions (``ACTIONS`` order) for one video."""
         from prefopt_plugins.miniature.nets import resize_to_world, to_tensor
 
+        clip = resize_to_world(np.asarray(video)[..., :3])
+        clip = clip[np.linspace(0, len(clip) - 1, 8).round().astype(int)]  # the classifier's 8 frames
+        return torch.softmax(self.net(to_tensor(clip).movedim(0, 1)[None]) / self.temperature, -1)[0].numpy()
+
+    def score(self, videos, prompts, references) -> list[RewardScore]:
         results = []
         for video, prompt in zip(videos, prompts):
-            clip = resize_to_world(np.asarray(video)[..., :3])
-            clip = clip[np.linspace(0, len(clip) - 1, 8).round().astype(int)]  # the classifier's 8 frames
-            probs = torch.softmax(self.net(to_tensor(clip).movedim(0, 1)[None]) / self.temperature, -1)[0]
+            probs = self.probabilities(video)
             p = float(probs[list(ACTIONS).index(action_of(prompt))])
             results.append(RewardScore(value=to_scale(p, self.raw_range), raw=p,
                                        metadata={"predicted": list(ACTIONS)[int(probs.argmax())]}))
